@@ -1,0 +1,5 @@
+//! The `sluice` command line.
+
+fn main() {
+    println!("sluice");
+}

@@ -1,0 +1,1 @@
+//! The plugin runtime (to be written).

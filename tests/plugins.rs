@@ -1,0 +1,1 @@
+//! Plugin runtime tests against real components (to be written).
