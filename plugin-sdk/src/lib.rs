@@ -1,0 +1,1 @@
+//! Sluice plugin SDK (to be written).
