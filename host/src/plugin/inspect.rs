@@ -1,0 +1,126 @@
+//! Which world a component implements, and whether this host can run it.
+//!
+//! A component's world is recognised by its exports (`init` + `transform`,
+//! or `init` + `encode`) and then confirmed by type-checking it against the
+//! world's bindings, so a component whose functions have the right names but
+//! the wrong types is refused before it is ever instantiated. Its imports
+//! must be the `sluice:plugin/host` interface only: WASI imports are listed
+//! by name, since granting WASI capabilities is a manifest decision this
+//! host does not make yet.
+
+use std::fmt;
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, InstancePre, Linker};
+
+use super::PluginError;
+use super::host_api::HostState;
+
+/// The two worlds of `sluice:plugin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum World {
+    Transform,
+    Sink,
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            World::Transform => "transform",
+            World::Sink => "sink",
+        })
+    }
+}
+
+/// What `sluice plugin inspect` reports about a component that this host
+/// can run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inspection {
+    /// The world it implements (type-checked).
+    pub world: World,
+    /// Its imports, by name (e.g. `sluice:plugin/host@0.1.0`).
+    pub imports: Vec<String>,
+    /// Its exports, by name.
+    pub exports: Vec<String>,
+}
+
+const HOST_INTERFACE: &str = "sluice:plugin/host@";
+
+/// Finds the world of `component`, checks it against `expected` when given,
+/// checks its imports, and type-checks it; returns what it found and the
+/// linked, ready-to-instantiate component.
+pub(super) fn check(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    plugin: &str,
+    component: &Component,
+    expected: Option<World>,
+) -> Result<(Inspection, InstancePre<HostState>), PluginError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let has = |name: &str| exports.iter().any(|e| e == name);
+    let world = match (has("init"), has("transform"), has("encode")) {
+        (true, true, false) => World::Transform,
+        (true, false, true) => World::Sink,
+        _ => {
+            return Err(PluginError::UnknownWorld {
+                plugin: plugin.to_owned(),
+                exports,
+            });
+        }
+    };
+    if let Some(expected) = expected
+        && expected != world
+    {
+        return Err(PluginError::WrongWorld {
+            plugin: plugin.to_owned(),
+            expected,
+            actual: world,
+        });
+    }
+
+    let wasi: Vec<String> = imports
+        .iter()
+        .filter(|i| i.starts_with("wasi:"))
+        .cloned()
+        .collect();
+    if !wasi.is_empty() {
+        return Err(PluginError::WasiNotGranted {
+            plugin: plugin.to_owned(),
+            imports: wasi,
+        });
+    }
+    let unknown: Vec<String> = imports
+        .iter()
+        .filter(|i| !i.starts_with(HOST_INTERFACE))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(PluginError::UnknownImports {
+            plugin: plugin.to_owned(),
+            imports: unknown,
+        });
+    }
+
+    let mismatch = |source| PluginError::Mismatch {
+        plugin: plugin.to_owned(),
+        expected: world,
+        source,
+    };
+    let pre = linker.instantiate_pre(component).map_err(mismatch)?;
+    Ok((
+        Inspection {
+            world,
+            imports,
+            exports,
+        },
+        pre,
+    ))
+}

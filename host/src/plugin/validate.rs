@@ -1,0 +1,257 @@
+//! Checks on what a transform returns, before the batch goes any further.
+//!
+//! A transform may reshape events and relations freely, but what it returns
+//! must still be a well-formed batch: every relation index in range, every
+//! row as long as its relation's column list, `old`/`new` present as the
+//! operation requires, and the transaction's identity (xid, commit LSN,
+//! commit time, first/last flags) unchanged — the position tracker measures
+//! progress in commit LSNs, so a plugin must not be able to move them.
+
+use crate::lsn::Lsn;
+use crate::model::{Batch, Event, Operation};
+
+/// What is wrong with a batch a transform returned.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidOutput {
+    #[error("it changed the batch's {field} (a transform may change events and relations only)")]
+    ChangedTransaction { field: &'static str },
+    #[error("event {event} refers to relation {relation}, but the batch has {count} relations")]
+    RelationOutOfRange {
+        event: usize,
+        relation: u32,
+        count: usize,
+    },
+    #[error(
+        "event {event} has {values} {side} values, but relation {relation} ({table}) has {columns} columns"
+    )]
+    WrongValueCount {
+        event: usize,
+        side: &'static str,
+        values: usize,
+        relation: u32,
+        table: String,
+        columns: usize,
+    },
+    #[error("event {event} is {article} {op} {problem}")]
+    MissingOrExtraValues {
+        event: usize,
+        article: &'static str,
+        op: &'static str,
+        problem: &'static str,
+    },
+}
+
+/// The transaction identity of a batch: what a transform must not change.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TransactionId {
+    xid: u32,
+    commit_lsn: Lsn,
+    commit_time: i64,
+    first: bool,
+    last: bool,
+}
+
+impl TransactionId {
+    pub(super) fn of(batch: &Batch) -> Self {
+        TransactionId {
+            xid: batch.xid,
+            commit_lsn: batch.commit_lsn,
+            commit_time: batch.commit_time,
+            first: batch.first,
+            last: batch.last,
+        }
+    }
+}
+
+/// Checks a batch a transform returned for the input whose identity is `input`.
+pub(super) fn check(input: TransactionId, output: &Batch) -> Result<(), InvalidOutput> {
+    let changed = |field| Err(InvalidOutput::ChangedTransaction { field });
+    if output.xid != input.xid {
+        return changed("xid");
+    }
+    if output.commit_lsn != input.commit_lsn {
+        return changed("commit-lsn");
+    }
+    if output.commit_time != input.commit_time {
+        return changed("commit-time");
+    }
+    if output.first != input.first || output.last != input.last {
+        return changed("first/last flags");
+    }
+
+    let count = output.relations.len();
+    let relation = |event: usize, relation: u32| {
+        usize::try_from(relation)
+            .ok()
+            .and_then(|i| output.relations.get(i))
+            .ok_or(InvalidOutput::RelationOutOfRange {
+                event,
+                relation,
+                count,
+            })
+    };
+    for (event, e) in output.events.iter().enumerate() {
+        match e {
+            Event::Row(row) => {
+                let rel = relation(event, row.relation)?;
+                let (needs_old, needs_new) = match row.op {
+                    // `old` is optional for updates and deletes: it depends on
+                    // the replica identity.
+                    Operation::Insert | Operation::Read => (Some(false), true),
+                    Operation::Update => (None, true),
+                    Operation::Delete => (None, false),
+                };
+                let shape_error = |problem| InvalidOutput::MissingOrExtraValues {
+                    event,
+                    article: if row.op == Operation::Insert {
+                        "an"
+                    } else {
+                        "a"
+                    },
+                    op: row.op.as_str(),
+                    problem,
+                };
+                if needs_new != row.new.is_some() {
+                    return Err(shape_error(if needs_new {
+                        "without new values"
+                    } else {
+                        "with new values"
+                    }));
+                }
+                if needs_old == Some(false) && row.old.is_some() {
+                    return Err(shape_error("with old values"));
+                }
+                for (side, values) in [("old", &row.old), ("new", &row.new)] {
+                    if let Some(values) = values
+                        && values.len() != rel.columns.len()
+                    {
+                        return Err(InvalidOutput::WrongValueCount {
+                            event,
+                            side,
+                            values: values.len(),
+                            relation: row.relation,
+                            table: format!("{}.{}", rel.schema, rel.name),
+                            columns: rel.columns.len(),
+                        });
+                    }
+                }
+            }
+            Event::Truncate(t) => {
+                for &r in &t.relations {
+                    relation(event, r)?;
+                }
+            }
+            Event::Message(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Column, Relation, ReplicaIdentity, RowChange, Truncate, Value};
+
+    fn batch(events: Vec<Event>) -> Batch {
+        Batch {
+            xid: 1,
+            commit_lsn: Lsn(100),
+            commit_time: 5,
+            first: true,
+            last: true,
+            relations: vec![Relation {
+                oid: 1,
+                schema: "public".into(),
+                name: "t".into(),
+                replica_identity: ReplicaIdentity::Default,
+                columns: vec![Column {
+                    name: "id".into(),
+                    type_oid: 23,
+                    type_name: "int4".into(),
+                    type_modifier: -1,
+                    is_key: true,
+                }],
+            }],
+            events,
+        }
+    }
+
+    fn row(op: Operation, relation: u32, old: Option<usize>, new: Option<usize>) -> Event {
+        Event::Row(RowChange {
+            op,
+            relation,
+            lsn: Lsn(1),
+            old: old.map(|n| vec![Value::Null; n]),
+            new: new.map(|n| vec![Value::Int(1); n]),
+        })
+    }
+
+    fn check_events(events: Vec<Event>) -> Result<(), String> {
+        let b = batch(events);
+        check(TransactionId::of(&b), &b).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn accepts_well_formed_batches() {
+        check_events(vec![
+            row(Operation::Insert, 0, None, Some(1)),
+            row(Operation::Update, 0, None, Some(1)),
+            row(Operation::Update, 0, Some(1), Some(1)),
+            row(Operation::Delete, 0, Some(1), None),
+            Event::Truncate(Truncate {
+                relations: vec![0],
+                cascade: false,
+                restart_identity: false,
+                lsn: Lsn(2),
+            }),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        assert_eq!(
+            check_events(vec![row(Operation::Insert, 3, None, Some(1))]).unwrap_err(),
+            "event 0 refers to relation 3, but the batch has 1 relations"
+        );
+        assert_eq!(
+            check_events(vec![
+                row(Operation::Insert, 0, None, Some(1)),
+                row(Operation::Update, 0, None, Some(2))
+            ])
+            .unwrap_err(),
+            "event 1 has 2 new values, but relation 0 (public.t) has 1 columns"
+        );
+        assert_eq!(
+            check_events(vec![row(Operation::Insert, 0, None, None)]).unwrap_err(),
+            "event 0 is an insert without new values"
+        );
+        assert_eq!(
+            check_events(vec![row(Operation::Delete, 0, Some(1), Some(1))]).unwrap_err(),
+            "event 0 is a delete with new values"
+        );
+        assert_eq!(
+            check_events(vec![Event::Truncate(Truncate {
+                relations: vec![0, 1],
+                cascade: false,
+                restart_identity: false,
+                lsn: Lsn(2)
+            })])
+            .unwrap_err(),
+            "event 0 refers to relation 1, but the batch has 1 relations"
+        );
+    }
+
+    #[test]
+    fn refuses_a_moved_commit_lsn() {
+        let input = batch(vec![]);
+        let mut output = input.clone();
+        output.commit_lsn = Lsn(99);
+        assert_eq!(
+            check(TransactionId::of(&input), &output)
+                .unwrap_err()
+                .to_string(),
+            "it changed the batch's commit-lsn (a transform may change events and relations only)"
+        );
+    }
+}
