@@ -1,5 +1,42 @@
-//! The `sluice` command line.
+//! The `sluice` binary: parses the command line, sets up logging to stderr,
+//! runs the command, and turns an error into a message and exit status 1.
 
-fn main() {
-    println!("sluice");
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use sluice_host::plugin::PluginError;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The first line tells the whole story: where (batch, flag,
+            // file) and what (the plugin's error). Deeper causes, such as a
+            // trap's Wasm backtrace, follow on their own lines.
+            let mut chain = error.chain();
+            let mut line = String::from("error: ");
+            for cause in chain.by_ref() {
+                line.push_str(&cause.to_string());
+                if cause.is::<PluginError>() || cause.source().is_none() {
+                    break;
+                }
+                line.push_str(": ");
+            }
+            eprintln!("{line}");
+            for cause in chain {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
