@@ -4,7 +4,7 @@
 //! or `init` + `encode`) and then confirmed by type-checking it against the
 //! world's bindings, so a component whose functions have the right names but
 //! the wrong types is refused before it is ever instantiated. Its imports
-//! must be the `sluice:plugin/host` interface only: WASI imports are listed
+//! must be interfaces of `sluice:plugin` only: WASI imports are listed
 //! by name, since granting WASI capabilities is a manifest decision this
 //! host does not make yet.
 
@@ -44,7 +44,9 @@ pub struct Inspection {
     pub exports: Vec<String>,
 }
 
-const HOST_INTERFACE: &str = "sluice:plugin/host@";
+/// The host provides the package's interfaces (`host`, and `types`, which
+/// holds only types) and nothing else.
+const OWN_PACKAGE: &str = "sluice:plugin/";
 
 /// Finds the world of `component`, checks it against `expected` when given,
 /// checks its imports, and type-checks it; returns what it found and the
@@ -99,7 +101,7 @@ pub(super) fn check(
     }
     let unknown: Vec<String> = imports
         .iter()
-        .filter(|i| !i.starts_with(HOST_INTERFACE))
+        .filter(|i| !i.starts_with(OWN_PACKAGE))
         .cloned()
         .collect();
     if !unknown.is_empty() {

@@ -1,0 +1,201 @@
+//! Helpers shared by the integration tests and the benchmark: where the
+//! example plugins live (building them on first use), a runtime with a
+//! private cache, and batch builders.
+#![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use sluice_host::lsn::Lsn;
+use sluice_host::model::{
+    Batch, Column, Event, Operation, Relation, ReplicaIdentity, RowChange, Value,
+};
+use sluice_host::plugin::{Limits, PluginRuntime, PluginSpec, RuntimeConfig};
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_owned()
+}
+
+/// The component `build/plugins/<name>.wasm`, built by `scripts/build-plugins`
+/// (once per test process) when it is missing.
+pub fn plugin_path(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let path = repo_root()
+        .join("build/plugins")
+        .join(format!("{name}.wasm"));
+    if !path.exists() {
+        let built = BUILT.get_or_init(|| {
+            let status = Command::new(repo_root().join("scripts/build-plugins"))
+                .current_dir(repo_root())
+                .status()
+                .map_err(|e| format!("cannot run scripts/build-plugins: {e}"))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("scripts/build-plugins failed: {status}"))
+            }
+        });
+        if let Err(e) = built {
+            panic!("{e}");
+        }
+    }
+    assert!(
+        path.exists(),
+        "{} is missing after scripts/build-plugins",
+        path.display()
+    );
+    path
+}
+
+/// A runtime whose disk cache lives in `cache` (the tests' own temp dir).
+pub fn runtime(cache: &Path) -> PluginRuntime {
+    PluginRuntime::new(RuntimeConfig {
+        cache_dir: Some(cache.to_owned()),
+        ..RuntimeConfig::default()
+    })
+    .expect("the runtime starts")
+}
+
+/// A spec for an example plugin with a configuration and default limits.
+pub fn spec(name: &str, config: &str) -> PluginSpec {
+    PluginSpec {
+        config: config.to_owned(),
+        ..PluginSpec::from_path(plugin_path(name))
+    }
+}
+
+/// A spec with explicit limits.
+pub fn spec_with(name: &str, config: &str, limits: Limits) -> PluginSpec {
+    PluginSpec {
+        limits,
+        ..spec(name, config)
+    }
+}
+
+pub fn column(name: &str, type_oid: u32, type_name: &str) -> Column {
+    Column {
+        name: name.into(),
+        type_oid,
+        type_name: type_name.into(),
+        type_modifier: -1,
+        is_key: false,
+    }
+}
+
+pub fn relation(oid: u32, schema: &str, name: &str, columns: Vec<Column>) -> Relation {
+    Relation {
+        oid,
+        schema: schema.into(),
+        name: name.into(),
+        replica_identity: ReplicaIdentity::Default,
+        columns,
+    }
+}
+
+pub fn batch(xid: u32, relations: Vec<Relation>, events: Vec<Event>) -> Batch {
+    Batch {
+        xid,
+        commit_lsn: Lsn(0x1000 + u64::from(xid) * 0x100),
+        commit_time: 1_700_000_000_000_000,
+        first: true,
+        last: true,
+        relations,
+        events,
+    }
+}
+
+pub fn insert(relation: u32, lsn: u64, new: Vec<Value>) -> Event {
+    Event::Row(RowChange {
+        op: Operation::Insert,
+        relation,
+        lsn: Lsn(lsn),
+        old: None,
+        new: Some(new),
+    })
+}
+
+pub fn update(relation: u32, lsn: u64, old: Option<Vec<Value>>, new: Vec<Value>) -> Event {
+    Event::Row(RowChange {
+        op: Operation::Update,
+        relation,
+        lsn: Lsn(lsn),
+        old,
+        new: Some(new),
+    })
+}
+
+pub fn delete(relation: u32, lsn: u64, old: Vec<Value>) -> Event {
+    Event::Row(RowChange {
+        op: Operation::Delete,
+        relation,
+        lsn: Lsn(lsn),
+        old: Some(old),
+        new: None,
+    })
+}
+
+/// The benchmark's row shape: `(id int8, amount numeric, name text, email
+/// text, created timestamptz, active bool)`.
+pub fn six_column_relation() -> Relation {
+    let mut id = column("id", 20, "int8");
+    id.is_key = true;
+    relation(
+        16384,
+        "public",
+        "orders",
+        vec![
+            id,
+            column("amount", 1700, "numeric"),
+            column("name", 25, "text"),
+            column("email", 25, "text"),
+            column("created", 1184, "timestamptz"),
+            column("active", 16, "bool"),
+        ],
+    )
+}
+
+/// A batch of `rows` inserts of [`six_column_relation`].
+pub fn six_column_batch(xid: u32, rows: usize) -> Batch {
+    let events = (0..rows)
+        .map(|i| {
+            let i = i as i64;
+            insert(
+                0,
+                0x1000 + i as u64,
+                vec![
+                    Value::Int(i),
+                    Value::Numeric(format!("{}.{:02}", i * 3, i % 100)),
+                    Value::Text(format!("customer {i}")),
+                    Value::Text(format!("customer{i}@example.com")),
+                    Value::Timestamptz(1_700_000_000_000_000 + i),
+                    Value::Boolean(i % 2 == 0),
+                ],
+            )
+        })
+        .collect();
+    batch(xid, vec![six_column_relation()], events)
+}
+
+/// `batch` with every float replaced by a text holding its bit pattern, so
+/// that `==` compares floats bitwise (NaN payloads included).
+pub fn floats_as_bits(mut batch: Batch) -> Batch {
+    let fix = |values: &mut Option<Vec<Value>>| {
+        for v in values.iter_mut().flatten() {
+            if let Value::Float(f) = v {
+                *v = Value::Other(format!("\u{0}f64:{:016x}", f.to_bits()));
+            }
+        }
+    };
+    for event in &mut batch.events {
+        if let Event::Row(row) = event {
+            fix(&mut row.old);
+            fix(&mut row.new);
+        }
+    }
+    batch
+}
