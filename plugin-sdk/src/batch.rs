@@ -7,7 +7,10 @@
 //! removes a column. Indexes are checked: an out-of-range index yields
 //! `None`, never a panic.
 
-use crate::{Batch, Column, Event, LogicalMessage, Lsn, Operation, Relation, ReplicaIdentity, RowChange, Truncate, Value};
+use crate::{
+    Batch, Column, Event, LogicalMessage, Lsn, Operation, Relation, ReplicaIdentity, RowChange,
+    Truncate, Value,
+};
 
 impl Column {
     /// A column that is not part of the replica identity and has no type
@@ -31,7 +34,12 @@ impl Column {
 
 impl Relation {
     /// A table with the default replica identity (its primary key).
-    pub fn new(oid: u32, schema: impl Into<String>, name: impl Into<String>, columns: Vec<Column>) -> Self {
+    pub fn new(
+        oid: u32,
+        schema: impl Into<String>,
+        name: impl Into<String>,
+        columns: Vec<Column>,
+    ) -> Self {
         Relation {
             oid,
             schema: schema.into(),
@@ -56,18 +64,36 @@ impl Relation {
 impl RowChange {
     /// An INSERT of `new` into the batch's relation number `relation`.
     pub fn insert(relation: u32, lsn: Lsn, new: Vec<Value>) -> Self {
-        RowChange { op: Operation::Insert, relation, lsn, old: None, new: Some(new) }
+        RowChange {
+            op: Operation::Insert,
+            relation,
+            lsn,
+            old: None,
+            new: Some(new),
+        }
     }
 
     /// An UPDATE to `new`, with `old` values when the replica identity
     /// provides them.
     pub fn update(relation: u32, lsn: Lsn, old: Option<Vec<Value>>, new: Vec<Value>) -> Self {
-        RowChange { op: Operation::Update, relation, lsn, old, new: Some(new) }
+        RowChange {
+            op: Operation::Update,
+            relation,
+            lsn,
+            old,
+            new: Some(new),
+        }
     }
 
     /// A DELETE of the row identified by `old`.
     pub fn delete(relation: u32, lsn: Lsn, old: Vec<Value>) -> Self {
-        RowChange { op: Operation::Delete, relation, lsn, old: Some(old), new: None }
+        RowChange {
+            op: Operation::Delete,
+            relation,
+            lsn,
+            old: Some(old),
+            new: None,
+        }
     }
 
     /// The row as it is after the change (`new`), or as it was before a
@@ -124,7 +150,11 @@ impl Batch {
     /// Adds `relation` (unless a relation with its OID is already listed)
     /// and returns its index, for use in row changes.
     pub fn add_relation(&mut self, relation: Relation) -> u32 {
-        let index = match self.relations.iter().position(|known| known.oid == relation.oid) {
+        let index = match self
+            .relations
+            .iter()
+            .position(|known| known.oid == relation.oid)
+        {
             Some(index) => index,
             None => {
                 self.relations.push(relation);
@@ -148,10 +178,17 @@ impl Batch {
     /// relation. A row naming a relation the batch does not list is left
     /// out (the host never sends one).
     pub fn rows(&self) -> impl Iterator<Item = RowRef<'_>> {
-        self.events.iter().enumerate().filter_map(|(index, event)| match event {
-            Event::Row(change) => Some(RowRef { index, relation: self.relation(change.relation)?, change }),
-            _ => None,
-        })
+        self.events
+            .iter()
+            .enumerate()
+            .filter_map(|(index, event)| match event {
+                Event::Row(change) => Some(RowRef {
+                    index,
+                    relation: self.relation(change.relation)?,
+                    change,
+                }),
+                _ => None,
+            })
     }
 
     /// Removes column `column` from relation `relation` and the matching
@@ -159,18 +196,21 @@ impl Batch {
     /// so that rows stay as long as their relation. Returns the removed
     /// column, or `None` when either index is out of range.
     pub fn remove_column(&mut self, relation: u32, column: usize) -> Option<Column> {
-        let columns = &mut self.relations.get_mut(usize::try_from(relation).ok()?)?.columns;
+        let columns = &mut self
+            .relations
+            .get_mut(usize::try_from(relation).ok()?)?
+            .columns;
         if column >= columns.len() {
             return None;
         }
         let removed = columns.remove(column);
         for event in &mut self.events {
-            if let Event::Row(change) = event {
-                if change.relation == relation {
-                    for values in [&mut change.old, &mut change.new].into_iter().flatten() {
-                        if column < values.len() {
-                            values.remove(column);
-                        }
+            if let Event::Row(change) = event
+                && change.relation == relation
+            {
+                for values in [&mut change.old, &mut change.new].into_iter().flatten() {
+                    if column < values.len() {
+                        values.remove(column);
                     }
                 }
             }
@@ -211,17 +251,23 @@ impl<'a> RowRef<'a> {
 
     /// The row after the change, or before it for a delete.
     pub fn current(&self) -> Option<Row<'a>> {
-        self.new().or_else(|| self.old())
+        self.after().or_else(|| self.before())
     }
 
-    /// The new values, when the change has them.
-    pub fn new(&self) -> Option<Row<'a>> {
-        Some(Row { relation: self.relation, values: self.change.new.as_deref()? })
+    /// The new values (after the change), when the change has them.
+    pub fn after(&self) -> Option<Row<'a>> {
+        Some(Row {
+            relation: self.relation,
+            values: self.change.new.as_deref()?,
+        })
     }
 
-    /// The old values, when the change has them.
-    pub fn old(&self) -> Option<Row<'a>> {
-        Some(Row { relation: self.relation, values: self.change.old.as_deref()? })
+    /// The old values (before the change), when the change has them.
+    pub fn before(&self) -> Option<Row<'a>> {
+        Some(Row {
+            relation: self.relation,
+            values: self.change.old.as_deref()?,
+        })
     }
 }
 
@@ -256,9 +302,16 @@ mod tests {
             16_384,
             "public",
             "users",
-            vec![Column::new("id", 23, "int4").key(), Column::new("email", 25, "text")],
+            vec![
+                Column::new("id", 23, "int4").key(),
+                Column::new("email", 25, "text"),
+            ],
         ));
-        batch.push(RowChange::insert(users, 0x10, vec![1.into(), "a@example.com".into()]));
+        batch.push(RowChange::insert(
+            users,
+            0x10,
+            vec![1.into(), "a@example.com".into()],
+        ));
         batch.push(RowChange::delete(users, 0x20, vec![2.into(), Value::Null]));
         batch
     }
@@ -268,20 +321,32 @@ mod tests {
         let batch = users();
         let rows: Vec<_> = batch.rows().collect();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].get("email").and_then(Value::as_str), Some("a@example.com"));
+        assert_eq!(
+            rows[0].get("email").and_then(Value::as_str),
+            Some("a@example.com")
+        );
         assert_eq!(rows[1].get("id").and_then(Value::as_i64), Some(2));
         assert_eq!(rows[1].index, 1);
         assert_eq!(rows[0].get("missing"), None);
-        assert!(rows[1].new().is_none());
+        assert!(rows[1].after().is_none());
     }
 
     #[test]
     fn removing_a_column_keeps_rows_in_step() {
         let mut batch = users();
-        assert_eq!(batch.remove_column(0, 0).map(|c| c.name), Some("id".to_owned()));
+        assert_eq!(
+            batch.remove_column(0, 0).map(|c| c.name),
+            Some("id".to_owned())
+        );
         assert_eq!(batch.relations[0].columns.len(), 1);
-        let values: Vec<_> = batch.rows().map(|row| row.change.values().map(<[Value]>::to_vec)).collect();
-        assert_eq!(values, vec![Some(vec!["a@example.com".into()]), Some(vec![Value::Null])]);
+        let values: Vec<_> = batch
+            .rows()
+            .map(|row| row.change.values().map(<[Value]>::to_vec))
+            .collect();
+        assert_eq!(
+            values,
+            vec![Some(vec!["a@example.com".into()]), Some(vec![Value::Null])]
+        );
         assert!(batch.remove_column(0, 5).is_none());
         assert!(batch.remove_column(3, 0).is_none());
     }

@@ -14,7 +14,11 @@ use crate::{PluginError, Result};
 
 /// Deserialises `config` (JSON text; empty text counts as `{}`) into `T`.
 pub fn parse<T: DeserializeOwned>(config: &str) -> Result<T> {
-    let config = if config.trim().is_empty() { "{}" } else { config };
+    let config = if config.trim().is_empty() {
+        "{}"
+    } else {
+        config
+    };
     let mut json = serde_json::Deserializer::from_str(config);
     let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
         let mut path = error.path().to_string();
@@ -22,7 +26,9 @@ pub fn parse<T: DeserializeOwned>(config: &str) -> Result<T> {
         // The path of an unknown field ends with that field, which the
         // reason names already: point at the table that holds it instead.
         if reason.starts_with("unknown field") {
-            path = path.rsplit_once('.').map_or_else(String::new, |(parent, _)| parent.to_owned());
+            path = path
+                .rsplit_once('.')
+                .map_or_else(String::new, |(parent, _)| parent.to_owned());
         }
         // Only data errors sit at a key; a syntax error has no meaningful
         // path (serde_path_to_error shows `?`).
@@ -32,7 +38,9 @@ pub fn parse<T: DeserializeOwned>(config: &str) -> Result<T> {
             PluginError::bad_config(format!("config key `{path}`: {reason}"))
         }
     })?;
-    json.end().map_err(|error| PluginError::bad_config(format!("config: {}", without_position(&error))))?;
+    json.end().map_err(|error| {
+        PluginError::bad_config(format!("config: {}", without_position(&error)))
+    })?;
     Ok(value)
 }
 
@@ -77,8 +85,20 @@ mod tests {
 
     #[test]
     fn empty_config_is_an_empty_table() {
-        assert_eq!(parse::<Config>("").unwrap(), Config { subject_prefix: None, r#where: None });
-        assert_eq!(parse::<Config>("{}").unwrap(), Config { subject_prefix: None, r#where: None });
+        assert_eq!(
+            parse::<Config>("").unwrap(),
+            Config {
+                subject_prefix: None,
+                r#where: None
+            }
+        );
+        assert_eq!(
+            parse::<Config>("{}").unwrap(),
+            Config {
+                subject_prefix: None,
+                r#where: None
+            }
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ impl PluginError {
     /// Some event of the batch cannot be processed, the plugin cannot tell
     /// which; the host then searches for it by splitting the batch.
     pub fn bad_input_somewhere(message: impl Into<String>) -> Self {
-        PluginError::BadInput(BadInput { event_index: None, message: message.into() })
+        PluginError::BadInput(BadInput {
+            event_index: None,
+            message: message.into(),
+        })
     }
 
     /// Any other failure.

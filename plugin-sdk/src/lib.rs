@@ -51,7 +51,12 @@ pub use batch::{Row, RowRef};
 /// `sink` world reuses the `types` and `host` interfaces generated for the
 /// `transform` world, so both worlds share one set of Rust types.
 #[doc(hidden)]
-#[allow(unsafe_code, unreachable_pub, missing_debug_implementations, clippy::all)]
+#[allow(
+    unsafe_code,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)]
 pub mod __bindings {
     pub mod transform {
         wit_bindgen::generate!({
@@ -227,15 +232,13 @@ macro_rules! export_sink {
 
                 fn encode(
                     batch: $crate::Batch,
-                ) -> ::core::result::Result<
-                    ::std::vec::Vec<$crate::Message>,
-                    $crate::PluginError,
-                > {
+                ) -> ::core::result::Result<::std::vec::Vec<$crate::Message>, $crate::PluginError>
+                {
                     $crate::__rt::run_sink(&PLUGIN, batch)
                 }
             }
 
-            $crate::__export_sink_impl!(SluiceSinkExport with_types_in $crate::__bindings::sink);
+    $crate::__export_sink_impl!(SluiceSinkExport with_types_in $crate::__bindings::sink);
         };
 
         #[cfg(not(target_arch = "wasm32"))]

@@ -77,6 +77,6 @@ macro_rules! __sluice_error {
 
 #[doc(inline)]
 pub use crate::{
-    __sluice_debug as debug, __sluice_error as error, __sluice_info as info, __sluice_trace as trace,
-    __sluice_warn as warn,
+    __sluice_debug as debug, __sluice_error as error, __sluice_info as info,
+    __sluice_trace as trace, __sluice_warn as warn,
 };

@@ -8,7 +8,7 @@
 //! form allows. Fractions of a second appear only when not zero, always
 //! with six digits. Nothing is rounded.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write};
 
 use crate::Interval;
 
@@ -18,37 +18,39 @@ const MICROS_PER_HOUR: i64 = 60 * MICROS_PER_MINUTE;
 const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
 
 /// Writes a `date` (days since 1970-01-01) as `YYYY-MM-DD`.
-pub fn write_date(days: i32, out: &mut String) {
+pub fn write_date(days: i32, out: &mut impl Write) -> fmt::Result {
     match days {
-        i32::MAX => out.push_str("infinity"),
-        i32::MIN => out.push_str("-infinity"),
+        i32::MAX => out.write_str("infinity"),
+        i32::MIN => out.write_str("-infinity"),
         days => write_civil_date(i64::from(days), out),
     }
 }
 
 /// Writes a `time` (microseconds since midnight) as `HH:MM:SS[.ffffff]`.
 /// PostgreSQL allows `24:00:00`, which is written as such.
-pub fn write_time(micros: i64, out: &mut String) {
+pub fn write_time(micros: i64, out: &mut impl Write) -> fmt::Result {
     let hours = micros.div_euclid(MICROS_PER_HOUR);
     let rest = micros.rem_euclid(MICROS_PER_HOUR);
-    let _ = write!(out, "{hours:02}:{:02}:{:02}", rest / MICROS_PER_MINUTE, rest % MICROS_PER_MINUTE / MICROS_PER_SECOND);
-    write_fraction(rest % MICROS_PER_SECOND, out);
+    let (minutes, seconds) = (
+        rest / MICROS_PER_MINUTE,
+        rest % MICROS_PER_MINUTE / MICROS_PER_SECOND,
+    );
+    write!(out, "{hours:02}:{minutes:02}:{seconds:02}")?;
+    write_fraction(rest % MICROS_PER_SECOND, out)
 }
 
 /// Writes a `timestamp` or `timestamptz` (microseconds since 1970-01-01) as
 /// `YYYY-MM-DDTHH:MM:SS[.ffffff]`, followed by `Z` when `utc` (a
 /// `timestamptz`, which is always UTC on the wire).
-pub fn write_timestamp(micros: i64, utc: bool, out: &mut String) {
+pub fn write_timestamp(micros: i64, utc: bool, out: &mut impl Write) -> fmt::Result {
     match micros {
-        i64::MAX => out.push_str("infinity"),
-        i64::MIN => out.push_str("-infinity"),
+        i64::MAX => out.write_str("infinity"),
+        i64::MIN => out.write_str("-infinity"),
         micros => {
-            write_civil_date(micros.div_euclid(MICROS_PER_DAY), out);
-            out.push('T');
-            write_time(micros.rem_euclid(MICROS_PER_DAY), out);
-            if utc {
-                out.push('Z');
-            }
+            write_civil_date(micros.div_euclid(MICROS_PER_DAY), out)?;
+            out.write_char('T')?;
+            write_time(micros.rem_euclid(MICROS_PER_DAY), out)?;
+            if utc { out.write_char('Z') } else { Ok(()) }
         }
     }
 }
@@ -58,53 +60,61 @@ pub fn write_timestamp(micros: i64, utc: bool, out: &mut String) {
 /// parts are left out, and the zero interval is `PT0S`. Months become years
 /// and months (a year is always 12 months); days and microseconds are kept
 /// apart, since a day is not always 24 hours.
-pub fn write_interval(interval: &Interval, out: &mut String) {
-    let Interval { months, days, microseconds } = *interval;
+pub fn write_interval(interval: &Interval, out: &mut impl Write) -> fmt::Result {
+    let Interval {
+        months,
+        days,
+        microseconds,
+    } = *interval;
     if months == 0 && days == 0 && microseconds == 0 {
-        out.push_str("PT0S");
-        return;
+        return out.write_str("PT0S");
     }
-    out.push('P');
+    out.write_char('P')?;
     let (years, months) = (months / 12, months % 12);
-    for (amount, unit) in [(i64::from(years), 'Y'), (i64::from(months), 'M'), (i64::from(days), 'D')] {
+    for (amount, unit) in [
+        (i64::from(years), 'Y'),
+        (i64::from(months), 'M'),
+        (i64::from(days), 'D'),
+    ] {
         if amount != 0 {
-            let _ = write!(out, "{amount}{unit}");
+            write!(out, "{amount}{unit}")?;
         }
     }
     if microseconds == 0 {
-        return;
+        return Ok(());
     }
-    out.push('T');
+    out.write_char('T')?;
     let hours = microseconds / MICROS_PER_HOUR;
     let minutes = microseconds % MICROS_PER_HOUR / MICROS_PER_MINUTE;
     let seconds = microseconds % MICROS_PER_MINUTE;
     for (amount, unit) in [(hours, 'H'), (minutes, 'M')] {
         if amount != 0 {
-            let _ = write!(out, "{amount}{unit}");
+            write!(out, "{amount}{unit}")?;
         }
     }
     if seconds != 0 {
-        if seconds < 0 {
-            out.push('-');
-        }
+        let sign = if seconds < 0 { "-" } else { "" };
         let seconds = seconds.unsigned_abs();
-        let _ = write!(out, "{}", seconds / 1_000_000);
-        write_fraction(i64::try_from(seconds % 1_000_000).unwrap_or(0), out);
-        out.push('S');
+        write!(out, "{sign}{}", seconds / 1_000_000)?;
+        write_fraction(i64::try_from(seconds % 1_000_000).unwrap_or(0), out)?;
+        out.write_char('S')?;
     }
+    Ok(())
 }
 
 /// Writes `.ffffff` for a non-zero count of microseconds below one second.
-fn write_fraction(micros: i64, out: &mut String) {
+fn write_fraction(micros: i64, out: &mut impl Write) -> fmt::Result {
     if micros != 0 {
-        let _ = write!(out, ".{micros:06}");
+        write!(out, ".{micros:06}")
+    } else {
+        Ok(())
     }
 }
 
 /// Writes the proleptic Gregorian date `days` after 1970-01-01, using the
 /// 400-year-era decomposition (every era has exactly 146 097 days), which
 /// is exact for every `i64` input PostgreSQL can produce.
-fn write_civil_date(days: i64, out: &mut String) {
+fn write_civil_date(days: i64, out: &mut impl Write) -> fmt::Result {
     // Shift the epoch to 0000-03-01 so that leap days fall at the end of a
     // year of the computation.
     let shifted = days + 719_468;
@@ -115,25 +125,29 @@ fn write_civil_date(days: i64, out: &mut String) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     if (0..=9999).contains(&year) {
-        let _ = write!(out, "{year:04}");
+        write!(out, "{year:04}")?;
     } else if year > 9999 {
-        let _ = write!(out, "+{year}");
+        write!(out, "+{year}")?;
     } else {
-        let _ = write!(out, "-{:04}", year.unsigned_abs());
+        write!(out, "-{:04}", year.unsigned_abs())?;
     }
-    let _ = write!(out, "-{month:02}-{day:02}");
+    write!(out, "-{month:02}-{day:02}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn render(write: impl FnOnce(&mut String)) -> String {
+    fn render(write: impl FnOnce(&mut String) -> fmt::Result) -> String {
         let mut out = String::new();
-        write(&mut out);
+        write(&mut out).unwrap();
         out
     }
 
@@ -157,8 +171,14 @@ mod tests {
         assert_eq!(render(|o| write_time(0, o)), "00:00:00");
         assert_eq!(render(|o| write_time(MICROS_PER_DAY, o)), "24:00:00");
         assert_eq!(render(|o| write_time(45_296_000_007, o)), "12:34:56.000007");
-        assert_eq!(render(|o| write_timestamp(0, true, o)), "1970-01-01T00:00:00Z");
-        assert_eq!(render(|o| write_timestamp(-1, false, o)), "1969-12-31T23:59:59.999999");
+        assert_eq!(
+            render(|o| write_timestamp(0, true, o)),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            render(|o| write_timestamp(-1, false, o)),
+            "1969-12-31T23:59:59.999999"
+        );
         assert_eq!(
             render(|o| write_timestamp(1_714_566_896_123_456, true, o)),
             "2024-05-01T12:34:56.123456Z"
@@ -170,7 +190,16 @@ mod tests {
     #[test]
     fn intervals() {
         let iso = |months, days, microseconds| {
-            render(|o| write_interval(&Interval { months, days, microseconds }, o))
+            render(|o| {
+                write_interval(
+                    &Interval {
+                        months,
+                        days,
+                        microseconds,
+                    },
+                    o,
+                )
+            })
         };
         assert_eq!(iso(0, 0, 0), "PT0S");
         assert_eq!(iso(14, 3, 3_723_500_000), "P1Y2M3DT1H2M3.500000S");

@@ -90,9 +90,16 @@ mod tests {
                 LogRecord {
                     level: Level::Info,
                     message: "masked 2 rows".into(),
-                    fields: vec![("table".into(), "users".into()), ("rows".into(), "2".into())],
+                    fields: vec![
+                        ("table".into(), "users".into()),
+                        ("rows".into(), "2".into())
+                    ],
                 },
-                LogRecord { level: Level::Debug, message: "plain".into(), fields: vec![] },
+                LogRecord {
+                    level: Level::Debug,
+                    message: "plain".into(),
+                    fields: vec![]
+                },
             ]
         );
         assert_eq!(counter("rows_masked"), 5);

@@ -106,11 +106,22 @@ impl Value {
                     let _ = write!(out, "{byte:02x}");
                 }
             }
-            Value::Date(days) => temporal::write_date(*days, out),
-            Value::Time(micros) => temporal::write_time(*micros, out),
-            Value::Timestamp(micros) => temporal::write_timestamp(*micros, false, out),
-            Value::Timestamptz(micros) => temporal::write_timestamp(*micros, true, out),
-            Value::Interval(interval) => temporal::write_interval(interval, out),
+            // Writing to a String cannot fail.
+            Value::Date(days) => {
+                let _ = temporal::write_date(*days, out);
+            }
+            Value::Time(micros) => {
+                let _ = temporal::write_time(*micros, out);
+            }
+            Value::Timestamp(micros) => {
+                let _ = temporal::write_timestamp(*micros, false, out);
+            }
+            Value::Timestamptz(micros) => {
+                let _ = temporal::write_timestamp(*micros, true, out);
+            }
+            Value::Interval(interval) => {
+                let _ = temporal::write_interval(interval, out);
+            }
         }
         true
     }
@@ -118,13 +129,24 @@ impl Value {
 
 /// Writes a float as JSON-friendly text: finite values in Rust's shortest
 /// round-trip form, the others as PostgreSQL spells them.
-pub(crate) fn write_float(value: f64, out: &mut String) {
+fn write_float(value: f64, out: &mut String) {
+    match non_finite_text(value) {
+        Some(text) => out.push_str(text),
+        None => {
+            let _ = write!(out, "{value}");
+        }
+    }
+}
+
+/// PostgreSQL's spelling of a float that is not finite (`NaN`, `Infinity`,
+/// `-Infinity`), which JSON numbers cannot carry.
+pub(crate) fn non_finite_text(value: f64) -> Option<&'static str> {
     if value.is_nan() {
-        out.push_str("NaN");
+        Some("NaN")
     } else if value.is_infinite() {
-        out.push_str(if value > 0.0 { "Infinity" } else { "-Infinity" });
+        Some(if value > 0.0 { "Infinity" } else { "-Infinity" })
     } else {
-        let _ = write!(out, "{value}");
+        None
     }
 }
 
@@ -206,7 +228,10 @@ mod tests {
     #[test]
     fn text_is_exact() {
         assert_eq!(text(Value::Float(f64::NAN)).as_deref(), Some("NaN"));
-        assert_eq!(text(Value::Float(f64::NEG_INFINITY)).as_deref(), Some("-Infinity"));
+        assert_eq!(
+            text(Value::Float(f64::NEG_INFINITY)).as_deref(),
+            Some("-Infinity")
+        );
         assert_eq!(text(Value::Float(0.1)).as_deref(), Some("0.1"));
         assert_eq!(text(Value::Bytes(vec![0, 255])).as_deref(), Some("00ff"));
         assert_eq!(text(Value::Date(0)).as_deref(), Some("1970-01-01"));
