@@ -39,12 +39,14 @@ pub mod counter;
 pub mod envelope;
 mod error;
 pub mod log;
+mod table_pattern;
 pub mod temporal;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod value;
 
 pub use batch::{Row, RowRef};
+pub use table_pattern::TablePattern;
 
 /// The wit-bindgen bindings of both worlds. Hidden: plugins use the
 /// re-exports below and the export macros, never this module directly. The

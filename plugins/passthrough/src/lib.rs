@@ -29,7 +29,12 @@ mod tests {
     #[test]
     fn returns_the_batch_unchanged() {
         let mut batch = Batch::new(42, 0x2000, 1_700_000_000_000_000);
-        let table = batch.add_relation(Relation::new(1, "public", "t", vec![Column::new("id", 23, "int4")]));
+        let table = batch.add_relation(Relation::new(
+            1,
+            "public",
+            "t",
+            vec![Column::new("id", 23, "int4")],
+        ));
         batch.push(RowChange::insert(table, 0x1000, vec![1.into()]));
         let mut plugin = Passthrough::init("{}").unwrap();
         assert_eq!(plugin.transform(batch.clone()).unwrap(), batch);
