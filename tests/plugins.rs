@@ -394,3 +394,504 @@ fn cli_runs_passthrough_over_the_sample() {
         .collect();
     assert_eq!(stdout, expected);
 }
+
+// ---------------------------------------------------------------------------
+// The example plugins, through the runtime.
+
+/// `public.users (id int4 key, email text, name text, ssn text)` and
+/// `audit.log (id int4 key, status text)`.
+fn two_tables() -> Vec<Relation> {
+    let mut id = column("id", 23, "int4");
+    id.is_key = true;
+    vec![
+        relation(
+            16384,
+            "public",
+            "users",
+            vec![
+                id.clone(),
+                column("email", 25, "text"),
+                column("name", 25, "text"),
+                column("ssn", 25, "text"),
+            ],
+        ),
+        relation(
+            16390,
+            "audit",
+            "log",
+            vec![id, column("status", 25, "text")],
+        ),
+    ]
+}
+
+fn user(id: i64, email: &str) -> Vec<Value> {
+    vec![
+        Value::Int(id),
+        Value::Text(email.into()),
+        Value::Text("Ada".into()),
+        Value::Text("123-45-6789".into()),
+    ]
+}
+
+fn lsns(batch: &Batch) -> Vec<u64> {
+    batch.events.iter().map(|e| e.lsn().0).collect()
+}
+
+#[test]
+fn filter_drops_the_configured_events() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let input = batch(
+        7,
+        two_tables(),
+        vec![
+            insert(0, 1, user(1, "a@example.com")),
+            insert(1, 2, vec![Value::Int(1), Value::Text("draft".into())]),
+            insert(1, 3, vec![Value::Int(2), Value::Text("done".into())]),
+            delete(0, 4, user(1, "a@example.com")),
+            Event::Truncate(Truncate {
+                relations: vec![0, 1],
+                cascade: false,
+                restart_identity: false,
+                lsn: Lsn(5),
+            }),
+        ],
+    );
+    let run = |config: &str| {
+        let mut filter = runtime
+            .load_transform(spec("filter", config))
+            .unwrap()
+            .instantiate()
+            .unwrap();
+        filter.transform(input.clone()).unwrap()
+    };
+
+    let output = run(r#"{"drop": {"where": {"column": "status", "equals": "draft"}}}"#);
+    assert_eq!(lsns(&output), [1, 3, 4, 5]);
+
+    let output = run(r#"{"keep": {"tables": ["public.users"]}}"#);
+    assert_eq!(lsns(&output), [1, 4, 5]);
+    // The truncate is narrowed to the table that passes.
+    let Event::Truncate(t) = &output.events[2] else {
+        panic!("{output:?}")
+    };
+    assert_eq!(
+        t.relations
+            .iter()
+            .map(|&r| output.relations[r as usize].name.as_str())
+            .collect::<Vec<_>>(),
+        ["users"]
+    );
+
+    let output = run(r#"{"drop": {"operations": ["delete", "truncate"]}}"#);
+    assert_eq!(lsns(&output), [1, 2, 3]);
+    assert_eq!(
+        runtime.counters().get("filter", "events_filtered"),
+        1 + 2 + 2
+    );
+}
+
+#[test]
+fn mask_hashes_redacts_and_drops_columns() {
+    use sha2::{Digest, Sha256};
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let mut mask = runtime
+        .load_transform(spec(
+            "mask",
+            r#"{"columns": {"email": "hash", "name": "redact", "ssn": "drop"}, "salt": "pepper"}"#,
+        ))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let input = batch(
+        7,
+        two_tables(),
+        vec![
+            insert(0, 1, user(1, "ada@example.com")),
+            update(
+                0,
+                2,
+                None,
+                vec![
+                    Value::Int(1),
+                    Value::UnchangedToast,
+                    Value::Null,
+                    Value::Text("000-00-0000".into()),
+                ],
+            ),
+            insert(1, 3, vec![Value::Int(1), Value::Text("ok".into())]),
+        ],
+    );
+    let output = mask.transform(input).unwrap();
+
+    let users = &output.relations[0];
+    let columns: Vec<_> = users
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.type_oid))
+        .collect();
+    assert_eq!(columns, [("id", 23), ("email", 25), ("name", 25)]);
+    assert_eq!(
+        output.relations[1],
+        two_tables()[1],
+        "audit.log has none of the columns"
+    );
+
+    let hash = format!("{:x}", Sha256::digest(b"pepperada@example.com"));
+    let rows: Vec<_> = output
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Row(r) => r.new.clone().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec![Value::Int(1), Value::Text(hash), Value::Text("***".into())],
+            vec![Value::Int(1), Value::UnchangedToast, Value::Null],
+            vec![Value::Int(1), Value::Text("ok".into())],
+        ]
+    );
+    assert_eq!(runtime.counters().get("mask", "values_hashed"), 1);
+    assert_eq!(runtime.counters().get("mask", "values_redacted"), 1);
+}
+
+/// One insert into `public.users` and one logical message.
+fn sink_input() -> Batch {
+    let mut input = batch(
+        9,
+        two_tables(),
+        vec![
+            insert(0, 0x100, user(1, "ada@example.com")),
+            Event::Message(LogicalMessage {
+                transactional: true,
+                prefix: "app".into(),
+                content: b"{}".to_vec(),
+                lsn: Lsn(0x150),
+            }),
+        ],
+    );
+    input.commit_lsn = Lsn(0x200);
+    input.commit_time = 86_400_000_000;
+    input
+}
+
+#[test]
+fn json_sink_writes_one_envelope_per_event() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let mut sink = runtime
+        .load_sink(spec("json-sink", r#"{"subject-prefix": "db1"}"#))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let messages = sink.encode(sink_input()).unwrap();
+    let shown: Vec<_> = messages
+        .iter()
+        .map(|m| (m.subject.as_str(), std::str::from_utf8(&m.payload).unwrap()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "db1.public.users",
+                r#"{"op":"c","source":{"schema":"public","table":"users","lsn":"0/100","commit_lsn":"0/200","xid":9,"commit_time":"1970-01-02T00:00:00Z","commit_time_us":86400000000},"before":null,"after":{"id":1,"email":"ada@example.com","name":"Ada","ssn":"123-45-6789"}}"#
+            ),
+            (
+                "db1.messages",
+                r#"{"op":"m","source":{"lsn":"0/150","commit_lsn":"0/200","xid":9,"commit_time":"1970-01-02T00:00:00Z","commit_time_us":86400000000},"message":{"prefix":"app","transactional":true,"content":"e30="}}"#
+            ),
+        ]
+    );
+}
+
+#[test]
+fn msgpack_sink_decodes_to_the_json_sinks_envelope() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let mut json = runtime
+        .load_sink(spec("json-sink", "{}"))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let mut msgpack = runtime
+        .load_sink(spec("msgpack-sink", "{}"))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    // Only the row: a message's content is base64 text in JSON but binary
+    // in MessagePack, by design.
+    let mut input = sink_input();
+    input.events.truncate(1);
+    let from_json = json.encode(input.clone()).unwrap();
+    let from_msgpack = msgpack.encode(input).unwrap();
+    assert_eq!(from_json.len(), 1);
+    assert_eq!(from_msgpack.len(), 1);
+    assert_eq!(from_msgpack[0].subject, "cdc.public.users");
+    assert_eq!(from_msgpack[0].subject, from_json[0].subject);
+    let decoded: serde_json::Value = rmp_serde::from_slice(&from_msgpack[0].payload).unwrap();
+    let expected: serde_json::Value = serde_json::from_slice(&from_json[0].payload).unwrap();
+    assert_eq!(decoded, expected);
+}
+
+#[test]
+fn cli_runs_a_chain_into_a_sink() {
+    let cache = tempfile::tempdir().unwrap();
+    let (filter, mask, sink) = (
+        plugin_path("filter"),
+        plugin_path("mask"),
+        plugin_path("json-sink"),
+    );
+    let (ok, stdout, stderr) = sluice(
+        &[
+            "plugin",
+            "run",
+            "--transform",
+            filter.to_str().unwrap(),
+            "--transform",
+            mask.to_str().unwrap(),
+            "--sink",
+            sink.to_str().unwrap(),
+            "--config",
+            r#"filter={"keep": {"tables": ["public.customers"], "operations": ["insert", "delete"]}}"#,
+            "--config",
+            r#"mask={"columns": {"email": "redact", "name": "drop"}}"#,
+            "--input",
+            "examples/events.json",
+        ],
+        cache.path(),
+    );
+    assert!(ok, "{stderr}");
+    // The sample's customers insert (email redacted, name dropped) and
+    // delete; the update, the other tables and the messages are filtered.
+    assert_eq!(
+        stdout,
+        concat!(
+            r#"{"subject":"cdc.public.customers","headers":[],"payload":{"op":"c","source":{"schema":"public","table":"customers","lsn":"0/16B3600","commit_lsn":"0/16B3748","xid":750,"commit_time":"2023-11-14T22:13:20Z","commit_time_us":1700000000000000},"before":null,"after":{"id":1,"email":"***","balance":"1234.50","active":true,"created":"2023-11-14T22:13:10Z"}}}"#,
+            "\n",
+            r#"{"subject":"cdc.public.customers","headers":[],"payload":{"op":"d","source":{"schema":"public","table":"customers","lsn":"0/16B3900","commit_lsn":"0/16B39A0","xid":751,"commit_time":"2023-11-14T22:14:20Z","commit_time_us":1700000060000000},"before":{"id":-9223372036854775808,"email":null,"balance":null,"active":null,"created":null},"after":null}}"#,
+            "\n",
+        )
+    );
+}
+
+#[test]
+fn cli_names_the_plugin_at_fault() {
+    let cache = tempfile::tempdir().unwrap();
+    let sink = plugin_path("json-sink");
+    let (ok, _, stderr) = sluice(
+        &[
+            "plugin",
+            "run",
+            "--transform",
+            sink.to_str().unwrap(),
+            "--input",
+            "examples/events.json",
+        ],
+        cache.path(),
+    );
+    assert!(!ok);
+    assert_eq!(
+        stderr,
+        "error: plugin \"json-sink\" is a sink component, not a transform\n"
+    );
+
+    let passthrough = plugin_path("passthrough");
+    let (ok, _, stderr) = sluice(
+        &[
+            "plugin",
+            "run",
+            "--transform",
+            passthrough.to_str().unwrap(),
+            "--config",
+            "mask={}",
+            "--input",
+            "-",
+        ],
+        cache.path(),
+    );
+    assert!(!ok);
+    assert_eq!(
+        stderr,
+        "error: --config mask: no plugin is named \"mask\" (a plugin is named after its file stem; the plugins are: passthrough)\n"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Contained failures (the `misbehave` fixture). Each asserts the exact error
+// text, and that the same handle serves the next call with a new instance.
+
+fn misbehave(name: &str, config: &str, limits: Limits) -> PluginSpec {
+    PluginSpec {
+        name: name.into(),
+        ..spec_with("misbehave", config, limits)
+    }
+}
+
+#[test]
+fn a_trap_is_contained_and_the_instance_replaced() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let config = r#"{"on": "trap-when", "column": "id", "equals": 3}"#;
+    let mut transform = runtime
+        .load_transform(misbehave("mask", config, Limits::default()))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let good = six_column_batch(1, 2); // ids 0 and 1
+    let bad = six_column_batch(2, 5); // ids 0 to 4
+
+    assert_eq!(transform.transform(good.clone()).unwrap(), good);
+    let err = transform.transform(bad).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"mask\" trapped: wasm `unreachable` instruction executed"
+    );
+    assert!(!err.is_transient());
+    assert_eq!(transform.transform(good.clone()).unwrap(), good);
+    assert_eq!(transform.instances_started(), 2);
+}
+
+#[test]
+fn an_endless_loop_hits_the_deadline() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let limits = Limits {
+        deadline: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let mut transform = runtime
+        .load_transform(misbehave("slow", r#"{"on": "loop"}"#, limits))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    for attempt in 1..=2 {
+        let err = transform.transform(six_column_batch(1, 1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "plugin \"slow\" exceeded its 100 ms deadline"
+        );
+        assert!(err.is_transient());
+        // Each attempt ran on a fresh instance: the looping one was dropped.
+        assert_eq!(transform.instances_started(), attempt);
+    }
+    // The host and its other plugins carry on.
+    let mut passthrough = runtime
+        .load_transform(spec("passthrough", "{}"))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let input = six_column_batch(1, 3);
+    assert_eq!(passthrough.transform(input.clone()).unwrap(), input);
+}
+
+#[test]
+fn allocating_past_the_cap_is_contained() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let limits = Limits {
+        memory: 16 << 20,
+        ..Limits::default()
+    };
+    let mut transform = runtime
+        .load_transform(misbehave("hog", r#"{"on": "alloc"}"#, limits))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    for attempt in 1..=2 {
+        let err = transform.transform(six_column_batch(1, 1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "plugin \"hog\" exceeded its memory limit of 16 MiB"
+        );
+        assert!(!err.is_transient());
+        assert_eq!(transform.instances_started(), attempt);
+    }
+}
+
+#[test]
+fn init_and_input_errors_are_the_plugins_own() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let err = runtime
+        .load_transform(misbehave(
+            "misbehave",
+            r#"{"init": "fail"}"#,
+            Limits::default(),
+        ))
+        .unwrap()
+        .instantiate()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"misbehave\" rejected its configuration: misbehave: told to fail init"
+    );
+    assert!(!err.is_transient());
+
+    let err = runtime
+        .load_transform(misbehave(
+            "misbehave",
+            r#"{"on": "explode"}"#,
+            Limits::default(),
+        ))
+        .unwrap()
+        .instantiate()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("plugin \"misbehave\" rejected its configuration: "),
+        "{err}"
+    );
+
+    let config = r#"{"fail-on": {"column": "id", "equals": 3}}"#;
+    let mut transform = runtime
+        .load_transform(misbehave("picky", config, Limits::default()))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let err = transform.transform(six_column_batch(1, 5)).unwrap_err();
+    assert_eq!(err.event_index(), Some(3));
+    assert!(
+        err.to_string()
+            .starts_with("plugin \"picky\" could not process event 3: "),
+        "{err}"
+    );
+    // A plugin error is not a crash: the instance stays.
+    let good = six_column_batch(2, 2);
+    assert_eq!(transform.transform(good.clone()).unwrap(), good);
+    assert_eq!(transform.instances_started(), 1);
+}
+
+#[test]
+fn a_component_of_the_other_world_is_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let err = runtime.load_transform(spec("json-sink", "{}")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"json-sink\" is a sink component, not a transform"
+    );
+    let err = runtime.load_sink(spec("passthrough", "{}")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"passthrough\" is a transform component, not a sink"
+    );
+}
+
+#[test]
+fn logs_and_counters_reach_the_host() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let mut transform = runtime
+        .load_transform(misbehave("chatty", r#"{"log": true}"#, Limits::default()))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    for xid in 0..3 {
+        transform.transform(six_column_batch(xid, 2)).unwrap();
+    }
+    assert_eq!(runtime.counters().get("chatty", "batches"), 3);
+}

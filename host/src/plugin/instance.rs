@@ -27,6 +27,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use super::PluginError;
 use super::bindings::{self, wit};
+use super::engine::Ticker;
 use super::host_api::{Counters, HostState};
 use super::limits::{Limits, MemoryCap};
 use super::validate::{self, TransactionId};
@@ -95,6 +96,10 @@ pub(super) struct Prepared<B: WorldBindings> {
     pub(super) limits: Limits,
     pub(super) tick: Duration,
     pub(super) counters: Counters,
+    /// Keeps the epoch ticker running while any instance may still run,
+    /// even if the `PluginRuntime` itself is gone: without it no deadline
+    /// would ever fire.
+    pub(super) ticker: Arc<Ticker>,
 }
 
 impl<B: WorldBindings> Clone for Prepared<B> {
@@ -107,6 +112,7 @@ impl<B: WorldBindings> Clone for Prepared<B> {
             limits: self.limits,
             tick: self.tick,
             counters: self.counters.clone(),
+            ticker: Arc::clone(&self.ticker),
         }
     }
 }
@@ -203,9 +209,11 @@ impl<B: WorldBindings> Prepared<B> {
                 plugin,
                 fuel: self.limits.fuel.unwrap_or(0),
             },
+            // `Trap`'s text starts with "wasm trap: ", which the error's own
+            // wording ("trapped: …") already says.
             Some(trap) => PluginError::Trapped {
                 plugin,
-                trap: trap.to_string(),
+                trap: trap.to_string().trim_start_matches("wasm trap: ").to_owned(),
                 source: e,
             },
             // Not a trap: the guest handed back something the canonical ABI

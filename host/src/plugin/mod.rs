@@ -114,8 +114,9 @@ struct Inner {
     cache: ComponentCache,
     counters: Counters,
     config: EngineConfig,
-    // Dropped last-but-not-least: stops the epoch thread with the runtime.
-    _ticker: engine::Ticker,
+    // Shared with every prepared plugin; the thread stops when the last
+    // holder is dropped.
+    ticker: Arc<engine::Ticker>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -143,7 +144,7 @@ impl PluginRuntime {
                 cache,
                 counters: Counters::default(),
                 config: config.engine,
-                _ticker: ticker,
+                ticker: Arc::new(ticker),
             }),
         })
     }
@@ -249,6 +250,7 @@ impl PluginRuntime {
             limits: spec.limits,
             tick: inner.config.epoch_tick,
             counters: inner.counters.clone(),
+            ticker: Arc::clone(&inner.ticker),
         })
     }
 }
