@@ -25,8 +25,11 @@ const MAX_COUNTER_NAME: usize = 64;
 /// Cheap to clone: clones share the same registry.
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
-    inner: Arc<Mutex<BTreeMap<(Arc<str>, String), u64>>>,
+    inner: Arc<Mutex<CounterMap>>,
 }
+
+/// Counter values by (plugin, counter name).
+type CounterMap = BTreeMap<(Arc<str>, String), u64>;
 
 impl Counters {
     /// The current value of one counter (0 if never added to).
