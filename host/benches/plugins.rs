@@ -17,32 +17,63 @@ use support::{plugin_path, six_column_batch, spec};
 const MEASURE: Duration = Duration::from_secs(2);
 
 fn main() {
+    // `cargo bench --bench plugins -- json` runs only the figures whose
+    // label contains "json" (handy under `perf record`).
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_default();
+    let wanted = |label: &str| label.contains(&filter);
+
     let cache = tempfile::tempdir().expect("a temp dir");
     let runtime = support::runtime(cache.path());
     let passthrough = runtime
         .load_transform(spec("passthrough", "{}"))
         .expect("passthrough loads");
+    let json_sink = runtime
+        .load_sink(spec("json-sink", "{}"))
+        .expect("json-sink loads");
+    let msgpack_sink = runtime
+        .load_sink(spec("msgpack-sink", "{}"))
+        .expect("msgpack-sink loads");
 
     println!(
         "plugin runtime benchmark (6-column rows: int8, numeric, text, text, timestamptz, bool)"
     );
     for batch_size in [256, 1] {
-        let mut transform = passthrough.instantiate().expect("passthrough starts");
-        let rate = throughput(batch_size, |batch| {
-            black_box(transform.transform(batch).expect("passthrough"));
-        });
-        println!("  passthrough only, batch {batch_size:>3}: {rate:>10.0} events/s");
+        let label = format!("passthrough → json-sink, batch {batch_size:>3}");
+        if wanted(&label) {
+            let mut transform = passthrough.instantiate().expect("passthrough starts");
+            let mut sink = json_sink.instantiate().expect("json-sink starts");
+            let rate = throughput(batch_size, |batch| {
+                let batch = transform.transform(batch).expect("passthrough");
+                black_box(sink.encode(batch).expect("json-sink"));
+            });
+            println!("  {label}: {rate:>10.0} events/s");
+        }
 
-        let sink = runtime
-            .load_sink(spec("json-sink", "{}"))
-            .expect("json-sink loads");
-        let mut transform = passthrough.instantiate().expect("passthrough starts");
-        let mut json = sink.instantiate().expect("json-sink starts");
-        let rate = throughput(batch_size, |batch| {
-            let batch = transform.transform(batch).expect("passthrough");
-            black_box(json.encode(batch).expect("json-sink"));
-        });
-        println!("  passthrough → json-sink, batch {batch_size:>3}: {rate:>10.0} events/s");
+        // Each stage alone, to tell where the time goes.
+        let label = format!("passthrough only, batch {batch_size:>3}");
+        if wanted(&label) {
+            let mut transform = passthrough.instantiate().expect("passthrough starts");
+            let rate = throughput(batch_size, |batch| {
+                black_box(transform.transform(batch).expect("passthrough"));
+            });
+            println!("  {label}: {rate:>10.0} events/s");
+        }
+        for (name, plugin) in [("json-sink", &json_sink), ("msgpack-sink", &msgpack_sink)] {
+            let label = format!("{name} only, batch {batch_size:>3}");
+            if wanted(&label) {
+                let mut sink = plugin.instantiate().expect("sink starts");
+                let rate = throughput(batch_size, |batch| {
+                    black_box(sink.encode(batch).expect("sink"));
+                });
+                println!("  {label}: {rate:>10.0} events/s");
+            }
+        }
+    }
+    if !wanted("instantiate load compile") {
+        return;
     }
 
     // Instantiation from the InstancePre (including `init`).

@@ -213,7 +213,10 @@ impl<B: WorldBindings> Prepared<B> {
             // wording ("trapped: …") already says.
             Some(trap) => PluginError::Trapped {
                 plugin,
-                trap: trap.to_string().trim_start_matches("wasm trap: ").to_owned(),
+                trap: trap
+                    .to_string()
+                    .trim_start_matches("wasm trap: ")
+                    .to_owned(),
                 source: e,
             },
             // Not a trap: the guest handed back something the canonical ABI
