@@ -745,12 +745,14 @@ fn a_trap_is_contained_and_the_instance_replaced() {
     let bad = six_column_batch(2, 5); // ids 0 to 4
 
     assert_eq!(transform.transform(good.clone()).unwrap(), good);
-    let err = transform.transform(bad).unwrap_err();
+    let err = transform.transform(bad.clone()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "plugin \"mask\" trapped: wasm `unreachable` instruction executed"
     );
-    assert!(!err.is_transient());
+    assert!(!err.error.is_transient());
+    // The batch comes back for the error policy.
+    assert_eq!(*err.input, bad);
     assert_eq!(transform.transform(good.clone()).unwrap(), good);
     assert_eq!(transform.instances_started(), 2);
 }
@@ -774,7 +776,7 @@ fn an_endless_loop_hits_the_deadline() {
             err.to_string(),
             "plugin \"slow\" exceeded its 100 ms deadline"
         );
-        assert!(err.is_transient());
+        assert!(err.error.is_transient());
         // Each attempt ran on a fresh instance: the looping one was dropped.
         assert_eq!(transform.instances_started(), attempt);
     }
@@ -807,7 +809,7 @@ fn allocating_past_the_cap_is_contained() {
             err.to_string(),
             "plugin \"hog\" exceeded its memory limit of 16 MiB"
         );
-        assert!(!err.is_transient());
+        assert!(!err.error.is_transient());
         assert_eq!(transform.instances_started(), attempt);
     }
 }
@@ -853,7 +855,7 @@ fn init_and_input_errors_are_the_plugins_own() {
         .instantiate()
         .unwrap();
     let err = transform.transform(six_column_batch(1, 5)).unwrap_err();
-    assert_eq!(err.event_index(), Some(3));
+    assert_eq!(err.error.event_index(), Some(3));
     assert!(
         err.to_string()
             .starts_with("plugin \"picky\" could not process event 3: "),
@@ -894,4 +896,42 @@ fn logs_and_counters_reach_the_host() {
         transform.transform(six_column_batch(xid, 2)).unwrap();
     }
     assert_eq!(runtime.counters().get("chatty", "batches"), 3);
+}
+
+#[test]
+fn fuel_bounds_work_not_time() {
+    use sluice_host::plugin::{EngineConfig, PluginRuntime, RuntimeConfig};
+    let cache = tempfile::tempdir().unwrap();
+    let metered = PluginRuntime::new(RuntimeConfig {
+        engine: EngineConfig {
+            fuel: true,
+            ..EngineConfig::default()
+        },
+        cache_dir: Some(cache.path().to_owned()),
+    })
+    .unwrap();
+    let limits = Limits {
+        fuel: Some(10_000_000),
+        ..Limits::default()
+    };
+    let mut transform = metered
+        .load_transform(misbehave("spinner", r#"{"on": "loop"}"#, limits))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let err = transform.transform(six_column_batch(1, 1)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"spinner\" ran out of fuel (10000000 units per call)"
+    );
+
+    // Fuel limits need an engine that meters fuel.
+    let unmetered = runtime(cache.path());
+    let err = unmetered
+        .load_transform(misbehave("spinner", "{}", limits))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"spinner\" asks for a fuel limit, but fuel metering is disabled for this host"
+    );
 }

@@ -6,7 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use sluice_host::plugin::PluginError;
+use sluice_host::plugin::{CallError, PluginError};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -27,7 +27,8 @@ fn main() -> ExitCode {
             let mut line = String::from("error: ");
             for cause in chain.by_ref() {
                 line.push_str(&cause.to_string());
-                if cause.is::<PluginError>() || cause.source().is_none() {
+                if cause.is::<PluginError>() || cause.is::<CallError>() || cause.source().is_none()
+                {
                     break;
                 }
                 line.push_str(": ");

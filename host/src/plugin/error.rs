@@ -178,6 +178,37 @@ impl PluginError {
     }
 }
 
+/// A failed `transform` or `encode` call: the error, and the batch the
+/// plugin was given, handed back so that the error policy can split it or
+/// dead-letter it without the happy path ever copying a batch.
+#[derive(Debug)]
+pub struct CallError {
+    pub error: PluginError,
+    /// Boxed: errors are rare, and a large `Err` would make every `Result`
+    /// of the happy path larger.
+    pub input: Box<crate::model::Batch>,
+}
+
+// The call error *is* the plugin error, with the input attached: it shows
+// as the plugin error and has the same causes.
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl From<CallError> for PluginError {
+    fn from(e: CallError) -> Self {
+        e.error
+    }
+}
+
 /// A duration printed in whole milliseconds (`100 ms`), the unit limits are
 /// configured in.
 struct Millis(Duration);

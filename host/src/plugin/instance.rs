@@ -25,12 +25,12 @@ use std::time::Duration;
 use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, Trap};
 
-use super::PluginError;
 use super::bindings::{self, wit};
 use super::engine::Ticker;
 use super::host_api::{Counters, HostState};
 use super::limits::{Limits, MemoryCap};
 use super::validate::{self, TransactionId};
+use super::{CallError, PluginError};
 use crate::model::{Batch, Message};
 
 /// What the instance code needs to know about one world's bindings.
@@ -329,17 +329,27 @@ impl Transform {
     }
 
     /// Passes one batch through the plugin and checks what comes back.
-    pub fn transform(&mut self, batch: Batch) -> Result<Batch, PluginError> {
+    pub fn transform(&mut self, batch: Batch) -> Result<Batch, CallError> {
         let id = TransactionId::of(&batch);
         let input = wit::Batch::from(batch);
-        let output: Batch = self
-            .slot
-            .call(|b, store| b.call_transform(store, &input))?
-            .into();
-        validate::check(id, &output).map_err(|source| PluginError::InvalidOutput {
-            plugin: self.slot.prepared.plugin.to_string(),
-            source,
-        })?;
+        let output = self.slot.call(|b, store| b.call_transform(store, &input));
+        // The guest only borrowed `input`: on failure it goes back to the
+        // caller (a move, not a copy) for the error policy to split or
+        // dead-letter.
+        let fail = |error, input: wit::Batch| {
+            Err(CallError {
+                error,
+                input: Box::new(input.into()),
+            })
+        };
+        let output: Batch = match output {
+            Ok(output) => output.into(),
+            Err(error) => return fail(error, input),
+        };
+        if let Err(source) = validate::check(id, &output) {
+            let plugin = self.slot.prepared.plugin.to_string();
+            return fail(PluginError::InvalidOutput { plugin, source }, input);
+        }
         Ok(output)
     }
 }
@@ -361,10 +371,15 @@ impl Sink {
     }
 
     /// Turns one batch into the messages to publish, in order.
-    pub fn encode(&mut self, batch: Batch) -> Result<Vec<Message>, PluginError> {
+    pub fn encode(&mut self, batch: Batch) -> Result<Vec<Message>, CallError> {
         let input = wit::Batch::from(batch);
-        let messages = self.slot.call(|b, store| b.call_encode(store, &input))?;
-        Ok(messages.into_iter().map(Message::from).collect())
+        match self.slot.call(|b, store| b.call_encode(store, &input)) {
+            Ok(messages) => Ok(messages.into_iter().map(Message::from).collect()),
+            Err(error) => Err(CallError {
+                error,
+                input: Box::new(input.into()),
+            }),
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 //!       -> TransformPlugin / SinkPlugin      cheap to clone; a factory of instances
 //!   .instantiate()                           instantiate + init (config errors show here)
 //!       -> Transform / Sink                  one live instance, replaced after a trap
-//!   .transform(batch) / .encode(batch)       synchronous; run on a blocking thread
+//!   .transform(batch) / .encode(batch)       synchronous; run on a blocking thread;
+//!       -> Err(CallError { error, input })   the batch comes back on failure
 //! ```
 //!
 //! Loading compiles, which takes seconds for large components; the async
@@ -42,7 +43,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use cache::{CacheStats, default_cache_dir};
 pub use engine::EngineConfig;
-pub use error::PluginError;
+pub use error::{CallError, PluginError};
 pub use host_api::Counters;
 pub use inspect::{Inspection, World};
 pub use instance::{Sink, SinkPlugin, Transform, TransformPlugin};
