@@ -3,6 +3,8 @@
 //! private cache, and batch builders.
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
 
+pub mod arbitrary;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
