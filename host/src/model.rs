@@ -315,7 +315,11 @@ mod tests {
                     Value::Bytes(vec![0, 255, 16]),
                     Value::Null,
                     Value::UnchangedToast,
-                    Value::Interval(Interval { months: 1, days: -2, microseconds: 3 }),
+                    Value::Interval(Interval {
+                        months: 1,
+                        days: -2,
+                        microseconds: 3,
+                    }),
                 ]),
             })],
         }
