@@ -5,12 +5,14 @@
 //! `tests/` folder drive the same code as the `sluice` binary. Each module
 //! owns one part of the dataflow described in `DESIGN.md`:
 //!
+//! - [`config`]: the manifest, validated in full before anything connects.
 //! - [`lsn`]: the WAL position type.
 //! - [`model`]: batches, events and values as the host sees them (mirrors
 //!   the WIT contract).
 //! - [`plugin`]: the wasmtime engine, the component cache, plugin instances
 //!   and their limits.
 
+pub mod config;
 pub mod lsn;
 pub mod model;
 pub mod plugin;

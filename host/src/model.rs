@@ -269,7 +269,7 @@ pub(crate) mod hex_bytes {
 
     pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
         let text = text.strip_prefix("\\x").unwrap_or(text);
-        if text.len() % 2 != 0 {
+        if !text.len().is_multiple_of(2) {
             return None;
         }
         let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -315,7 +315,11 @@ mod tests {
                     Value::Bytes(vec![0, 255, 16]),
                     Value::Null,
                     Value::UnchangedToast,
-                    Value::Interval(Interval { months: 1, days: -2, microseconds: 3 }),
+                    Value::Interval(Interval {
+                        months: 1,
+                        days: -2,
+                        microseconds: 3,
+                    }),
                 ]),
             })],
         }
