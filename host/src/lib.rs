@@ -16,3 +16,4 @@ pub mod config;
 pub mod lsn;
 pub mod model;
 pub mod plugin;
+pub mod position;
