@@ -11,9 +11,13 @@
 //!   the WIT contract).
 //! - [`plugin`]: the wasmtime engine, the component cache, plugin instances
 //!   and their limits.
+//! - [`replication`]: the logical-replication connection (startup, TLS,
+//!   authentication, slots, the CopyBoth stream, standby status) and the
+//!   pre-flight setup checks.
 
 pub mod config;
 pub mod lsn;
 pub mod model;
 pub mod plugin;
 pub mod position;
+pub mod replication;
