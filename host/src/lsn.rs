@@ -33,7 +33,9 @@ impl fmt::Display for Lsn {
 
 /// Why a text is not an LSN.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{text}` is not an LSN: expected two hexadecimal numbers of at most 8 digits separated by `/`, as in `0/16B3748`")]
+#[error(
+    "`{text}` is not an LSN: expected two hexadecimal numbers of at most 8 digits separated by `/`, as in `0/16B3748`"
+)]
 pub struct ParseLsnError {
     text: String,
 }
@@ -97,7 +99,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_text() {
-        for text in ["", "0", "/0", "0/", "0/0/0", "123456789/0", "g/0", "-1/0", " 0/0"] {
+        for text in [
+            "",
+            "0",
+            "/0",
+            "0/",
+            "0/0/0",
+            "123456789/0",
+            "g/0",
+            "-1/0",
+            " 0/0",
+        ] {
             let err = text.parse::<Lsn>().unwrap_err();
             assert!(err.to_string().contains(text), "{err}");
         }

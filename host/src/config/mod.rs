@@ -22,13 +22,15 @@ mod values;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::replication::SlotName;
+pub use crate::replication::setup::{PublicationScope, TableName};
 pub use fields::Problem;
 pub use sections::{
     BatchSettings, ErrorPolicy, FlushMode, Heartbeat, Limits, LogFormat, LogSettings,
     MismatchStrategy, NatsAuth, NatsSettings, NatsTls, OffsetStoreSpec, PluginSpec,
-    PositionSettings, PublicationScope, Secret, SourceSettings, StorageKind,
+    PositionSettings, Secret, SourceSettings, StorageKind,
 };
-pub use values::{Identifier, PipelineName, PluginName, SlotName, StreamName};
+pub use values::{Identifier, PipelineName, PluginName, StreamName};
 
 /// A loaded, valid manifest.
 #[derive(Clone, Debug)]
@@ -129,7 +131,7 @@ impl Manifest {
         let mut problems = fields::Problems::default();
         let table = env::substitute(table, env, &mut problems);
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let manifest = sections::read(table, file, &dir, &mut problems);
+        let manifest = sections::read(table, file, &dir, env, &mut problems);
         match manifest {
             Some(m) if problems.0.is_empty() => Ok(m),
             _ => Err(ManifestError::Invalid {

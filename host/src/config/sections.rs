@@ -11,8 +11,10 @@ use serde::Deserialize;
 use super::Manifest;
 use super::fields::{Fields, Problems};
 use super::values::{
-    Identifier, PipelineName, PluginName, SlotName, StreamName, parse_bytes, parse_duration,
+    Identifier, PipelineName, PluginName, StreamName, parse_bytes, parse_duration,
 };
+use crate::replication::setup::{PublicationScope, TableName};
+use crate::replication::{ConnInfo, SlotName};
 
 /// A value that must not appear in logs or errors (a password, a token, a
 /// URL with a password in it).
@@ -33,20 +35,11 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Which tables a publication created by Sluice covers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PublicationScope {
-    /// `FOR ALL TABLES`.
-    AllTables,
-    /// `FOR TABLE …`, each `schema.table` (or `table`, meaning `public`).
-    Tables(Vec<String>),
-}
-
 /// `[source]`: the PostgreSQL side.
 #[derive(Clone, Debug)]
 pub struct SourceSettings {
-    /// The connection URL (libpq style), possibly holding a password.
-    pub url: Secret,
+    /// Where and how to connect (its `Display` hides the password).
+    pub conninfo: ConnInfo,
     pub publication: Identifier,
     pub slot: SlotName,
     /// Create the slot when it does not exist (and no durable offset says
@@ -229,6 +222,7 @@ pub(crate) fn read(
     table: toml::Table,
     file: &Path,
     dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
     p: &mut Problems,
 ) -> Option<Manifest> {
     let mut top = Fields::new("", table);
@@ -238,7 +232,7 @@ pub(crate) fn read(
         t.finish(&["name", "shutdown-timeout"], p);
         (name, timeout)
     });
-    let source = section(&mut top, "source", p).and_then(|t| source(t, p));
+    let source = section(&mut top, "source", p).and_then(|t| source(t, env, p));
     let position = top
         .table("position", p)
         .map_or_else(|| Some(default_position()), |t| position(t, dir, p));
@@ -326,25 +320,26 @@ fn section(top: &mut Fields, key: &str, p: &mut Problems) -> Option<Fields> {
     top.table(key, p)
 }
 
-fn source(mut t: Fields, p: &mut Problems) -> Option<SourceSettings> {
-    // The URL is checked without ever echoing it: it may hold a password.
-    let url = t.req_parsed("url", p, |s: Secret| {
-        let text = s.expose();
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            Ok(s)
-        } else {
-            Err("must be a PostgreSQL URL starting with postgres:// or postgresql://".to_owned())
-        }
+fn source(
+    mut t: Fields,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) -> Option<SourceSettings> {
+    // Connection errors never quote the URL: it may hold a password.
+    let conninfo = t.req_parsed("url", p, |s: Secret| {
+        ConnInfo::parse_with_env(s.expose(), env).map_err(|e| e.to_string())
     });
     let publication = t.req_parsed("publication", p, |s: String| Identifier::try_from(s));
-    let slot = t.req_parsed("slot", p, |s: String| SlotName::try_from(s));
+    let slot = t.req_parsed("slot", p, |s: String| {
+        SlotName::new(s).map_err(|e| e.to_string())
+    });
     let create_slot = t.opt("create-slot", p).unwrap_or(true);
     let create_publication = t.opt_parsed("create-publication", p, |v: toml::Value| match v {
         toml::Value::String(s) if s == "all-tables" => Ok(PublicationScope::AllTables),
         toml::Value::Array(items) if !items.is_empty() => items
             .into_iter()
             .map(|i| match i {
-                toml::Value::String(s) if !s.is_empty() => Ok(s),
+                toml::Value::String(s) if !s.is_empty() => Ok(table_name(&s)),
                 other => Err(format!("table names must be strings, found {other}")),
             })
             .collect::<Result<_, _>>()
@@ -365,12 +360,27 @@ fn source(mut t: Fields, p: &mut Problems) -> Option<SourceSettings> {
         p,
     );
     Some(SourceSettings {
-        url: url?,
+        conninfo: conninfo?,
         publication: publication?,
         slot: slot?,
         create_slot,
         create_publication,
     })
+}
+
+/// `schema.table`, or `table` in `public`. Names are taken as written
+/// (they are quoted when sent to the server).
+fn table_name(text: &str) -> TableName {
+    match text.split_once('.') {
+        Some((schema, name)) => TableName {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+        },
+        None => TableName {
+            schema: "public".to_owned(),
+            name: text.to_owned(),
+        },
+    }
 }
 
 fn default_position() -> PositionSettings {

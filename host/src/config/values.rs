@@ -56,23 +56,6 @@ macro_rules! checked_name {
 }
 
 checked_name!(
-    /// A replication slot name: PostgreSQL allows lower-case letters, digits
-    /// and underscores, at most 63 characters.
-    SlotName,
-    |s| {
-        if s.is_empty() || s.len() > 63 {
-            return Err(format!("`{s}` is not a valid slot name: it must have 1 to 63 characters"));
-        }
-        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-            return Err(format!(
-                "`{s}` is not a valid slot name: PostgreSQL allows only lower-case letters, digits and `_`"
-            ));
-        }
-        Ok(())
-    }
-);
-
-checked_name!(
     /// A PostgreSQL identifier used as given (a publication name): 1 to 63
     /// bytes, no NUL. It is always quoted when sent to the server.
     Identifier,
@@ -172,14 +155,6 @@ pub(crate) fn parse_bytes(raw: toml::Value) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slot_names() {
-        assert!(SlotName::try_from("sluice_orders_1".to_owned()).is_ok());
-        let err = SlotName::try_from("Orders".to_owned()).unwrap_err();
-        assert!(err.contains("only lower-case"), "{err}");
-        assert!(SlotName::try_from("a".repeat(64)).is_err());
-    }
 
     #[test]
     fn sizes_and_durations() {

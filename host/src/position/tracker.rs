@@ -41,7 +41,11 @@ impl Tracker {
     /// A tracker whose candidate starts at `start` (the position streaming
     /// resumes from: everything up to it is already confirmed).
     pub fn new(start: Lsn) -> Self {
-        Tracker { confirmed: start, received: start, ..Tracker::default() }
+        Tracker {
+            confirmed: start,
+            received: start,
+            ..Tracker::default()
+        }
     }
 
     /// Data up to `lsn` was read from the server.
@@ -72,12 +76,18 @@ impl Tracker {
     /// stored. Unknown LSNs (already confirmed, or never registered) are
     /// ignored and reported as false.
     pub fn acknowledged(&mut self, commit_end: Lsn) -> bool {
-        let Ok(i) = self.pending.binary_search_by_key(&commit_end, |(lsn, _)| *lsn) else {
+        let Ok(i) = self
+            .pending
+            .binary_search_by_key(&commit_end, |(lsn, _)| *lsn)
+        else {
             return false;
         };
         self.pending[i].1 = true;
         while let Some(&(lsn, true)) = self.pending.front() {
-            debug_assert!(lsn > self.confirmed, "flush candidate must only move forward");
+            debug_assert!(
+                lsn > self.confirmed,
+                "flush candidate must only move forward"
+            );
             self.confirmed = lsn;
             self.pending.pop_front();
         }
@@ -144,14 +154,21 @@ mod tests {
     fn keepalive_flush_waits_for_everything_in_flight() {
         let mut t = Tracker::new(Lsn(10));
         t.transaction_begun();
-        assert_eq!(t.idle_until(Lsn(100)), None, "a transaction is being received");
+        assert_eq!(
+            t.idle_until(Lsn(100)),
+            None,
+            "a transaction is being received"
+        );
         assert!(t.transaction_complete(Lsn(50)));
         assert_eq!(t.idle_until(Lsn(100)), None, "a transaction awaits its ack");
         t.acknowledged(Lsn(50));
         assert_eq!(t.idle_until(Lsn(100)), Some(Lsn(100)));
         assert_eq!(t.idle_until(Lsn(90)), None, "never backwards");
         assert_eq!(t.confirmed(), Lsn(100));
-        assert!(!t.transaction_complete(Lsn(100)), "commit order is enforced");
+        assert!(
+            !t.transaction_complete(Lsn(100)),
+            "commit order is enforced"
+        );
     }
 
     proptest! {
