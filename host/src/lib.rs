@@ -8,9 +8,11 @@
 //! - [`lsn`]: the WAL position type.
 //! - [`model`]: batches, events and values as the host sees them (mirrors
 //!   the WIT contract).
+//! - [`pgoutput`]: the pgoutput decoder, relation cache and batcher.
 //! - [`plugin`]: the wasmtime engine, the component cache, plugin instances
 //!   and their limits.
 
 pub mod lsn;
 pub mod model;
+pub mod pgoutput;
 pub mod plugin;
