@@ -11,7 +11,10 @@
 //! transaction's last batch. So `Batch::commit_lsn` is the commit record's
 //! start: unique per transaction, ordered across transactions, and the same
 //! on a replay (what message de-duplication ids need), while the position
-//! tracker maps it to the end LSN it confirms.
+//! tracker maps it to the end LSN it confirms. Replay skipping works on
+//! either: a transaction's commit record starts at or after the previous
+//! one's end, so "end LSN ≤ stored offset" is exactly "commit LSN < stored
+//! offset" for every offset the host stores, which is decidable at Begin, before any batch is built.
 //!
 //! The `last` flag. A batch can only be marked last once the transaction is
 //! known to have ended, so the batcher holds back the batch it is filling:

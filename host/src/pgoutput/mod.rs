@@ -4,10 +4,28 @@
 //! which yields a borrowed [`PgOutputMessage`]; the [`Batcher`] keeps the
 //! [`RelationCache`], converts rows into model values and groups one
 //! transaction's events into [`Batch`](crate::model::Batch)es of bounded
-//! size. Session settings the value conversion relies on (the host sets
-//! them on the replication connection): `DateStyle = ISO`,
-//! `IntervalStyle = postgres` (the default), `client_encoding = UTF8`,
-//! `bytea_output` either way, and text (not binary) pgoutput columns.
+//! size.
+//!
+//! Value conversion relies on how the walsender prints values, which the
+//! replication connection's startup parameters decide:
+//! [`SESSION_SETTINGS`] lists them, and the replication client passes them
+//! as-is. pgoutput columns must be text (no `binary 'true'` option), and
+//! `streaming` and `two_phase` must stay off (the batcher refuses those
+//! messages with a typed error).
+
+/// Startup parameters the replication connection must carry for values to
+/// decode losslessly: ISO dates, the `postgres` interval style the parser
+/// reads, UTF-8 text whatever the database encoding, and shortest-exact
+/// float output (PostgreSQL 12+; any value of at least 1 is exact, below
+/// that floats are rounded). `TimeZone` is not needed for correctness (any
+/// offset is parsed) but keeps the server's text in UTC.
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO"),
+    ("IntervalStyle", "postgres"),
+    ("client_encoding", "UTF8"),
+    ("extra_float_digits", "3"),
+    ("TimeZone", "UTC"),
+];
 
 mod batcher;
 mod datetime;

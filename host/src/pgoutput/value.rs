@@ -8,7 +8,9 @@
 //! - `bool` → Boolean; `int2`, `int4`, `int8`, `oid` → Int;
 //!   `float4`, `float8` → Float (parsed from the decimal text the server
 //!   printed, so a `float4` is the f64 nearest that text, not the widened
-//!   binary float4); `numeric` → Numeric, the exact text (`NaN`,
+//!   binary float4; exact as long as the connection keeps
+//!   `extra_float_digits` at 1 or more, see
+//!   [`SESSION_SETTINGS`](super::SESSION_SETTINGS)); `numeric` → Numeric, the exact text (`NaN`,
 //!   `Infinity`, `-Infinity` included).
 //! - `text`, `varchar`, `bpchar`, `name`, `"char"`, `xml` and, by type name,
 //!   `citext` → Text; `bytea` → Bytes (hex `\x…` or the legacy escape
