@@ -31,7 +31,8 @@
 //! `first` and `last` set, `commit_lsn` the message's LSN, `commit_time` 0
 //! (pgoutput sends no time for them), with a [`TransactionEnd`] whose
 //! `end_lsn` is that same LSN — confirming it is safe, as the server
-//! re-sends a message whose LSN is at or after the confirmed position.
+//! re-sends a message whose LSN is at or after the confirmed position. One
+//! arriving inside a transaction is a protocol violation (an error).
 //!
 //! Not supported (a typed error, never a silent skip): streamed in-progress
 //! transactions and two-phase commit, which the host does not request
@@ -341,8 +342,16 @@ impl Batcher {
                     }
                     txn.events.push(Event::Message(message));
                 } else {
-                    // Not part of any transaction, even if one is open: it
-                    // goes out at once, alone.
+                    // The server decodes a transaction in one go when it
+                    // reaches its commit record, so a non-transactional
+                    // message never falls inside one; if it did, sending it
+                    // ahead of the held-back events would reorder the stream.
+                    if let Some(open) = &self.txn {
+                        return Err(BatchError::Unexpected {
+                            message: "non-transactional logical",
+                            context: format!("inside transaction {}", open.xid),
+                        });
+                    }
                     out.batch = Some(Batch {
                         xid: 0,
                         commit_lsn: body.lsn,

@@ -285,6 +285,11 @@ fn protocol_violations_are_named() {
         err(&mut b, &row("1")),
         "row for relation OID 16384, which no Relation message announced (the stream must be read from the start of a session)"
     );
+    let heartbeat = Msg::new(b'M').u8(0).u64(0x700).str("hb").i32(0).done();
+    assert_eq!(
+        err(&mut b, &heartbeat),
+        "pgoutput protocol violation: non-transactional logical message inside transaction 1"
+    );
     assert_eq!(
         err(&mut b, &commit(0x501, 0x528, T0)),
         "pgoutput protocol violation: transaction 1 began with commit LSN 0/500 but its Commit message says 0/501"
