@@ -32,6 +32,7 @@ mod datetime;
 mod message;
 mod reader;
 mod relation_cache;
+mod tuple;
 mod value;
 
 pub use batcher::{BatchError, Batcher, BatcherOutput, DEFAULT_MAX_EVENTS, TransactionEnd};
