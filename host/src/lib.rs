@@ -9,6 +9,7 @@
 //! - [`lsn`]: the WAL position type.
 //! - [`model`]: batches, events and values as the host sees them (mirrors
 //!   the WIT contract).
+//! - [`pgoutput`]: the pgoutput decoder, relation cache and batcher.
 //! - [`plugin`]: the wasmtime engine, the component cache, plugin instances
 //!   and their limits.
 //! - [`replication`]: the logical-replication connection (startup, TLS,
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod lsn;
 pub mod model;
+pub mod pgoutput;
 pub mod plugin;
 pub mod position;
 pub mod replication;
