@@ -5,12 +5,21 @@
 //! `tests/` folder drive the same code as the `sluice` binary. Each module
 //! owns one part of the dataflow described in `DESIGN.md`:
 //!
+//! - [`config`]: the manifest, validated in full before anything connects.
 //! - [`lsn`]: the WAL position type.
 //! - [`model`]: batches, events and values as the host sees them (mirrors
 //!   the WIT contract).
+//! - [`pgoutput`]: the pgoutput decoder, relation cache and batcher.
 //! - [`plugin`]: the wasmtime engine, the component cache, plugin instances
 //!   and their limits.
+//! - [`replication`]: the logical-replication connection (startup, TLS,
+//!   authentication, slots, the CopyBoth stream, standby status) and the
+//!   pre-flight setup checks.
 
+pub mod config;
 pub mod lsn;
 pub mod model;
+pub mod pgoutput;
 pub mod plugin;
+pub mod position;
+pub mod replication;

@@ -269,7 +269,7 @@ pub(crate) mod hex_bytes {
 
     pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
         let text = text.strip_prefix("\\x").unwrap_or(text);
-        if text.len() % 2 != 0 {
+        if !text.len().is_multiple_of(2) {
             return None;
         }
         let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

@@ -1,0 +1,843 @@
+//! The manifest's sections as typed settings, and how each is read from its
+//! TOML table. Defaults live here, next to the field they belong to.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Manifest;
+use super::fields::{Fields, Problems};
+use super::values::{
+    Identifier, PipelineName, PluginName, StreamName, parse_bytes, parse_duration,
+};
+use crate::replication::setup::{PublicationScope, TableName};
+use crate::replication::{ConnInfo, SlotName};
+
+/// A value that must not appear in logs or errors (a password, a token, a
+/// URL with a password in it).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `[source]`: the PostgreSQL side.
+#[derive(Clone, Debug)]
+pub struct SourceSettings {
+    /// Where and how to connect (its `Display` hides the password).
+    pub conninfo: ConnInfo,
+    pub publication: Identifier,
+    pub slot: SlotName,
+    /// Create the slot when it does not exist (and no durable offset says
+    /// it should).
+    pub create_slot: bool,
+    /// Create the publication when it does not exist.
+    pub create_publication: Option<PublicationScope>,
+}
+
+/// Where the offset is stored (DESIGN §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OffsetStoreSpec {
+    Memory,
+    File { path: PathBuf },
+    NatsKv { bucket: String },
+}
+
+/// How a stored offset and the slot are reconciled at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MismatchStrategy {
+    NoValidation,
+    TrustOffset,
+    TrustSlot,
+    TrustGreaterLsn,
+}
+
+/// When the host confirms positions to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlushMode {
+    Manual,
+    Connector,
+    ConnectorAndDriver,
+}
+
+/// Periodic writes to the source so that a quiet slot still moves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub interval: Duration,
+    /// SQL to run instead of the default `pg_logical_emit_message`.
+    pub sql: Option<String>,
+}
+
+/// `[position]`.
+#[derive(Clone, Debug)]
+pub struct PositionSettings {
+    pub store: OffsetStoreSpec,
+    pub mismatch: MismatchStrategy,
+    pub flush: FlushMode,
+    /// How often standby status updates are sent at most (unless the server
+    /// asks for one).
+    pub status_interval: Duration,
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// JetStream storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageKind {
+    File,
+    Memory,
+}
+
+/// How the host authenticates to NATS.
+#[derive(Clone, Debug)]
+pub enum NatsAuth {
+    None,
+    UserPassword { user: String, password: Secret },
+    Token(Secret),
+    NKey { seed: Secret },
+    Credentials(PathBuf),
+}
+
+/// `[nats.tls]`.
+#[derive(Clone, Debug, Default)]
+pub struct NatsTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub required: bool,
+}
+
+/// `[nats]`.
+#[derive(Clone, Debug)]
+pub struct NatsSettings {
+    pub urls: Vec<Secret>,
+    pub stream: StreamName,
+    /// The subjects this pipeline may publish to (NATS wildcards allowed).
+    pub subjects: Vec<String>,
+    pub create_stream: bool,
+    pub storage: StorageKind,
+    pub replicas: usize,
+    pub duplicate_window: Duration,
+    pub max_in_flight: usize,
+    pub max_in_flight_bytes: u64,
+    pub auth: NatsAuth,
+    pub tls: Option<NatsTls>,
+}
+
+/// Resource limits of one plugin instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory cap in bytes.
+    pub memory: u64,
+    /// Wall-clock deadline of one call.
+    pub deadline: Duration,
+    /// Fuel per call (roughly, Wasm instructions), if metered.
+    pub fuel: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 64 << 20,
+            deadline: Duration::from_secs(1),
+            fuel: None,
+        }
+    }
+}
+
+/// A `[[transform]]` or the `[sink]`.
+#[derive(Clone, Debug)]
+pub struct PluginSpec {
+    pub name: PluginName,
+    /// The component file, resolved against the manifest's folder.
+    pub path: PathBuf,
+    /// The plugin's `config` table as JSON text, `{}` when absent.
+    pub config: String,
+    pub limits: Limits,
+}
+
+/// `[batch]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSettings {
+    pub max_events: usize,
+}
+
+/// `[errors]`: what happens when a plugin fails on an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    Stop,
+    DeadLetter { subject: String },
+    Skip,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `sluice=debug`.
+    pub level: String,
+}
+
+const TOP: &[&str] = &[
+    "pipeline",
+    "source",
+    "position",
+    "nats",
+    "transform",
+    "sink",
+    "limits",
+    "batch",
+    "errors",
+    "metrics",
+    "log",
+];
+
+/// Reads every section, recording every problem; `None` when a required part
+/// is missing or invalid.
+pub(crate) fn read(
+    table: toml::Table,
+    file: &Path,
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) -> Option<Manifest> {
+    let mut top = Fields::new("", table);
+    let pipeline_name = top.table("pipeline", p).map(|mut t| {
+        let name = t.opt_parsed("name", p, |s: String| PipelineName::try_from(s));
+        let timeout = t.opt_parsed("shutdown-timeout", p, parse_duration);
+        t.finish(&["name", "shutdown-timeout"], p);
+        (name, timeout)
+    });
+    let source = section(&mut top, "source", p).and_then(|t| source(t, env, p));
+    let position = top
+        .table("position", p)
+        .map_or_else(|| Some(default_position()), |t| position(t, dir, p));
+    let nats = section(&mut top, "nats", p).and_then(|t| nats(t, dir, p));
+    let defaults = top
+        .table("limits", p)
+        .map_or_else(Limits::default, |t| limits(t, Limits::default(), p));
+    let transforms: Vec<Option<PluginSpec>> = top
+        .tables("transform", p)
+        .into_iter()
+        .map(|t| plugin(t, dir, defaults, p))
+        .collect();
+    let sink = section(&mut top, "sink", p).and_then(|t| plugin(t, dir, defaults, p));
+    let batch = top
+        .table("batch", p)
+        .map_or(Some(BatchSettings { max_events: 256 }), |mut t| {
+            let max = t.opt_parsed("max-events", p, |n: i64| match usize::try_from(n) {
+                Ok(n @ 1..=65_536) => Ok(n),
+                _ => Err(format!(
+                    "{n} is out of range: a batch holds 1 to 65536 events"
+                )),
+            });
+            t.finish(&["max-events"], p);
+            Some(BatchSettings {
+                max_events: max.unwrap_or(256),
+            })
+        });
+    let errors = top
+        .table("errors", p)
+        .map_or(Some(ErrorPolicy::Stop), |t| errors(t, p));
+    let metrics = top.table("metrics", p).and_then(|mut t| {
+        let addr = t.opt_parsed("address", p, |s: String| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                format!("`{s}` is not a socket address: write e.g. \"127.0.0.1:9187\"")
+            })
+        });
+        t.finish(&["address"], p);
+        addr
+    });
+    let log = top.table("log", p).map_or(
+        LogSettings {
+            format: LogFormat::Human,
+            level: "info".into(),
+        },
+        |mut t| {
+            let format = t.opt("format", p).unwrap_or(LogFormat::Human);
+            let level = t.opt::<String>("level", p).unwrap_or_else(|| "info".into());
+            t.finish(&["format", "level"], p);
+            LogSettings { format, level }
+        },
+    );
+    top.finish(TOP, p);
+
+    let (source, position, nats, sink, batch, errors) =
+        (source?, position?, nats?, sink?, batch?, errors?);
+    let transforms: Vec<PluginSpec> = transforms.into_iter().collect::<Option<_>>()?;
+    cross_checks(&nats, &transforms, &sink, &errors, &position, p);
+    let (name, timeout) = pipeline_name.unwrap_or((None, None));
+    let pipeline = name.unwrap_or_else(|| {
+        PipelineName::try_from(source.slot.as_str().to_owned())
+            .unwrap_or_else(|_| PipelineName::try_from("sluice".to_owned()).expect("valid name"))
+    });
+    Some(Manifest {
+        file: file.to_owned(),
+        pipeline,
+        source,
+        position,
+        nats,
+        transforms,
+        sink,
+        batch,
+        errors,
+        metrics,
+        log,
+        shutdown_timeout: timeout.unwrap_or(Duration::from_secs(10)),
+    })
+}
+
+/// A required section.
+fn section(top: &mut Fields, key: &str, p: &mut Problems) -> Option<Fields> {
+    if !top.has(key) {
+        p.push(key, format!("the [{key}] section is required but missing"));
+        return None;
+    }
+    top.table(key, p)
+}
+
+fn source(
+    mut t: Fields,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) -> Option<SourceSettings> {
+    // Connection errors never quote the URL: it may hold a password.
+    let conninfo = t.req_parsed("url", p, |s: Secret| {
+        ConnInfo::parse_with_env(s.expose(), env).map_err(|e| e.to_string())
+    });
+    let publication = t.req_parsed("publication", p, |s: String| Identifier::try_from(s));
+    let slot = t.req_parsed("slot", p, |s: String| {
+        SlotName::new(s).map_err(|e| e.to_string())
+    });
+    let create_slot = t.opt("create-slot", p).unwrap_or(true);
+    let create_publication = t.opt_parsed("create-publication", p, |v: toml::Value| match v {
+        toml::Value::String(s) if s == "all-tables" => Ok(PublicationScope::AllTables),
+        toml::Value::Array(items) if !items.is_empty() => items
+            .into_iter()
+            .map(|i| match i {
+                toml::Value::String(s) if !s.is_empty() => Ok(table_name(&s)),
+                other => Err(format!("table names must be strings, found {other}")),
+            })
+            .collect::<Result<_, _>>()
+            .map(PublicationScope::Tables),
+        _ => Err(
+            "must be \"all-tables\" or a non-empty list of tables like [\"public.orders\"]"
+                .to_owned(),
+        ),
+    });
+    t.finish(
+        &[
+            "url",
+            "publication",
+            "slot",
+            "create-slot",
+            "create-publication",
+        ],
+        p,
+    );
+    Some(SourceSettings {
+        conninfo: conninfo?,
+        publication: publication?,
+        slot: slot?,
+        create_slot,
+        create_publication,
+    })
+}
+
+/// `schema.table`, or `table` in `public`. Names are taken as written
+/// (they are quoted when sent to the server).
+fn table_name(text: &str) -> TableName {
+    match text.split_once('.') {
+        Some((schema, name)) => TableName {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+        },
+        None => TableName {
+            schema: "public".to_owned(),
+            name: text.to_owned(),
+        },
+    }
+}
+
+fn default_position() -> PositionSettings {
+    PositionSettings {
+        store: OffsetStoreSpec::Memory,
+        mismatch: MismatchStrategy::NoValidation,
+        flush: FlushMode::Connector,
+        status_interval: Duration::from_secs(1),
+        heartbeat: None,
+    }
+}
+
+fn position(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<PositionSettings> {
+    let d = default_position();
+    let store_kind = t.opt_parsed("store", p, |s: String| match s.as_str() {
+        "memory" | "file" | "nats-kv" => Ok(s),
+        _ => Err(format!(
+            "`{s}` is not an offset store: use \"memory\", \"file\" or \"nats-kv\""
+        )),
+    });
+    let path = t.opt::<PathBuf>("store-path", p);
+    let bucket = t.opt_parsed("store-bucket", p, |s: String| {
+        let ok = !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(s)
+        } else {
+            Err(format!(
+                "`{s}` is not a bucket name: use letters, digits, `-` and `_`"
+            ))
+        }
+    });
+    let store = match store_kind.as_deref() {
+        Some("file") => match path {
+            Some(path) => Some(OffsetStoreSpec::File {
+                path: dir.join(path),
+            }),
+            None => {
+                p.push(
+                    t.path_of("store-path"),
+                    "is required when position.store = \"file\"",
+                );
+                None
+            }
+        },
+        Some("nats-kv") => Some(OffsetStoreSpec::NatsKv {
+            bucket: bucket.unwrap_or_else(|| "sluice_offsets".into()),
+        }),
+        Some(_) | None => {
+            if path.is_some() {
+                p.push(
+                    t.path_of("store-path"),
+                    "only applies when position.store = \"file\"",
+                );
+            }
+            store_kind
+                .is_some()
+                .then_some(OffsetStoreSpec::Memory)
+                .or(Some(d.store.clone()))
+        }
+    };
+    let mismatch = t.opt("mismatch", p).unwrap_or(d.mismatch);
+    let flush = t.opt("flush", p).unwrap_or(d.flush);
+    let status_interval = t
+        .opt_parsed("status-interval", p, parse_duration)
+        .unwrap_or(d.status_interval);
+    let heartbeat = t.table("heartbeat", p).and_then(|mut h| {
+        let interval = h.req_parsed("interval", p, parse_duration);
+        let sql = h.opt::<String>("sql", p);
+        h.finish(&["interval", "sql"], p);
+        Some(Heartbeat {
+            interval: interval?,
+            sql,
+        })
+    });
+    t.finish(
+        &[
+            "store",
+            "store-path",
+            "store-bucket",
+            "mismatch",
+            "flush",
+            "status-interval",
+            "heartbeat",
+        ],
+        p,
+    );
+    Some(PositionSettings {
+        store: store?,
+        mismatch,
+        flush,
+        status_interval,
+        heartbeat,
+    })
+}
+
+fn nats(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<NatsSettings> {
+    let urls = t.req_parsed("url", p, |v: toml::Value| match v {
+        toml::Value::String(s) => Ok(vec![Secret(s)]),
+        toml::Value::Array(items) if !items.is_empty() => items
+            .into_iter()
+            .map(|i| match i {
+                toml::Value::String(s) => Ok(Secret(s)),
+                _ => Err("must be a URL or a list of URLs".to_owned()),
+            })
+            .collect(),
+        _ => Err(
+            "must be a URL or a non-empty list of URLs like \"nats://localhost:4222\"".to_owned(),
+        ),
+    });
+    if let Some(urls) = &urls {
+        for (i, u) in urls.iter().enumerate() {
+            let ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|s| u.expose().starts_with(s))
+                || !u.expose().contains("://");
+            if !ok {
+                p.push(
+                    format!("{}[{i}]", t.path_of("url")),
+                    "must be a nats://, tls://, ws:// or wss:// URL",
+                );
+            }
+        }
+    }
+    let stream = t.req_parsed("stream", p, |s: String| StreamName::try_from(s));
+    let subjects = t.req_parsed("subjects", p, |v: Vec<String>| {
+        if v.is_empty() {
+            return Err("must list at least one subject the pipeline may publish to".to_owned());
+        }
+        for s in &v {
+            check_subject_pattern(s)?;
+        }
+        Ok(v)
+    });
+    let create_stream = t.opt("create-stream", p).unwrap_or(true);
+    let storage = t.opt("storage", p).unwrap_or(StorageKind::File);
+    let replicas = t.opt_parsed("replicas", p, |n: i64| match usize::try_from(n) {
+        Ok(n @ 1..=5) => Ok(n),
+        _ => Err(format!(
+            "{n} is out of range: JetStream streams have 1 to 5 replicas"
+        )),
+    });
+    let duplicate_window = t.opt_parsed("duplicate-window", p, parse_duration);
+    let max_in_flight = t.opt_parsed("max-in-flight", p, |n: i64| match usize::try_from(n) {
+        Ok(n @ 1..=65_536) => Ok(n),
+        _ => Err(format!(
+            "{n} is out of range: allow 1 to 65536 publishes in flight"
+        )),
+    });
+    let max_in_flight_bytes = t.opt_parsed("max-in-flight-bytes", p, parse_bytes);
+    let user = t.opt::<String>("user", p);
+    let password = t.opt::<Secret>("password", p);
+    let token = t.opt::<Secret>("token", p);
+    let nkey = t.opt::<Secret>("nkey-seed", p);
+    let creds = t.opt::<PathBuf>("credentials", p);
+    let methods = [
+        user.is_some() || password.is_some(),
+        token.is_some(),
+        nkey.is_some(),
+        creds.is_some(),
+    ];
+    let auth = if methods.iter().filter(|m| **m).count() > 1 {
+        p.push(
+            t.path_of("user"),
+            "choose one way to authenticate: user and password, token, nkey-seed or credentials",
+        );
+        None
+    } else if let Some(user) = user {
+        match password {
+            Some(password) => Some(NatsAuth::UserPassword { user, password }),
+            None => {
+                p.push(t.path_of("password"), "is required with nats.user");
+                None
+            }
+        }
+    } else if password.is_some() {
+        p.push(t.path_of("user"), "is required with nats.password");
+        None
+    } else if let Some(token) = token {
+        Some(NatsAuth::Token(token))
+    } else if let Some(seed) = nkey {
+        Some(NatsAuth::NKey { seed })
+    } else if let Some(c) = creds {
+        let path = dir.join(c);
+        if path.is_file() {
+            Some(NatsAuth::Credentials(path))
+        } else {
+            p.push(
+                t.path_of("credentials"),
+                format!("file {} does not exist", path.display()),
+            );
+            None
+        }
+    } else {
+        Some(NatsAuth::None)
+    };
+    let tls = t.table("tls", p).map(|mut s| {
+        let file = |key: &str, s: &mut Fields, p: &mut Problems| {
+            s.opt::<PathBuf>(key, p).and_then(|f| {
+                let path = dir.join(f);
+                if path.is_file() {
+                    Some(path)
+                } else {
+                    p.push(
+                        s.path_of(key),
+                        format!("file {} does not exist", path.display()),
+                    );
+                    None
+                }
+            })
+        };
+        let ca = file("ca", &mut s, p);
+        let cert = file("cert", &mut s, p);
+        let key = file("key", &mut s, p);
+        if cert.is_some() != key.is_some() {
+            p.push(
+                s.path_of("cert"),
+                "a client certificate needs both `cert` and `key`",
+            );
+        }
+        let required = s.opt("required", p).unwrap_or(true);
+        s.finish(&["ca", "cert", "key", "required"], p);
+        NatsTls {
+            ca,
+            cert,
+            key,
+            required,
+        }
+    });
+    t.finish(
+        &[
+            "url",
+            "stream",
+            "subjects",
+            "create-stream",
+            "storage",
+            "replicas",
+            "duplicate-window",
+            "max-in-flight",
+            "max-in-flight-bytes",
+            "user",
+            "password",
+            "token",
+            "nkey-seed",
+            "credentials",
+            "tls",
+        ],
+        p,
+    );
+    Some(NatsSettings {
+        urls: urls?,
+        stream: stream?,
+        subjects: subjects?,
+        create_stream,
+        storage,
+        replicas: replicas.unwrap_or(1),
+        duplicate_window: duplicate_window.unwrap_or(Duration::from_secs(120)),
+        max_in_flight: max_in_flight.unwrap_or(1024),
+        max_in_flight_bytes: max_in_flight_bytes.unwrap_or(64 << 20),
+        auth: auth?,
+        tls,
+    })
+}
+
+/// A subject or subject pattern the pipeline may publish to: dot-separated
+/// non-empty tokens without whitespace; `*` and `>` only as whole tokens,
+/// `>` only last.
+fn check_subject_pattern(s: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("`{s}` is not a valid subject: {why}"));
+    if s.is_empty() {
+        return bad("it is empty");
+    }
+    if s.chars().any(char::is_whitespace) {
+        return bad("it contains whitespace");
+    }
+    let tokens: Vec<&str> = s.split('.').collect();
+    for (i, tok) in tokens.iter().enumerate() {
+        if tok.is_empty() {
+            return bad("it has an empty token (two dots, or a dot at an end)");
+        }
+        if tok.len() > 1 && (tok.contains('*') || tok.contains('>')) {
+            return bad("`*` and `>` must stand alone between dots");
+        }
+        if *tok == ">" && i + 1 != tokens.len() {
+            return bad("`>` may only be the last token");
+        }
+    }
+    Ok(())
+}
+
+fn limits(mut t: Fields, base: Limits, p: &mut Problems) -> Limits {
+    let memory = t.opt_parsed("memory", p, |v: toml::Value| {
+        let n = parse_bytes(v)?;
+        if !((1 << 20)..=(4 << 30)).contains(&n) {
+            return Err(format!("{n} bytes is out of range: allow 1MiB to 4GiB"));
+        }
+        Ok(n)
+    });
+    let deadline = t.opt_parsed("deadline", p, |s: String| {
+        let d = parse_duration(s)?;
+        if d < Duration::from_millis(1) {
+            return Err("must be at least 1ms".to_owned());
+        }
+        Ok(d)
+    });
+    let fuel = t.opt_parsed("fuel", p, |n: i64| {
+        u64::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{n} is not a positive amount of fuel"))
+    });
+    t.finish(&["memory", "deadline", "fuel"], p);
+    Limits {
+        memory: memory.unwrap_or(base.memory),
+        deadline: deadline.unwrap_or(base.deadline),
+        fuel: fuel.or(base.fuel),
+    }
+}
+
+fn plugin(mut t: Fields, dir: &Path, defaults: Limits, p: &mut Problems) -> Option<PluginSpec> {
+    let name = t.req_parsed("name", p, |s: String| PluginName::try_from(s));
+    let path = t.req_parsed("path", p, |f: PathBuf| {
+        let path = dir.join(&f);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("plugin file {} does not exist", path.display()))
+        }
+    });
+    let config = match t.raw("config") {
+        None => Some("{}".to_owned()),
+        Some(v @ toml::Value::Table(_)) => match serde_json::to_string(&v) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                p.push(
+                    t.path_of("config"),
+                    format!("cannot be passed to the plugin as JSON: {e}"),
+                );
+                None
+            }
+        },
+        Some(other) => {
+            p.push(
+                t.path_of("config"),
+                format!("must be a table, found {}", other.type_str()),
+            );
+            None
+        }
+    };
+    let limits = t
+        .table("limits", p)
+        .map_or(defaults, |l| limits(l, defaults, p));
+    t.finish(&["name", "path", "config", "limits"], p);
+    Some(PluginSpec {
+        name: name?,
+        path: path?,
+        config: config?,
+        limits,
+    })
+}
+
+fn errors(mut t: Fields, p: &mut Problems) -> Option<ErrorPolicy> {
+    let policy = t.opt_parsed("policy", p, |s: String| match s.as_str() {
+        "stop" | "dead-letter" | "skip" => Ok(s),
+        _ => Err(format!(
+            "`{s}` is not an error policy: use \"stop\", \"dead-letter\" or \"skip\""
+        )),
+    });
+    let subject = t.opt_parsed("dead-letter-subject", p, |s: String| {
+        check_subject_pattern(&s)?;
+        if s.contains('*') || s.contains('>') {
+            return Err(format!("`{s}` must be a subject, not a pattern"));
+        }
+        Ok(s)
+    });
+    let had_subject = t.has("dead-letter-subject");
+    let path = t.path_of("dead-letter-subject");
+    t.finish(&["policy", "dead-letter-subject"], p);
+    match policy.as_deref() {
+        Some("dead-letter") => match subject {
+            Some(subject) => Some(ErrorPolicy::DeadLetter { subject }),
+            None => {
+                if !had_subject {
+                    p.push(path, "is required when errors.policy = \"dead-letter\"");
+                }
+                None
+            }
+        },
+        Some("skip") => Some(ErrorPolicy::Skip),
+        Some(_) | None => Some(ErrorPolicy::Stop),
+    }
+}
+
+/// Checks that need several sections at once.
+fn cross_checks(
+    nats: &NatsSettings,
+    transforms: &[PluginSpec],
+    sink: &PluginSpec,
+    errors: &ErrorPolicy,
+    position: &PositionSettings,
+    p: &mut Problems,
+) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, t) in transforms.iter().enumerate() {
+        if !seen.insert(t.name.as_str()) {
+            p.push(
+                format!("transform[{i}].name"),
+                format!(
+                    "`{}` is used by another plugin: names must be unique",
+                    t.name
+                ),
+            );
+        }
+    }
+    if seen.contains(sink.name.as_str()) {
+        p.push(
+            "sink.name",
+            format!(
+                "`{}` is used by a transform: names must be unique",
+                sink.name
+            ),
+        );
+    }
+    if let ErrorPolicy::DeadLetter { subject } = errors
+        && !nats
+            .subjects
+            .iter()
+            .any(|pattern| subject_matches(pattern, subject))
+    {
+        p.push(
+            "errors.dead-letter-subject",
+            format!(
+                "`{subject}` is not among nats.subjects ({}): the pipeline could not publish there",
+                nats.subjects.join(", ")
+            ),
+        );
+    }
+    if position.flush == FlushMode::Manual && position.heartbeat.is_some() {
+        p.push(
+            "position.heartbeat",
+            "has no effect with position.flush = \"manual\": the host never advances the slot",
+        );
+    }
+}
+
+/// Whether `subject` matches the NATS subject `pattern`.
+pub(crate) fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut pat = pattern.split('.');
+    let mut sub = subject.split('.');
+    loop {
+        match (pat.next(), sub.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}

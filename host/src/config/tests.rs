@@ -1,0 +1,237 @@
+//! The manifest's error texts, one bad manifest at a time, and a good one.
+
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"
+[source]
+url = "postgres://sluice:${PGPASSWORD}@localhost:5432/app"
+publication = "sluice_pub"
+slot = "sluice_orders"
+
+[nats]
+url = "nats://localhost:4222"
+stream = "CDC"
+subjects = ["cdc.>"]
+
+[[transform]]
+name = "mask-pii"
+path = "mask.wasm"
+config = { columns = { email = "hash" } }
+
+[sink]
+name = "json"
+path = "json.wasm"
+config = { subject-prefix = "cdc" }
+"#;
+
+fn dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["mask.wasm", "json.wasm"] {
+        std::fs::write(dir.path().join(f), b"").unwrap();
+    }
+    dir
+}
+
+fn env(name: &str) -> Option<String> {
+    (name == "PGPASSWORD").then(|| "hunter2".to_owned())
+}
+
+fn load(dir: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    Manifest::parse(text, &dir.join("sluice.toml"), &env)
+}
+
+#[test]
+fn good_manifest_loads_with_defaults() {
+    let d = dir();
+    let m = load(d.path(), GOOD).unwrap();
+    assert_eq!(m.pipeline.as_str(), "sluice_orders");
+    assert_eq!(m.source.conninfo.user, "sluice");
+    assert_eq!(m.source.conninfo.dbname, "app");
+    assert!(
+        !format!("{m:?}").contains("hunter2"),
+        "secrets are redacted in Debug"
+    );
+    assert_eq!(m.position.store, OffsetStoreSpec::Memory);
+    assert_eq!(m.position.flush, FlushMode::Connector);
+    assert_eq!(m.batch.max_events, 256);
+    assert_eq!(m.errors, ErrorPolicy::Stop);
+    assert_eq!(m.transforms[0].path, d.path().join("mask.wasm"));
+    assert_eq!(m.transforms[0].config, r#"{"columns":{"email":"hash"}}"#);
+    assert_eq!(m.sink.config, r#"{"subject-prefix":"cdc"}"#);
+    assert_eq!(m.transforms[0].limits, Limits::default());
+}
+
+/// Replaces `from` (which must occur) with `to` in the good manifest.
+fn edit(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "{from}");
+    GOOD.replacen(from, to, 1)
+}
+
+#[test]
+fn each_mistake_is_reported_with_its_path() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            edit("slot = \"sluice_orders\"", "slot = \"Orders\""),
+            "source.slot: `Orders` is not a valid replication slot name: use 1 to 63 lower-case letters, digits and underscores",
+        ),
+        (
+            edit("slot = \"sluice_orders\"\n", ""),
+            "source.slot: is required but missing",
+        ),
+        (
+            edit(
+                "publication = \"sluice_pub\"",
+                "publicaton = \"sluice_pub\"",
+            ),
+            "source.publicaton: unknown key; did you mean `publication`?",
+        ),
+        (
+            edit("${PGPASSWORD}", "${PGPASS}"),
+            "source.url: environment variable `PGPASS` is not set",
+        ),
+        (
+            edit("postgres://sluice", "mysql://sluice"),
+            "source.url: invalid connection URL: the scheme must be `postgres://` or `postgresql://`",
+        ),
+        (
+            edit("subjects = [\"cdc.>\"]", "subjects = []"),
+            "nats.subjects: must list at least one subject the pipeline may publish to",
+        ),
+        (
+            edit("subjects = [\"cdc.>\"]", "subjects = [\"cdc.>.x\"]"),
+            "nats.subjects: `cdc.>.x` is not a valid subject: `>` may only be the last token",
+        ),
+        (
+            edit("subjects = [\"cdc.>\"]", "subjects = [\"cdc..x\"]"),
+            "nats.subjects: `cdc..x` is not a valid subject: it has an empty token (two dots, or a dot at an end)",
+        ),
+        (
+            edit("stream = \"CDC\"", "stream = \"C.D\""),
+            "nats.stream: `C.D` is not a valid stream name: use only letters, digits, `-` and `_`",
+        ),
+        (
+            edit("path = \"mask.wasm\"", "path = \"nope.wasm\""),
+            "transform[0].path: plugin file",
+        ),
+        (
+            edit("name = \"json\"", "name = \"mask-pii\""),
+            "sink.name: `mask-pii` is used by a transform: names must be unique",
+        ),
+        (
+            edit(
+                "[sink]\nname = \"json\"\npath = \"json.wasm\"\nconfig = { subject-prefix = \"cdc\" }\n",
+                "",
+            ),
+            "sink: the [sink] section is required but missing",
+        ),
+        (
+            format!("{GOOD}\n[errors]\npolicy = \"dead-letter\"\n"),
+            "errors.dead-letter-subject: is required when errors.policy = \"dead-letter\"",
+        ),
+        (
+            format!(
+                "{GOOD}\n[errors]\npolicy = \"dead-letter\"\ndead-letter-subject = \"dlq.orders\"\n"
+            ),
+            "errors.dead-letter-subject: `dlq.orders` is not among nats.subjects (cdc.>): the pipeline could not publish there",
+        ),
+        (
+            format!("{GOOD}\n[errors]\npolicy = \"retry\"\n"),
+            "errors.policy: `retry` is not an error policy: use \"stop\", \"dead-letter\" or \"skip\"",
+        ),
+        (
+            format!("{GOOD}\n[position]\nstore = \"file\"\n"),
+            "position.store-path: is required when position.store = \"file\"",
+        ),
+        (
+            format!("{GOOD}\n[position]\nmismatch = \"trust-me\"\n"),
+            "position.mismatch: unknown variant `trust-me`, expected one of `no-validation`, `trust-offset`, `trust-slot`, `trust-greater-lsn`",
+        ),
+        (
+            format!("{GOOD}\n[position]\nstatus-interval = \"soon\"\n"),
+            "position.status-interval: `soon` is not a duration",
+        ),
+        (
+            format!("{GOOD}\n[limits]\nmemory = \"64 lots\"\n"),
+            "limits.memory: `64 lots` is not a size: write a whole number with B, KiB, MiB, GiB, KB, MB or GB",
+        ),
+        (
+            format!("{GOOD}\n[batch]\nmax-events = 0\n"),
+            "batch.max-events: 0 is out of range: a batch holds 1 to 65536 events",
+        ),
+        (
+            format!("{GOOD}\n[metrics]\naddress = \"localhost\"\n"),
+            "metrics.address: `localhost` is not a socket address: write e.g. \"127.0.0.1:9187\"",
+        ),
+        (
+            edit(
+                "url = \"nats://localhost:4222\"",
+                "url = \"nats://localhost:4222\"\ntoken = \"t\"\nuser = \"u\"\npassword = \"p\"",
+            ),
+            "nats.user: choose one way to authenticate: user and password, token, nkey-seed or credentials",
+        ),
+        (
+            format!(
+                "{GOOD}\n[position]\nflush = \"manual\"\n[position.heartbeat]\ninterval = \"10s\"\n"
+            ),
+            "position.heartbeat: has no effect with position.flush = \"manual\": the host never advances the slot",
+        ),
+        (
+            edit(
+                "config = { columns = { email = \"hash\" } }",
+                "config = \"columns\"",
+            ),
+            "transform[0].config: must be a table, found string",
+        ),
+        (
+            format!("{GOOD}\n[sorce]\nurl = \"x\"\n"),
+            "sorce: unknown key; did you mean `source`?",
+        ),
+    ];
+    assert!(cases.len() >= 15);
+    for (text, expected) in cases {
+        let d = dir();
+        let err = load(d.path(), &text).expect_err(expected);
+        let all = err.to_string();
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.to_string().starts_with(expected)),
+            "expected a problem starting with\n  {expected}\ngot\n{all}"
+        );
+    }
+}
+
+#[test]
+fn all_mistakes_are_reported_at_once_without_secrets() {
+    let d = dir();
+    let text = edit("slot = \"sluice_orders\"", "slot = \"Bad Slot\"")
+        .replace("stream = \"CDC\"", "stream = \"\"")
+        .replace(
+            "postgres://sluice:${PGPASSWORD}",
+            "http://sluice:${PGPASSWORD}",
+        );
+    let err = load(d.path(), &text).unwrap_err();
+    assert_eq!(err.problems().len(), 3, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "manifest {} has 3 problems:",
+            d.path().join("sluice.toml").display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let d = dir();
+    let err = load(d.path(), "[source\n").unwrap_err();
+    assert!(matches!(err, ManifestError::Syntax { .. }));
+    assert!(
+        err.to_string().contains("sluice.toml is not valid TOML"),
+        "{err}"
+    );
+}

@@ -1,0 +1,481 @@
+//! Turns one column's text output into a [`Value`], chosen by the column's
+//! type.
+//!
+//! The mapping is decided once per column when a Relation message arrives
+//! ([`ValueKind::for_type`]), so converting a row is a match per column and
+//! one allocation per non-scalar value. The rules:
+//!
+//! - `bool` → Boolean; `int2`, `int4`, `int8`, `oid` → Int;
+//!   `float4`, `float8` → Float (parsed from the decimal text the server
+//!   printed, so a `float4` is the f64 nearest that text, not the widened
+//!   binary float4; exact as long as the connection keeps
+//!   `extra_float_digits` at 1 or more, see
+//!   [`SESSION_SETTINGS`](super::SESSION_SETTINGS)); `numeric` → Numeric, the exact text (`NaN`,
+//!   `Infinity`, `-Infinity` included).
+//! - `text`, `varchar`, `bpchar`, `name`, `"char"`, `xml` and, by type name,
+//!   `citext` → Text; `bytea` → Bytes (hex `\x…` or the legacy escape
+//!   form); `json`, `jsonb` → Json; `uuid` → Uuid (canonical lowercase).
+//! - `date`, `time`, `timestamp`, `timestamptz`, `interval`: see the
+//!   [`datetime`](super::datetime) module (ISO DateStyle, `postgres`
+//!   IntervalStyle).
+//! - Everything else — arrays, ranges, enums, composites, geometric types,
+//!   `money`, network types, `timetz`, and domains, because pgoutput names
+//!   a domain column by the domain's OID and resolving its base type would
+//!   need a catalog query — is Other with the text unchanged.
+//!
+//! Invariant: no value is rounded, truncated or silently changed. Text
+//! that is not in the form the type prints is an error ([`ValueError`]):
+//! it means a session setting the host relies on (DateStyle, IntervalStyle,
+//! bytea_output, client encoding) is not in force, and guessing would
+//! corrupt data. Well-formed values the model cannot represent exactly (a
+//! timestamp past the year 294247, an infinite interval) become
+//! Other(text), which is lossless; the column's type name still says what
+//! it is. Binary-format columns are an error, since the host never asks for
+//! them. Errors never contain the value itself: row data must not reach
+//! logs.
+
+use crate::model::{Interval, Value};
+
+use super::datetime::{self, Expected};
+
+/// Why a column's text could not be converted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ValueError {
+    #[error("the value is not valid UTF-8 (is the connection's client_encoding UTF8?)")]
+    InvalidUtf8,
+    #[error("the value ({len} bytes) is not {expected}")]
+    Malformed { expected: Expected, len: usize },
+    #[error(
+        "the value is in binary format, but the host decodes text only (START_REPLICATION must not set `binary 'true'`)"
+    )]
+    Binary,
+}
+
+/// How a column's values are converted; derived from its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ValueKind {
+    Bool,
+    Int,
+    Float,
+    Numeric,
+    Text,
+    Bytes,
+    Json,
+    Uuid,
+    Date,
+    Time,
+    Timestamp,
+    Timestamptz,
+    Interval,
+    Other,
+}
+
+impl ValueKind {
+    /// The conversion for a type OID; `type_name` is the name a Type message
+    /// gave a non-built-in type, used to recognise extension types.
+    pub(crate) fn for_type(oid: u32, type_name: Option<&str>) -> Self {
+        match oid {
+            16 => ValueKind::Bool,
+            20 | 21 | 23 | 26 => ValueKind::Int,
+            700 | 701 => ValueKind::Float,
+            1700 => ValueKind::Numeric,
+            18 | 19 | 25 | 142 | 1042 | 1043 => ValueKind::Text,
+            17 => ValueKind::Bytes,
+            114 | 3802 => ValueKind::Json,
+            2950 => ValueKind::Uuid,
+            1082 => ValueKind::Date,
+            1083 => ValueKind::Time,
+            1114 => ValueKind::Timestamp,
+            1184 => ValueKind::Timestamptz,
+            1186 => ValueKind::Interval,
+            _ => match type_name {
+                Some("citext") => ValueKind::Text,
+                _ => ValueKind::Other,
+            },
+        }
+    }
+}
+
+const BOOL_FORM: Expected = "`t` or `f`";
+const INT_FORM: Expected = "an integer";
+const FLOAT_FORM: Expected =
+    "a float such as `1.5`, `-0`, `1e+308`, `NaN`, `Infinity` or `-Infinity`";
+const NUMERIC_FORM: Expected =
+    "a decimal number such as `-12.340`, `NaN`, `Infinity` or `-Infinity`";
+const BYTEA_FORM: Expected = "bytea output, hex (`\\x00ff`) or escape format";
+const UUID_FORM: Expected = "a UUID such as `a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11`";
+
+fn malformed(expected: Expected, text: &[u8]) -> ValueError {
+    ValueError::Malformed {
+        expected,
+        len: text.len(),
+    }
+}
+
+fn utf8(text: &[u8]) -> Result<&str, ValueError> {
+    std::str::from_utf8(text).map_err(|_| ValueError::InvalidUtf8)
+}
+
+/// Converts one column's text output.
+pub(crate) fn decode_text(kind: ValueKind, text: &[u8]) -> Result<Value, ValueError> {
+    let value = match kind {
+        ValueKind::Bool => match text {
+            b"t" => Value::Boolean(true),
+            b"f" => Value::Boolean(false),
+            _ => return Err(malformed(BOOL_FORM, text)),
+        },
+        ValueKind::Int => Value::Int(
+            utf8(text)?
+                .parse::<i64>()
+                .map_err(|_| malformed(INT_FORM, text))?,
+        ),
+        ValueKind::Float => Value::Float(parse_float(text)?),
+        ValueKind::Numeric => {
+            if !is_numeric(text) {
+                return Err(malformed(NUMERIC_FORM, text));
+            }
+            Value::Numeric(utf8(text)?.to_owned())
+        }
+        ValueKind::Text => Value::Text(utf8(text)?.to_owned()),
+        ValueKind::Json => Value::Json(utf8(text)?.to_owned()),
+        ValueKind::Other => Value::Other(utf8(text)?.to_owned()),
+        ValueKind::Bytes => {
+            Value::Bytes(parse_bytea(text).ok_or_else(|| malformed(BYTEA_FORM, text))?)
+        }
+        ValueKind::Uuid => Value::Uuid(parse_uuid(text).ok_or_else(|| malformed(UUID_FORM, text))?),
+        ValueKind::Date => lossless(datetime::parse_date(text), text, Value::Date)?,
+        ValueKind::Time => {
+            Value::Time(datetime::parse_time(text).map_err(|expected| malformed(expected, text))?)
+        }
+        ValueKind::Timestamp => lossless(datetime::parse_timestamp(text), text, Value::Timestamp)?,
+        ValueKind::Timestamptz => {
+            lossless(datetime::parse_timestamptz(text), text, Value::Timestamptz)?
+        }
+        ValueKind::Interval => lossless(datetime::parse_interval(text), text, |p| {
+            Value::Interval(Interval {
+                months: p.months,
+                days: p.days,
+                microseconds: p.micros,
+            })
+        })?,
+    };
+    Ok(value)
+}
+
+/// Maps a parser's answer: a value, Other(text) for well-formed text the
+/// model cannot hold, or an error.
+fn lossless<T>(
+    parsed: Result<Option<T>, Expected>,
+    text: &[u8],
+    wrap: impl FnOnce(T) -> Value,
+) -> Result<Value, ValueError> {
+    match parsed {
+        Ok(Some(v)) => Ok(wrap(v)),
+        Ok(None) => Ok(Value::Other(utf8(text)?.to_owned())),
+        Err(expected) => Err(malformed(expected, text)),
+    }
+}
+
+fn parse_float(text: &[u8]) -> Result<f64, ValueError> {
+    match text {
+        b"NaN" => return Ok(f64::NAN),
+        b"Infinity" => return Ok(f64::INFINITY),
+        b"-Infinity" => return Ok(f64::NEG_INFINITY),
+        _ => {}
+    }
+    // Rust's parser also takes `inf` and `nan`, which PostgreSQL never
+    // prints; only digits, sign, point and exponent are let through.
+    let plausible = text
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'));
+    let parsed = if plausible {
+        utf8(text)?.parse::<f64>().ok()
+    } else {
+        None
+    };
+    // An overflow to infinity would change the value, so it is refused.
+    parsed
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| malformed(FLOAT_FORM, text))
+}
+
+/// `-`? digits (`.` digits)? — PostgreSQL never prints numerics with an
+/// exponent — or one of the special values.
+fn is_numeric(text: &[u8]) -> bool {
+    if matches!(text, b"NaN" | b"Infinity" | b"-Infinity") {
+        return true;
+    }
+    let unsigned = text.strip_prefix(b"-").unwrap_or(text);
+    let (int, frac) = match unsigned.iter().position(|&b| b == b'.') {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    digits(int) && frac.is_none_or(digits)
+}
+
+fn hex_nibble(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `bytea` in hex (`\x` then pairs of digits) or the pre-9.0 escape form
+/// (`\\` for a backslash, `\ooo` octal for other bytes, the rest literal).
+fn parse_bytea(text: &[u8]) -> Option<Vec<u8>> {
+    if let Some(hex) = text.strip_prefix(b"\\x") {
+        if !hex.len().is_multiple_of(2) {
+            return None;
+        }
+        return hex
+            .chunks_exact(2)
+            .map(|p| Some((hex_nibble(p[0])? << 4) | hex_nibble(p[1])?))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] != b'\\' {
+            out.push(text[i]);
+            i += 1;
+            continue;
+        }
+        match text.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b'0'..=b'3') => {
+                let Some(&[a, b, c]) = text.get(i + 1..i + 4) else {
+                    return None;
+                };
+                let octal = |d: u8| matches!(d, b'0'..=b'7').then(|| d - b'0');
+                out.push((octal(a)? << 6) | (octal(b)? << 3) | octal(c)?);
+                i += 4;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Canonical lowercase `8-4-4-4-12`.
+fn parse_uuid(text: &[u8]) -> Option<String> {
+    if text.len() != 36 {
+        return None;
+    }
+    let mut out = String::with_capacity(36);
+    for (i, &b) in text.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b != b'-' {
+                return None;
+            }
+            out.push('-');
+        } else {
+            hex_nibble(b)?;
+            out.push(char::from(b.to_ascii_lowercase()));
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(kind: ValueKind, text: &str) -> Value {
+        decode_text(kind, text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn err(kind: ValueKind, text: &str) -> String {
+        match decode_text(kind, text.as_bytes()) {
+            Ok(v) => panic!("{text} decoded to {v:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn booleans_and_integers() {
+        assert_eq!(ok(ValueKind::Bool, "t"), Value::Boolean(true));
+        assert_eq!(ok(ValueKind::Bool, "f"), Value::Boolean(false));
+        assert_eq!(
+            err(ValueKind::Bool, "true"),
+            "the value (4 bytes) is not `t` or `f`"
+        );
+        assert_eq!(ok(ValueKind::Int, "-32768"), Value::Int(-32768));
+        assert_eq!(
+            ok(ValueKind::Int, "9223372036854775807"),
+            Value::Int(i64::MAX)
+        );
+        assert_eq!(
+            ok(ValueKind::Int, "-9223372036854775808"),
+            Value::Int(i64::MIN)
+        );
+        assert_eq!(ok(ValueKind::Int, "4294967295"), Value::Int(4_294_967_295)); // oid
+        assert_eq!(
+            err(ValueKind::Int, "9223372036854775808"),
+            "the value (19 bytes) is not an integer"
+        );
+        assert_eq!(
+            err(ValueKind::Int, "1.0"),
+            "the value (3 bytes) is not an integer"
+        );
+    }
+
+    #[test]
+    fn floats_keep_every_special_value() {
+        let f = |t: &str| match ok(ValueKind::Float, t) {
+            Value::Float(f) => f,
+            v => panic!("{v:?}"),
+        };
+        assert!(f("NaN").is_nan());
+        assert_eq!(f("Infinity"), f64::INFINITY);
+        assert_eq!(f("-Infinity"), f64::NEG_INFINITY);
+        assert!(f("-0").is_sign_negative() && f("-0") == 0.0);
+        assert_eq!(f("1e+308"), 1e308);
+        assert_eq!(f("1.7976931348623157e+308"), f64::MAX);
+        assert_eq!(f("5e-324"), 5e-324);
+        assert_eq!(f("0.1"), 0.1);
+        // float4 text, as printed by PostgreSQL 12+ (shortest exact form).
+        assert_eq!(f("3.4028235e+38"), 3.4028235e38);
+        assert_eq!(f("1.1754944e-38"), 1.1754944e-38);
+        for bad in ["inf", "nan", "infinity", "1e309", "", "1,5", "0x10"] {
+            assert!(
+                err(ValueKind::Float, bad).contains("is not a float"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn numerics_are_exact_text() {
+        let big = format!("-{}.{}", "9".repeat(1000), "0".repeat(1000));
+        for text in [
+            "0",
+            "-12.340",
+            "0.000000000000000000001",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            &big,
+        ] {
+            assert_eq!(
+                ok(ValueKind::Numeric, text),
+                Value::Numeric(text.to_owned())
+            );
+        }
+        for bad in ["", "-", "1.", ".5", "1e5", "+1", "1.2.3", "nan", " 1"] {
+            assert!(
+                err(ValueKind::Numeric, bad).contains("is not a decimal number"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_types_and_json() {
+        assert_eq!(
+            ok(ValueKind::Text, "héllo wörld"),
+            Value::Text("héllo wörld".into())
+        );
+        assert_eq!(ok(ValueKind::Text, ""), Value::Text(String::new()));
+        assert_eq!(
+            ok(ValueKind::Json, r#"{"a": [1, 2]}"#),
+            Value::Json(r#"{"a": [1, 2]}"#.into())
+        );
+        assert_eq!(
+            ok(ValueKind::Other, "{1,2,NULL}"),
+            Value::Other("{1,2,NULL}".into())
+        );
+        assert_eq!(
+            decode_text(ValueKind::Text, b"\xff\xfe").unwrap_err(),
+            ValueError::InvalidUtf8
+        );
+    }
+
+    #[test]
+    fn bytea_hex_and_escape() {
+        assert_eq!(ok(ValueKind::Bytes, "\\x"), Value::Bytes(vec![]));
+        assert_eq!(
+            ok(ValueKind::Bytes, "\\x00ff10Ab"),
+            Value::Bytes(vec![0, 255, 16, 0xab])
+        );
+        assert_eq!(
+            ok(ValueKind::Bytes, "abc\\\\\\000\\377"),
+            Value::Bytes(b"abc\\\x00\xff".to_vec())
+        );
+        assert_eq!(ok(ValueKind::Bytes, ""), Value::Bytes(vec![]));
+        for bad in ["\\x0", "\\x0g", "\\4", "\\400", "a\\"] {
+            assert!(err(ValueKind::Bytes, bad).contains("bytea output"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn uuids_are_canonical_lowercase() {
+        let canonical = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        assert_eq!(
+            ok(ValueKind::Uuid, canonical),
+            Value::Uuid(canonical.into())
+        );
+        assert_eq!(
+            ok(ValueKind::Uuid, &canonical.to_uppercase()),
+            Value::Uuid(canonical.into())
+        );
+        for bad in [
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+            "",
+        ] {
+            assert!(err(ValueKind::Uuid, bad).contains("is not a UUID"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_and_times_map_to_their_variants() {
+        assert_eq!(ok(ValueKind::Date, "2024-02-29"), Value::Date(19_782));
+        assert_eq!(ok(ValueKind::Date, "infinity"), Value::Date(i32::MAX));
+        assert_eq!(ok(ValueKind::Time, "24:00:00"), Value::Time(86_400_000_000));
+        assert_eq!(
+            ok(ValueKind::Timestamp, "-infinity"),
+            Value::Timestamp(i64::MIN)
+        );
+        assert_eq!(
+            ok(ValueKind::Timestamptz, "1970-01-01 01:00:00+01"),
+            Value::Timestamptz(0)
+        );
+        assert_eq!(
+            ok(ValueKind::Interval, "1 mon 2 days 00:00:00.000003"),
+            Value::Interval(Interval {
+                months: 1,
+                days: 2,
+                microseconds: 3
+            })
+        );
+        // Well-formed but beyond the model: kept verbatim.
+        assert_eq!(
+            ok(ValueKind::Timestamptz, "294276-12-31 23:59:59.999999+00"),
+            Value::Other("294276-12-31 23:59:59.999999+00".into())
+        );
+        assert_eq!(
+            ok(ValueKind::Interval, "infinity"),
+            Value::Other("infinity".into())
+        );
+        // Another DateStyle is refused, not guessed at.
+        assert_eq!(
+            err(ValueKind::Date, "02/29/2024"),
+            "the value (10 bytes) is not an ISO date such as `2024-02-29`, `0044-03-15 BC`, `infinity` or `-infinity`"
+        );
+    }
+
+    #[test]
+    fn kinds_follow_type_oids_and_names() {
+        assert_eq!(ValueKind::for_type(23, None), ValueKind::Int);
+        assert_eq!(ValueKind::for_type(1184, None), ValueKind::Timestamptz);
+        assert_eq!(ValueKind::for_type(1007, None), ValueKind::Other); // int4[]
+        assert_eq!(ValueKind::for_type(16_500, Some("citext")), ValueKind::Text);
+        assert_eq!(ValueKind::for_type(16_501, Some("mood")), ValueKind::Other);
+    }
+}

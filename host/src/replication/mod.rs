@@ -1,0 +1,34 @@
+//! The PostgreSQL logical-replication client: the host owns the walsender
+//! connection itself, on `postgres-protocol` and tokio.
+//!
+//! Dataflow: [`ConnInfo`] (parsed from a libpq-style URL) →
+//! [`setup::check`] (an ordinary SQL connection verifies `wal_level`, the
+//! role, the publication, the tables' replica identity and the slot) →
+//! [`ReplicationConnection::connect`] (startup with `replication=database`,
+//! TLS, authentication) → `IDENTIFY_SYSTEM` / `CREATE_REPLICATION_SLOT` →
+//! [`ReplicationConnection::start_replication`] → [`ReplicationStream`],
+//! whose XLogData payloads (raw pgoutput messages) go to the decoder, and
+//! which reports back to the server the flush position the position
+//! tracker gives it.
+//!
+//! Errors say whether they are transient ([`ReplicationError::is_transient`]):
+//! on a transient one the caller reconnects after [`Backoff::next_delay`]
+//! and restarts from the slot; a definite one stops the pipeline.
+
+mod backoff;
+mod connection;
+mod conninfo;
+pub mod setup;
+mod slot;
+mod stream;
+mod tls;
+
+pub use backoff::Backoff;
+pub use connection::{QueryResult, ReplicationConnection, ReplicationError, ServerError};
+pub use conninfo::{ConnInfo, ConnInfoError, Host, Password, SslMode};
+pub use slot::{
+    CreateSlotOptions, CreatedSlot, SlotName, SlotNameError, SnapshotAction, SystemIdentity,
+    quote_ident, quote_literal,
+};
+pub use stream::{PgOutputOptions, ReplicationEvent, ReplicationStream, StreamOptions};
+pub use tls::{MakeRustlsConnect, RustlsConnect, RustlsStream, TlsError};
