@@ -22,13 +22,14 @@ mod values;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::plugin::{Limits, PluginSpec};
 pub use crate::replication::SlotName;
 pub use crate::replication::setup::{PublicationScope, TableName};
 pub use fields::Problem;
 pub use sections::{
-    BatchSettings, ErrorPolicy, FlushMode, Heartbeat, Limits, LogFormat, LogSettings,
-    MismatchStrategy, NatsAuth, NatsSettings, NatsTls, OffsetStoreSpec, PluginSpec,
-    PositionSettings, Secret, SourceSettings, StorageKind,
+    BatchSettings, ErrorPolicy, FlushMode, Heartbeat, LogFormat, LogSettings, MismatchStrategy,
+    NatsAuth, NatsSettings, NatsTls, OffsetStoreSpec, PositionSettings, Secret, SourceSettings,
+    StorageKind,
 };
 pub use values::{Identifier, PipelineName, PluginName, StreamName};
 

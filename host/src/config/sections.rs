@@ -13,6 +13,7 @@ use super::fields::{Fields, Problems};
 use super::values::{
     Identifier, PipelineName, PluginName, StreamName, parse_bytes, parse_duration,
 };
+use crate::plugin::{Limits, PluginSpec};
 use crate::replication::setup::{PublicationScope, TableName};
 use crate::replication::{ConnInfo, SlotName};
 
@@ -138,38 +139,6 @@ pub struct NatsSettings {
     pub max_in_flight_bytes: u64,
     pub auth: NatsAuth,
     pub tls: Option<NatsTls>,
-}
-
-/// Resource limits of one plugin instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Linear memory cap in bytes.
-    pub memory: u64,
-    /// Wall-clock deadline of one call.
-    pub deadline: Duration,
-    /// Fuel per call (roughly, Wasm instructions), if metered.
-    pub fuel: Option<u64>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory: 64 << 20,
-            deadline: Duration::from_secs(1),
-            fuel: None,
-        }
-    }
-}
-
-/// A `[[transform]]` or the `[sink]`.
-#[derive(Clone, Debug)]
-pub struct PluginSpec {
-    pub name: PluginName,
-    /// The component file, resolved against the manifest's folder.
-    pub path: PathBuf,
-    /// The plugin's `config` table as JSON text, `{}` when absent.
-    pub config: String,
-    pub limits: Limits,
 }
 
 /// `[batch]`.
@@ -736,7 +705,7 @@ fn plugin(mut t: Fields, dir: &Path, defaults: Limits, p: &mut Problems) -> Opti
         .map_or(defaults, |l| limits(l, defaults, p));
     t.finish(&["name", "path", "config", "limits"], p);
     Some(PluginSpec {
-        name: name?,
+        name: name?.into(),
         path: path?,
         config: config?,
         limits,
