@@ -7,6 +7,7 @@
 //!
 //! - [`config`]: the manifest, validated in full before anything connects.
 //! - [`lsn`]: the WAL position type.
+//! - [`pipeline`]: the plugin chain and the dataflow from source to JetStream.
 //! - [`model`]: batches, events and values as the host sees them (mirrors
 //!   the WIT contract).
 //! - [`pgoutput`]: the pgoutput decoder, relation cache and batcher.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod lsn;
 pub mod model;
 pub mod pgoutput;
+pub mod pipeline;
 pub mod plugin;
 pub mod position;
 pub mod replication;

@@ -26,6 +26,7 @@ pub use crate::plugin::{Limits, PluginSpec};
 pub use crate::replication::SlotName;
 pub use crate::replication::setup::{PublicationScope, TableName};
 pub use fields::Problem;
+pub(crate) use sections::subject_matches;
 pub use sections::{
     BatchSettings, ErrorPolicy, FlushMode, Heartbeat, LogFormat, LogSettings, MismatchStrategy,
     NatsAuth, NatsSettings, NatsTls, OffsetStoreSpec, PositionSettings, Secret, SourceSettings,

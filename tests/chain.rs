@@ -1,0 +1,172 @@
+//! The plugin chain under each error policy, on real components: a
+//! transform that fails on one specific row, and a sink whose subjects are
+//! checked against the pipeline's allowed subjects.
+
+mod support;
+
+use sluice_host::config::ErrorPolicy;
+use sluice_host::model::{Batch, Value};
+use sluice_host::pipeline::chain::{Chain, Outgoing};
+use support::*;
+
+fn chain(
+    dir: &std::path::Path,
+    transform_config: &str,
+    prefix: &str,
+    policy: ErrorPolicy,
+) -> Chain {
+    let rt = runtime(dir);
+    let t = rt
+        .load_transform(spec("misbehave", transform_config))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let sink_config = format!(r#"{{"subject-prefix": "{prefix}"}}"#);
+    let s = rt
+        .load_sink(spec("json-sink", &sink_config))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    Chain::new(vec![t], s, policy, vec!["cdc.>".to_owned()])
+}
+
+/// Five inserts into public.users, ids 1 to 5.
+fn five_rows() -> Batch {
+    let rel = relation(
+        16384,
+        "public",
+        "users",
+        vec![column("id", 20, "int8"), column("email", 25, "text")],
+    );
+    let events = (1..=5)
+        .map(|id| {
+            insert(
+                0,
+                0x100 + id as u64,
+                vec![Value::Int(id), Value::Text(format!("u{id}@x"))],
+            )
+        })
+        .collect();
+    batch(42, vec![rel], events)
+}
+
+fn ids(messages: &[Outgoing]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| {
+            if m.dead_letter {
+                return format!("dead-letter:{}", m.event_index);
+            }
+            let v: serde_json::Value = serde_json::from_slice(&m.message.payload).unwrap();
+            v["after"]["id"].to_string()
+        })
+        .collect()
+}
+
+const FAIL_ON_3: &str = r#"{"fail-on": {"column": "id", "equals": 3}}"#;
+const TRAP_ON_3: &str = r#"{"on": "trap-when", "column": "id", "equals": 3}"#;
+
+#[test]
+fn stop_halts_with_the_plugins_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = chain(dir.path(), FAIL_ON_3, "cdc", ErrorPolicy::Stop);
+    let err = c.process(five_rows(), 0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"misbehave\" could not process event 2: misbehave: told to fail on id = 3"
+    );
+    assert!(!err.is_transient());
+}
+
+#[test]
+fn dead_letter_isolates_the_failing_row_and_keeps_the_rest_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = ErrorPolicy::DeadLetter {
+        subject: "cdc.dead".into(),
+    };
+    for config in [FAIL_ON_3, TRAP_ON_3] {
+        let mut c = chain(dir.path(), config, "cdc", policy.clone());
+        let out = c.process(five_rows(), 10).unwrap();
+        assert_eq!(
+            ids(&out.messages),
+            ["1", "2", "dead-letter:12", "4", "5"],
+            "{config}"
+        );
+        assert_eq!((out.dead_lettered, out.skipped), (1, 0));
+        let dl = &out.messages[2].message;
+        assert_eq!(dl.subject, "cdc.dead");
+        let header = |name: &str| {
+            dl.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("Sluice-Table"), Some("public.users"));
+        assert_eq!(header("Sluice-Op"), Some("insert"));
+        let error = header("Sluice-Error").unwrap();
+        assert!(error.starts_with("plugin \"misbehave\""), "{error}");
+        let body: serde_json::Value = serde_json::from_slice(&dl.payload).unwrap();
+        assert_eq!(body["event-index"], 12);
+        assert_eq!(
+            body["event"]["row"]["new"][0],
+            serde_json::json!({"int": 3})
+        );
+        assert_eq!(body["relations"][0]["name"], "users");
+        // Other messages keep their subject, and each names its event.
+        assert_eq!(out.messages[0].message.subject, "cdc.public.users");
+        let events: Vec<u64> = out.messages.iter().map(|m| m.event_index).collect();
+        assert_eq!(events, [10, 11, 12, 13, 14]);
+        assert!(out.messages.iter().all(|m| m.split));
+    }
+}
+
+#[test]
+fn skip_counts_the_failing_row_and_drops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = chain(dir.path(), FAIL_ON_3, "cdc", ErrorPolicy::Skip);
+    let out = c.process(five_rows(), 0).unwrap();
+    assert_eq!(ids(&out.messages), ["1", "2", "4", "5"]);
+    assert_eq!((out.dead_lettered, out.skipped), (0, 1));
+}
+
+#[test]
+fn a_batch_without_failures_goes_through_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = chain(dir.path(), "{}", "cdc", ErrorPolicy::Skip);
+    let out = c.process(five_rows(), 7).unwrap();
+    assert_eq!(ids(&out.messages), ["1", "2", "3", "4", "5"]);
+    let identity: Vec<(u64, u32, bool)> = out
+        .messages
+        .iter()
+        .map(|m| (m.event_index, m.output_index, m.split))
+        .collect();
+    assert_eq!(
+        identity,
+        [
+            (7, 0, false),
+            (7, 1, false),
+            (7, 2, false),
+            (7, 3, false),
+            (7, 4, false)
+        ]
+    );
+}
+
+#[test]
+fn a_sink_publishing_outside_the_allowed_subjects_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = chain(dir.path(), "{}", "secret", ErrorPolicy::Stop);
+    let err = c.process(five_rows(), 0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"json-sink\" returned a message for subject `secret.public.users`, which this pipeline may not publish to (allowed: cdc.>)"
+    );
+    // Under dead-letter, no message reaches a forbidden subject either.
+    let policy = ErrorPolicy::DeadLetter {
+        subject: "cdc.dead".into(),
+    };
+    let mut c = chain(dir.path(), "{}", "secret", policy);
+    let out = c.process(five_rows(), 0).unwrap();
+    assert_eq!(out.dead_lettered, 5);
+    assert!(out.messages.iter().all(|m| m.message.subject == "cdc.dead"));
+}
