@@ -124,7 +124,7 @@ impl Chain {
         }
         tracing::warn!(error = %error, xid = input.xid, events = input.events.len(),
             "plugin chain failed; retrying the batch one event at a time to isolate the failure");
-        Ok(self.split(input, stage, first_event))
+        Ok(self.split(*input, stage, first_event))
     }
 
     /// Runs the stages from `stage` on (transforms by index, then the sink
@@ -136,7 +136,7 @@ impl Chain {
                 .transform(current)
                 .map_err(|CallError { error, input }| Failure {
                     stage: i,
-                    input: *input,
+                    input,
                     error: error.into(),
                 })?;
         }
@@ -150,13 +150,13 @@ impl Chain {
             .encode(current)
             .map_err(|CallError { error, input }| Failure {
                 stage: sink_stage,
-                input: *input,
+                input,
                 error: error.into(),
             })?;
         if let Some(bad) = messages.iter().find(|m| !self.may_publish(&m.subject)) {
             return Err(Failure {
                 stage: sink_stage,
-                input: sink_input.unwrap_or(EMPTY),
+                input: Box::new(sink_input.unwrap_or(EMPTY)),
                 error: ChainError::ForbiddenSubject {
                     plugin: self.sink.name().to_owned(),
                     subject: bad.subject.clone(),
@@ -239,7 +239,7 @@ impl Chain {
 /// A failed stage, with the batch it was given.
 struct Failure {
     stage: usize,
-    input: Batch,
+    input: Box<Batch>,
     error: ChainError,
 }
 
