@@ -79,7 +79,7 @@ fn stream() -> Vec<(Lsn, Vec<u8>)> {
                     id % 1_000_000
                 ),
             );
-            text(&mut row, if id % 2 == 0 { "t" } else { "f" });
+            text(&mut row, if id.is_multiple_of(2) { "t" } else { "f" });
             messages.push((Lsn(lsn), row));
             lsn += 200;
         }
