@@ -70,8 +70,9 @@ pub struct Startup {
 /// Why start-up did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// Boxed: a refusal carries every position and name it reports.
     #[error(transparent)]
-    Refused(#[from] Refusal),
+    Refused(Box<Refusal>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -97,6 +98,12 @@ pub enum StartupError {
         target: Lsn,
         reached: Lsn,
     },
+}
+
+impl From<Refusal> for StartupError {
+    fn from(r: Refusal) -> Self {
+        StartupError::Refused(Box::new(r))
+    }
 }
 
 impl StartupError {

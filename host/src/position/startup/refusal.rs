@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Inputs, strategy_name};
+use crate::config::MismatchStrategy;
 use crate::lsn::Lsn;
 use crate::position::offset::OffsetRecord;
 use crate::replication::{SlotName, quote_literal};
@@ -14,8 +15,8 @@ use crate::replication::{SlotName, quote_literal};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error(
-        "refusing to start: {store} holds offset {offset} for replication slot \"{offset_slot}\", but the manifest names slot \"{slot}\", which {} (position.mismatch = \"{strategy}\"). If the slot was renamed on purpose, run `sluice offset clear {}`; otherwise give each pipeline its own offset store",
-        slot_at(*.slot_lsn), .manifest.display()
+        "refusing to start: {store} holds offset {offset} for replication slot \"{offset_slot}\", but the manifest names slot \"{slot}\", which {} (position.mismatch = \"{}\"). If the slot was renamed on purpose, run `sluice offset clear {}`; otherwise give each pipeline its own offset store",
+        slot_at(*.slot_lsn), strategy_name(*.strategy), .manifest.display()
     )]
     OffsetForOtherSlot {
         store: String,
@@ -23,12 +24,12 @@ pub enum Refusal {
         offset_slot: SlotName,
         slot: SlotName,
         slot_lsn: Option<Lsn>,
-        strategy: &'static str,
+        strategy: MismatchStrategy,
         manifest: PathBuf,
     },
     #[error(
-        "refusing to start: {store} holds offset {offset} written by the PostgreSQL server with system identifier {offset_system_id}, but this server's system identifier is {server_system_id} (replication slot \"{slot}\" {}; position.mismatch = \"{strategy}\" does not apply across servers). If source.url points at the wrong server, fix it; if this server replaces the old one, run `sluice offset clear {}` and re-snapshot",
-        slot_at(*.slot_lsn), .manifest.display()
+        "refusing to start: {store} holds offset {offset} written by the PostgreSQL server with system identifier {offset_system_id}, but this server's system identifier is {server_system_id} (replication slot \"{slot}\" {}; position.mismatch = \"{}\" does not apply across servers). If source.url points at the wrong server, fix it; if this server replaces the old one, run `sluice offset clear {}` and re-snapshot",
+        slot_at(*.slot_lsn), strategy_name(*.strategy), .manifest.display()
     )]
     OtherServer {
         store: String,
@@ -37,12 +38,12 @@ pub enum Refusal {
         server_system_id: u64,
         slot: SlotName,
         slot_lsn: Option<Lsn>,
-        strategy: &'static str,
+        strategy: MismatchStrategy,
         manifest: PathBuf,
     },
     #[error(
-        "refusing to start: {store} holds offset {offset}, ahead of the server's WAL end {wal_end} (replication slot \"{slot}\" {}; position.mismatch = \"{strategy}\"): this server is behind the one the offset came from (a failover to a lagging standby, or a restored backup), so transactions already streamed up to {offset} may be replaced by different ones. If source.url points at the wrong server, fix it; otherwise run `sluice offset clear {}` and re-snapshot",
-        slot_at(*.slot_lsn), .manifest.display()
+        "refusing to start: {store} holds offset {offset}, ahead of the server's WAL end {wal_end} (replication slot \"{slot}\" {}; position.mismatch = \"{}\"): this server is behind the one the offset came from (a failover to a lagging standby, or a restored backup), so transactions already streamed up to {offset} may be replaced by different ones. If source.url points at the wrong server, fix it; otherwise run `sluice offset clear {}` and re-snapshot",
+        slot_at(*.slot_lsn), strategy_name(*.strategy), .manifest.display()
     )]
     OffsetAheadOfServer {
         store: String,
@@ -50,19 +51,19 @@ pub enum Refusal {
         wal_end: Lsn,
         slot: SlotName,
         slot_lsn: Option<Lsn>,
-        strategy: &'static str,
+        strategy: MismatchStrategy,
         manifest: PathBuf,
     },
     #[error(
-        "refusing to start: replication slot \"{slot}\" does not exist, but {store} holds offset {offset} (the server's WAL end is {wal_end}; position.mismatch = \"{strategy}\"): a new slot would start at the server's current position and silently skip every change between {offset} and there. Re-snapshot, or accept the gap: run `sluice offset clear {}` and start again to create the slot",
-        .manifest.display()
+        "refusing to start: replication slot \"{slot}\" does not exist, but {store} holds offset {offset} (the server's WAL end is {wal_end}; position.mismatch = \"{}\"): a new slot would start at the server's current position and silently skip every change between {offset} and there. Re-snapshot, or accept the gap: run `sluice offset clear {}` and start again to create the slot",
+        strategy_name(*.strategy), .manifest.display()
     )]
     SlotMissingWithOffset {
         store: String,
         offset: Lsn,
         wal_end: Lsn,
         slot: SlotName,
-        strategy: &'static str,
+        strategy: MismatchStrategy,
         manifest: PathBuf,
     },
     #[error(
@@ -81,15 +82,15 @@ pub enum Refusal {
         manifest: PathBuf,
     },
     #[error(
-        "refusing to start: the WAL that the stored offset {offset} needs is gone: replication slot \"{slot}\" is at {slot_lsn} and keeps WAL only from its restart_lsn {restart_lsn} (position.mismatch = \"{strategy}\"), so the changes between {offset} and {restart_lsn} can no longer be streamed. Re-snapshot, or accept the gap: run `sluice offset clear {}`",
-        .manifest.display()
+        "refusing to start: the WAL that the stored offset {offset} needs is gone: replication slot \"{slot}\" is at {slot_lsn} and keeps WAL only from its restart_lsn {restart_lsn} (position.mismatch = \"{}\"), so the changes between {offset} and {restart_lsn} can no longer be streamed. Re-snapshot, or accept the gap: run `sluice offset clear {}`",
+        strategy_name(*.strategy), .manifest.display()
     )]
     WalGone {
         offset: Lsn,
         slot: SlotName,
         slot_lsn: Lsn,
         restart_lsn: Lsn,
-        strategy: &'static str,
+        strategy: MismatchStrategy,
         manifest: PathBuf,
     },
     #[error(
@@ -109,13 +110,13 @@ pub enum Refusal {
         database: String,
     },
     #[error(
-        "refusing to start: replication slot \"{slot}\" has no position (restart_lsn is NULL: it was invalidated because the WAL it needed was removed; {}; position.mismatch = \"{strategy}\"): drop it with `SELECT pg_drop_replication_slot({});`, run `sluice offset clear {}`, and re-snapshot",
-        offset_text(*.offset), quote_literal(.slot.as_str()), .manifest.display()
+        "refusing to start: replication slot \"{slot}\" has no position (restart_lsn is NULL: it was invalidated because the WAL it needed was removed; {}; position.mismatch = \"{}\"): drop it with `SELECT pg_drop_replication_slot({});`, run `sluice offset clear {}`, and re-snapshot",
+        offset_text(*.offset), strategy_name(*.strategy), quote_literal(.slot.as_str()), .manifest.display()
     )]
     SlotInvalidated {
         slot: SlotName,
         offset: Option<Lsn>,
-        strategy: &'static str,
+        strategy: MismatchStrategy,
         manifest: PathBuf,
     },
 }
@@ -152,7 +153,7 @@ fn plugin_text(plugin: Option<&str>) -> String {
 pub(super) struct Context<'a> {
     manifest: &'a Path,
     slot: &'a SlotName,
-    strategy: &'static str,
+    strategy: MismatchStrategy,
     store: &'a str,
     wal_end: Lsn,
 }
@@ -162,7 +163,7 @@ impl<'a> Context<'a> {
         Context {
             manifest: i.manifest,
             slot: i.slot_name,
-            strategy: strategy_name(i.strategy),
+            strategy: i.strategy,
             store: i.store,
             wal_end: i.server.wal_end,
         }

@@ -52,19 +52,12 @@ impl NatsKvStore {
     ) -> Result<Self, StoreError> {
         let kv = match js.get_key_value(bucket).await {
             Ok(kv) => kv,
-            Err(get) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_owned(),
-                    description: "sluice offsets, one key per pipeline".to_owned(),
-                    history: HISTORY,
-                    num_replicas: replicas.max(1),
-                    ..kv::Config::default()
-                })
+            Err(get) => create_bucket(js, bucket, replicas)
                 .await
                 .map_err(|create| StoreError::Bucket {
                     bucket: bucket.to_owned(),
                     reason: format!("it could not be read ({get}) nor created ({create})"),
-                    source: Box::new(create),
+                    source: create,
                 })?,
         };
         Ok(NatsKvStore {
@@ -121,6 +114,35 @@ impl NatsKvStore {
             source: Box::new(e),
         }
     }
+}
+
+/// Creates the bucket: the stream `KV_<bucket>` laid out as every NATS
+/// client lays out a key-value bucket (subjects `$KV.<bucket>.>`, one
+/// message per revision, rollups allowed, direct gets).
+///
+/// Not `Context::create_key_value`: async-nats 0.51 first reads the
+/// account's JetStream info and requires fields (`reserved_memory`,
+/// `reserved_storage`) that nats-server 2.9 — Debian's — does not send.
+async fn create_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store, async_nats::Error> {
+    js.create_stream(jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("sluice offsets, one key per pipeline".to_owned()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: HISTORY,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await?;
+    Ok(js.get_key_value(bucket).await?)
 }
 
 impl OffsetStore for NatsKvStore {
