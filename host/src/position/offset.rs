@@ -1,0 +1,219 @@
+//! The offset record: the durable statement "everything up to this commit
+//! has been acknowledged by JetStream" (DESIGN.md §3).
+//!
+//! Its position is the end LSN of the commit record of the last fully
+//! acknowledged transaction: commit LSNs are the only LSNs ordered across
+//! transactions, so stores compare records by it alone. The record also
+//! says which server and timeline it came from, so that start-up can refuse
+//! an offset that belongs to another cluster.
+//!
+//! On disk and in NATS KV the record is JSON. LSNs are written in
+//! PostgreSQL's `X/Y` form and the system identifier as a decimal string
+//! (it exceeds 2^53, which JSON tools such as `jq` would round). A
+//! `version` field guards the format: a record from a newer sluice is
+//! refused by name rather than misread.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::lsn::Lsn;
+use crate::replication::SlotName;
+
+/// The format version this host writes and reads.
+const VERSION: u32 = 1;
+
+/// Why bytes are not an offset record.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetError {
+    #[error("not an offset record: {0}")]
+    Malformed(#[source] serde_json::Error),
+    #[error(
+        "offset record format version {found} is not supported by this sluice (it reads version {VERSION}); it was written by a newer sluice"
+    )]
+    UnsupportedVersion { found: u64 },
+}
+
+/// One stored offset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetRecord {
+    /// The replication slot the position belongs to.
+    pub slot: SlotName,
+    /// The stored offset O: end LSN of the last acknowledged commit (or a
+    /// keepalive's WAL end, or the slot position it was moved up to).
+    pub commit_end_lsn: Lsn,
+    /// The LSN of the last event processed within that transaction, when
+    /// the offset was written for a transaction.
+    #[serde(default)]
+    pub event_lsn: Option<Lsn>,
+    /// The transaction's id, when the offset was written for a transaction.
+    #[serde(default)]
+    pub xid: Option<u32>,
+    /// The transaction's commit time, microseconds since the Unix epoch.
+    #[serde(default)]
+    pub commit_time_us: Option<i64>,
+    /// The system identifier of the server the position came from.
+    #[serde(with = "decimal_string")]
+    pub system_id: u64,
+    /// The server's timeline when the position was read.
+    pub timeline: u32,
+    /// When the record was written, microseconds since the Unix epoch.
+    pub written_at_us: i64,
+}
+
+impl OffsetRecord {
+    /// A record for position `commit_end_lsn` of `slot` on the server
+    /// `system_id`/`timeline`, with no transaction details, written now.
+    pub fn new(slot: SlotName, commit_end_lsn: Lsn, system_id: u64, timeline: u32) -> Self {
+        OffsetRecord {
+            slot,
+            commit_end_lsn,
+            event_lsn: None,
+            xid: None,
+            commit_time_us: None,
+            system_id,
+            timeline,
+            written_at_us: now_us(),
+        }
+    }
+
+    /// The same record, for the transaction `xid` committed at
+    /// `commit_time_us` whose last processed event is at `event_lsn`.
+    pub fn with_transaction(mut self, xid: u32, event_lsn: Lsn, commit_time_us: i64) -> Self {
+        self.xid = Some(xid);
+        self.event_lsn = Some(event_lsn);
+        self.commit_time_us = Some(commit_time_us);
+        self
+    }
+
+    /// The same record moved to `lsn`, without transaction details (they
+    /// describe the old position), written now.
+    pub fn moved_to(&self, lsn: Lsn) -> Self {
+        OffsetRecord::new(self.slot.clone(), lsn, self.system_id, self.timeline)
+    }
+
+    /// The record as JSON, with `written_at_us` set to now.
+    pub fn encode(&self) -> Vec<u8> {
+        let stamped = OffsetRecord {
+            written_at_us: now_us(),
+            ..self.clone()
+        };
+        let mut value = serde_json::to_value(&stamped).expect("an offset record is plain data");
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("version".into(), VERSION.into());
+        }
+        let mut bytes = serde_json::to_vec_pretty(&value).expect("a JSON value serialises");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Reads a record written by [`Self::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, OffsetError> {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(OffsetError::Malformed)?;
+        // The version is checked before the fields, so that a newer format
+        // is reported as such rather than as an unknown field.
+        let version = value
+            .as_object_mut()
+            .and_then(|map| map.remove("version"))
+            .and_then(|v| v.as_u64());
+        match version {
+            Some(v) if v == u64::from(VERSION) => {}
+            Some(found) => return Err(OffsetError::UnsupportedVersion { found }),
+            None => {
+                return Err(OffsetError::Malformed(serde::de::Error::missing_field(
+                    "version",
+                )));
+            }
+        }
+        serde_json::from_value(value).map_err(OffsetError::Malformed)
+    }
+}
+
+/// Microseconds since the Unix epoch; 0 for a clock set before 1970.
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A `u64` as a decimal JSON string.
+mod decimal_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a system identifier")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> OffsetRecord {
+        OffsetRecord::new(
+            SlotName::new("orders").unwrap(),
+            "1/16B3748".parse().unwrap(),
+            7_312_345_678_901_234_567,
+            3,
+        )
+        .with_transaction(745, "1/16B3700".parse().unwrap(), 1_700_000_000_000_000)
+    }
+
+    #[test]
+    fn round_trips_as_readable_json() {
+        let r = record();
+        let bytes = r.encode();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        for field in [
+            r#""version": 1"#,
+            r#""slot": "orders""#,
+            r#""commit_end_lsn": "1/16B3748""#,
+            r#""event_lsn": "1/16B3700""#,
+            r#""xid": 745"#,
+            r#""system_id": "7312345678901234567""#,
+            r#""timeline": 3"#,
+        ] {
+            assert!(text.contains(field), "{field} missing from {text}");
+        }
+        let back = OffsetRecord::decode(&bytes).unwrap();
+        assert_eq!(
+            back,
+            OffsetRecord {
+                written_at_us: back.written_at_us,
+                ..r
+            }
+        );
+        assert!(back.written_at_us > 0);
+    }
+
+    #[test]
+    fn refuses_malformed_and_newer_records() {
+        let err = OffsetRecord::decode(b"{\"version\": 2, \"future\": true}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "offset record format version 2 is not supported by this sluice (it reads version 1); it was written by a newer sluice"
+        );
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"[1]",
+            b"{\"version\": 1}",
+            b"{\"version\": 1, \"slot\": \"BAD\"}",
+        ] {
+            let err = OffsetRecord::decode(bad).unwrap_err();
+            assert!(matches!(err, OffsetError::Malformed(_)), "{err}");
+        }
+        let mut text = String::from_utf8(record().encode()).unwrap();
+        text = text.replace("\"timeline\"", "\"timelime\"");
+        let err = OffsetRecord::decode(text.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("timelime"), "{err}");
+    }
+}

@@ -1,0 +1,272 @@
+//! Carrying the start-up decision out against the real server: read the
+//! offset, the slot and the server's identity, [`decide`](super::decide),
+//! then advance the slot, move the offset or create the slot as decided.
+//!
+//! Order matters for crash safety: the slot is advanced before streaming
+//! starts and the offset is moved before streaming starts, so a crash in
+//! between leaves a state that the next start-up resolves the same way
+//! (the advance or the move is simply found done).
+
+use std::path::PathBuf;
+
+use tokio_postgres::Client;
+
+use super::{Decision, Inputs, NoticeLevel, Refusal, ServerState, SlotState, Start, decide};
+use crate::config::{FlushMode, Manifest, MismatchStrategy};
+use crate::lsn::Lsn;
+use crate::position::offset::OffsetRecord;
+use crate::position::store::{OffsetStore, StoreError};
+use crate::replication::{
+    CreateSlotOptions, CreatedSlot, ReplicationConnection, ReplicationError, SlotName,
+    SnapshotAction, SystemIdentity,
+};
+
+/// The manifest's part in the decision.
+#[derive(Clone, Debug)]
+pub struct StartupSettings {
+    /// The manifest file, named in the commands that refusals suggest.
+    pub manifest: PathBuf,
+    pub slot: SlotName,
+    pub strategy: MismatchStrategy,
+    pub flush: FlushMode,
+    pub create_slot: bool,
+    /// Whether the snapshot mode re-snapshots when the offset's WAL is gone
+    /// (no snapshot mode does yet).
+    pub resnapshot: bool,
+}
+
+impl StartupSettings {
+    pub fn from_manifest(m: &Manifest) -> Self {
+        StartupSettings {
+            manifest: m.file.clone(),
+            slot: m.source.slot.clone(),
+            strategy: m.position.mismatch,
+            flush: m.position.flush,
+            create_slot: m.source.create_slot,
+            resnapshot: false,
+        }
+    }
+}
+
+/// What start-up did, and where streaming starts.
+#[derive(Clone, Debug)]
+pub struct Startup {
+    /// The LSN to pass to `START_REPLICATION`.
+    pub start: Lsn,
+    /// The server, as `IDENTIFY_SYSTEM` described it.
+    pub server: SystemIdentity,
+    /// The stored offset after start-up: transactions whose commit end LSN
+    /// is at or below it were already streamed.
+    pub offset: Option<OffsetRecord>,
+    /// The slot, when start-up created it.
+    pub created_slot: Option<CreatedSlot>,
+    /// The tables must be snapshotted before streaming (see
+    /// [`Start::Resnapshot`]).
+    pub resnapshot: bool,
+    /// The decision that was carried out.
+    pub decision: Decision,
+}
+
+/// Why start-up did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Boxed: a refusal carries every position and name it reports.
+    #[error(transparent)]
+    Refused(Box<Refusal>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error("{during}: {reason}")]
+    Sql {
+        during: String,
+        reason: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("replication slot \"{slot}\" has {column} `{value}`, which is not an LSN")]
+    BadSlotRow {
+        slot: SlotName,
+        column: &'static str,
+        value: String,
+    },
+    #[error(
+        "advancing replication slot \"{slot}\" to {target} stopped at {reached}: the server has not flushed WAL up to {target}; start again once it has"
+    )]
+    AdvanceFellShort {
+        slot: SlotName,
+        target: Lsn,
+        reached: Lsn,
+    },
+}
+
+impl From<Refusal> for StartupError {
+    fn from(r: Refusal) -> Self {
+        StartupError::Refused(Box::new(r))
+    }
+}
+
+impl StartupError {
+    /// Whether retrying later may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StartupError::Refused(r) => r.is_transient(),
+            StartupError::Store(e) => e.is_transient(),
+            StartupError::Replication(e) => e.is_transient(),
+            StartupError::Sql { source, .. } => {
+                source.is_closed() || source.as_db_error().is_none()
+            }
+            StartupError::BadSlotRow { .. } => false,
+            StartupError::AdvanceFellShort { .. } => true,
+        }
+    }
+}
+
+fn sql_error(during: String) -> impl FnOnce(tokio_postgres::Error) -> StartupError {
+    move |source| StartupError::Sql {
+        during,
+        reason: match source.as_db_error() {
+            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+            None => source.to_string(),
+        },
+        source,
+    }
+}
+
+/// Reads `slot` from `pg_replication_slots`; `None` when it does not exist.
+pub async fn read_slot(sql: &Client, slot: &SlotName) -> Result<Option<SlotState>, StartupError> {
+    let row = sql
+        .query_opt(
+            "SELECT plugin::text, database::text, confirmed_flush_lsn::text, restart_lsn::text
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot.as_str()],
+        )
+        .await
+        .map_err(sql_error(format!(
+            "cannot read replication slot \"{slot}\""
+        )))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let lsn = |index: usize, column: &'static str| -> Result<Option<Lsn>, StartupError> {
+        row.get::<_, Option<String>>(index)
+            .map(|text| {
+                text.parse().map_err(|_| StartupError::BadSlotRow {
+                    slot: slot.clone(),
+                    column,
+                    value: text,
+                })
+            })
+            .transpose()
+    };
+    Ok(Some(SlotState {
+        plugin: row.get(0),
+        database: row.get(1),
+        confirmed_flush_lsn: lsn(2, "confirmed_flush_lsn")?,
+        restart_lsn: lsn(3, "restart_lsn")?,
+    }))
+}
+
+/// Reads the offset, the slot and the server, decides where streaming
+/// starts, and carries the decision out: `repl` is the replication session
+/// (its `IDENTIFY_SYSTEM` gives the server's identity and WAL end; it
+/// creates the slot), `sql` an ordinary session on the same database.
+pub async fn apply(
+    settings: &StartupSettings,
+    repl: &mut ReplicationConnection,
+    sql: &Client,
+    store: &mut dyn OffsetStore,
+) -> Result<Startup, StartupError> {
+    let identity = repl.identify_system().await?;
+    let offset = store.load().await?;
+    let slot_state = read_slot(sql, &settings.slot).await?;
+    let server = ServerState {
+        system_id: identity.system_id,
+        timeline: identity.timeline,
+        wal_end: identity.xlogpos,
+        database: identity.dbname.clone(),
+    };
+    let store_name = store.describe();
+    let decision = decide(&Inputs {
+        manifest: &settings.manifest,
+        slot_name: &settings.slot,
+        strategy: settings.strategy,
+        flush: settings.flush,
+        create_slot: settings.create_slot,
+        resnapshot: settings.resnapshot,
+        store: &store_name,
+        offset: offset.as_ref(),
+        slot: slot_state.as_ref(),
+        server: &server,
+    })?;
+    let slot = &settings.slot;
+    for notice in &decision.notices {
+        match notice.level {
+            NoticeLevel::Info => tracing::info!(slot = %slot, "{}", notice.message),
+            NoticeLevel::Warn => tracing::warn!(slot = %slot, "{}", notice.message),
+        }
+    }
+
+    if let Some(target) = decision.advance_slot_to {
+        advance_slot(sql, slot, target).await?;
+    }
+    let mut offset = offset;
+    if let (Some(to), Some(record)) = (decision.move_offset_to, &offset) {
+        let moved = record.moved_to(to);
+        store.store(&moved).await?;
+        offset = Some(moved);
+    }
+    let (start, created_slot, resnapshot) = match decision.start {
+        Start::At(lsn) => (lsn, None, false),
+        Start::Resnapshot(lsn) => (lsn, None, true),
+        Start::CreateSlot => {
+            // No snapshot is exported: nothing reads one yet. The slot
+            // streams from its consistent point.
+            let options = CreateSlotOptions {
+                temporary: false,
+                snapshot: SnapshotAction::Nothing,
+            };
+            let created = repl.create_slot(slot, options).await?;
+            tracing::info!(slot = %slot, lsn = %created.consistent_point, "created the replication slot");
+            (created.consistent_point, Some(created), false)
+        }
+    };
+    tracing::info!(slot = %slot, lsn = %start, "streaming starts");
+    Ok(Startup {
+        start,
+        server: identity,
+        offset,
+        created_slot,
+        resnapshot,
+        decision,
+    })
+}
+
+/// `pg_replication_slot_advance(slot, target)`, checking that the slot
+/// reached `target` (the server silently stops at its flush position).
+async fn advance_slot(sql: &Client, slot: &SlotName, target: Lsn) -> Result<(), StartupError> {
+    let row = sql
+        .query_one(
+            "SELECT end_lsn::text FROM pg_replication_slot_advance($1, $2::text::pg_lsn)",
+            &[&slot.as_str(), &target.to_string()],
+        )
+        .await
+        .map_err(sql_error(format!(
+            "cannot advance replication slot \"{slot}\" to {target}"
+        )))?;
+    let text: String = row.get(0);
+    let reached: Lsn = text.parse().map_err(|_| StartupError::BadSlotRow {
+        slot: slot.clone(),
+        column: "end_lsn",
+        value: text,
+    })?;
+    if reached < target {
+        return Err(StartupError::AdvanceFellShort {
+            slot: slot.clone(),
+            target,
+            reached,
+        });
+    }
+    tracing::info!(slot = %slot, lsn = %reached, "advanced the replication slot");
+    Ok(())
+}

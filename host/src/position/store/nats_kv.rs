@@ -1,0 +1,213 @@
+//! The NATS KV store: the offset record under the pipeline's name in a
+//! JetStream key-value bucket, durable and shared by every host that may
+//! run the pipeline (DESIGN.md §6).
+//!
+//! Writes are revision-checked: each write says which revision of the key
+//! it replaces (`update(key, value, revision)`, revision 0 meaning "the key
+//! must not exist"), so two hosts that both believe they run the pipeline
+//! cannot silently overwrite each other's position: the second write fails
+//! with [`StoreError::Conflict`]. The store remembers the revision it last
+//! read or wrote; the first write without a prior read reads first.
+//!
+//! The bucket is created (history 5, file storage) when it does not exist.
+
+use async_nats::jetstream::{self, kv};
+use futures_util::future::BoxFuture;
+
+use super::{OffsetStore, StoreError, check_forward};
+use crate::position::offset::OffsetRecord;
+
+/// How many past offsets the bucket keeps per key, for inspection with
+/// `nats kv history`.
+const HISTORY: i64 = 5;
+
+/// An offset store in a JetStream key-value bucket.
+pub struct NatsKvStore {
+    kv: kv::Store,
+    bucket: String,
+    key: String,
+    /// The key's revision and record as last read or written (revision 0:
+    /// the key does not exist); `None` until then.
+    held: Option<(u64, Option<OffsetRecord>)>,
+}
+
+impl std::fmt::Debug for NatsKvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsKvStore")
+            .field("bucket", &self.bucket)
+            .field("key", &self.key)
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsKvStore {
+    /// Opens (or creates, with `replicas` copies) `bucket`; the offset lives
+    /// under `key`, which must be a valid KV key (a pipeline name is).
+    pub async fn open(
+        js: &jetstream::Context,
+        bucket: &str,
+        key: &str,
+        replicas: usize,
+    ) -> Result<Self, StoreError> {
+        let kv = match js.get_key_value(bucket).await {
+            Ok(kv) => kv,
+            Err(get) => create_bucket(js, bucket, replicas)
+                .await
+                .map_err(|create| StoreError::Bucket {
+                    bucket: bucket.to_owned(),
+                    reason: format!("it could not be read ({get}) nor created ({create})"),
+                    source: create,
+                })?,
+        };
+        Ok(NatsKvStore {
+            kv,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            held: None,
+        })
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key the offset lives under.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    async fn read(&self) -> Result<(u64, Option<OffsetRecord>), StoreError> {
+        let entry = self
+            .kv
+            .entry(self.key.as_str())
+            .await
+            .map_err(|e| self.nats_error("read", e))?;
+        let Some(entry) = entry else {
+            return Ok((0, None));
+        };
+        if entry.operation != kv::Operation::Put {
+            // Deleted or purged: no offset, but the next write must name
+            // the marker's revision.
+            return Ok((entry.revision, None));
+        }
+        let record =
+            OffsetRecord::decode(&entry.value).map_err(|source| StoreError::CorruptEntry {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                revision: entry.revision,
+                source,
+            })?;
+        Ok((entry.revision, Some(record)))
+    }
+
+    fn nats_error(
+        &self,
+        action: &'static str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Nats {
+            action,
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Creates the bucket: the stream `KV_<bucket>` laid out as every NATS
+/// client lays out a key-value bucket (subjects `$KV.<bucket>.>`, one
+/// message per revision, rollups allowed, direct gets).
+///
+/// Not `Context::create_key_value`: async-nats 0.51 first reads the
+/// account's JetStream info and requires fields (`reserved_memory`,
+/// `reserved_storage`) that nats-server 2.9 — Debian's — does not send.
+async fn create_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store, async_nats::Error> {
+    js.create_stream(jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("sluice offsets, one key per pipeline".to_owned()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: HISTORY,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await?;
+    Ok(js.get_key_value(bucket).await?)
+}
+
+impl OffsetStore for NatsKvStore {
+    fn describe(&self) -> String {
+        format!("NATS KV bucket \"{}\" key \"{}\"", self.bucket, self.key)
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn load(&mut self) -> BoxFuture<'_, Result<Option<OffsetRecord>, StoreError>> {
+        Box::pin(async move {
+            let (revision, record) = self.read().await?;
+            self.held = Some((revision, record.clone()));
+            Ok(record)
+        })
+    }
+
+    fn store<'a>(&'a mut self, record: &'a OffsetRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (revision, held) = match self.held.take() {
+                Some(held) => held,
+                None => self.read().await?,
+            };
+            self.held = Some((revision, held.clone()));
+            check_forward(self, held.as_ref(), record)?;
+            let written = self
+                .kv
+                .update(self.key.as_str(), record.encode().into(), revision)
+                .await;
+            match written {
+                Ok(new_revision) => {
+                    self.held = Some((new_revision, Some(record.clone())));
+                    Ok(())
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    Err(StoreError::Conflict {
+                        bucket: self.bucket.clone(),
+                        key: self.key.clone(),
+                        expected: revision,
+                        source: e,
+                    })
+                }
+                Err(e) => {
+                    // Whether the write landed is unknown: read again before
+                    // the next one.
+                    self.held = None;
+                    Err(self.nats_error("write", e))
+                }
+            }
+        })
+    }
+
+    fn clear(&mut self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // An explicit operator action: delete whatever is there. A host
+            // still running the pipeline notices at its next write, whose
+            // revision no longer matches.
+            self.kv
+                .delete(self.key.as_str())
+                .await
+                .map_err(|e| self.nats_error("delete", e))?;
+            self.held = None;
+            Ok(())
+        })
+    }
+}
