@@ -10,7 +10,10 @@
 //!   the WIT contract).
 //! - [`plugin`]: the wasmtime engine, the component cache, plugin instances
 //!   and their limits.
+//! - [`publish`]: NATS connection, stream set-up, publish permissions and the
+//!   ordered, windowed JetStream publisher.
 
 pub mod lsn;
 pub mod model;
 pub mod plugin;
+pub mod publish;
