@@ -177,7 +177,7 @@ pub async fn ensure_stream(
     let (info, created) = match lookup(js, &spec.name).await? {
         Some(info) => (info, false),
         None => {
-            let mut stream =
+            let stream =
                 js.create_stream(spec.config())
                     .await
                     .map_err(|source| StreamError::Create {
@@ -186,11 +186,8 @@ pub async fn ensure_stream(
                         source,
                     })?;
             tracing::info!(stream = %spec.name, storage = %spec.storage, replicas = spec.replicas, "created JetStream stream");
-            let info = stream
-                .info()
-                .await
-                .map(|i| i.clone())
-                .unwrap_or_else(|_| stream.cached_info().clone());
+            // The create/lookup response carries the stream's info.
+            let info = stream.cached_info().clone();
             (info, true)
         }
     };
@@ -226,12 +223,9 @@ async fn lookup(js: &Context, name: &str) -> Result<Option<Info>, StreamError> {
         }
     };
     match js.get_stream(name).await {
-        Ok(mut stream) => {
-            let info = stream
-                .info()
-                .await
-                .map(|i| i.clone())
-                .unwrap_or_else(|_| stream.cached_info().clone());
+        Ok(stream) => {
+            // The create/lookup response carries the stream's info.
+            let info = stream.cached_info().clone();
             Ok(Some(info))
         }
         Err(e) => match e.kind() {
