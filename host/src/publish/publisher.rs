@@ -318,6 +318,15 @@ impl<T> Publisher<T> {
             .acquire_many_owned(weight)
             .await
             .map_err(|_| self.stopped())?;
+        // The window's occupancy including this message, for the high-water marks.
+        let stats = self.stats();
+        let counters = &self.shared.counters;
+        counters
+            .max_in_flight
+            .fetch_max(stats.in_flight, Ordering::Relaxed);
+        counters
+            .max_in_flight_bytes
+            .fetch_max(stats.in_flight_bytes, Ordering::Relaxed);
         self.jobs
             .send(Job {
                 prepared,
@@ -527,10 +536,6 @@ impl<T: Send + 'static> Driver<T> {
             attempts: 0,
             permits: job.permits,
         });
-        self.shared
-            .counters
-            .max_in_flight
-            .fetch_max(self.slots.len(), Ordering::Relaxed);
         self.send(self.slots.len() - 1).await;
     }
 
