@@ -16,6 +16,8 @@
 //! - [`replication`]: the logical-replication connection (startup, TLS,
 //!   authentication, slots, the CopyBoth stream, standby status) and the
 //!   pre-flight setup checks.
+//! - [`publish`]: NATS connection, stream set-up, publish permissions and the
+//!   ordered, windowed JetStream publisher.
 
 pub mod config;
 pub mod lsn;
@@ -25,3 +27,4 @@ pub mod pipeline;
 pub mod plugin;
 pub mod position;
 pub mod replication;
+pub mod publish;

@@ -1,0 +1,724 @@
+//! The ordered, windowed JetStream publisher.
+//!
+//! [`Publisher::publish`] takes messages in pipeline order, each with a caller's token,
+//! and [`Completions`] hands the tokens back in the same order once JetStream has
+//! stored the message — the ordered-finalizer pattern: a FIFO of in-flight messages
+//! whose front is popped only when its ack has arrived, however the acks interleave.
+//! A pipeline that passes the commit LSN as the token of a transaction's last message
+//! learns exactly when everything up to that commit is durable.
+//!
+//! Invariants:
+//! - A token is reported only after JetStream acknowledged its message (a `duplicate`
+//!   ack counts: the message is stored, from an earlier attempt or an earlier run), and
+//!   only after every earlier token was reported.
+//! - At most `max_in_flight` messages and about `max_in_flight_bytes` bytes are between
+//!   `publish` and the reader receiving their completion; `publish` waits for room.
+//!   Memory stays bounded and backpressure reaches whoever reads PostgreSQL.
+//! - Messages go to the server in `publish` order, one driver task sending them all.
+//! - Transient failures (ack timeout, no responders, lost connection) are retried with
+//!   the *same* message, including its `Nats-Msg-Id`, so a retry of a message that was
+//!   stored but whose ack was lost is de-duplicated by JetStream. While any message
+//!   waits for a retry, no new message is sent; retries go out in the original order
+//!   after every in-flight ack has settled, with exponential backoff.
+//! - A definite failure (JetStream rejected the message) is reported once on
+//!   [`Completions`] and stops the publisher: later `publish` calls fail.
+//!
+//! One order anomaly cannot be excluded without server-side sequencing: when a
+//! connection breaks, a message written into the dead socket is lost while a later
+//! one, still queued in the client, reaches the server after the reconnect; the retry
+//! of the lost one then lands after it. Nothing is lost or duplicated, and the
+//! publisher counts such cases (`PublisherStats::reordered`) and logs a warning.
+//! Consumers that need strict order per row can order by the `Sluice-Lsn` header.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::{Context, ContextBuilder, ErrorCode};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use super::outgoing::{MessageError, Outgoing, Prepared};
+use super::subject::SubjectFilter;
+
+/// How often the driver looks at the connection state while the client reconnects.
+const CONNECTION_POLL: Duration = Duration::from_millis(50);
+
+/// Tuning of a [`Publisher`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublisherConfig {
+    /// Messages between `publish` and completion, at most.
+    pub max_in_flight: usize,
+    /// Bytes (payload and headers) between `publish` and completion, at most; a single
+    /// larger message still goes, alone.
+    pub max_in_flight_bytes: usize,
+    /// How long to wait for one ack before the message counts as unacknowledged and is
+    /// sent again.
+    pub ack_timeout: Duration,
+    /// First and largest pause before re-sending unacknowledged messages.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// The stream messages must land in, sent as `Nats-Expected-Stream`: JetStream then
+    /// rejects a message captured by any other stream.
+    pub stream: Option<String>,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        PublisherConfig {
+            max_in_flight: 256,
+            max_in_flight_bytes: 16 << 20,
+            ack_timeout: Duration::from_secs(5),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            stream: None,
+        }
+    }
+}
+
+/// What kind of rejection JetStream gave; the operator's next step differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The subject is captured by another stream than the expected one.
+    WrongStream,
+    /// The stream or server has no room (limits with `discard: new`, disk full).
+    StorageFull,
+    /// The message exceeds the server's or stream's maximum size.
+    TooLarge,
+    /// An expected-last-sequence or -message-id check failed.
+    WrongLastSequence,
+    /// Anything else the server refused.
+    Other,
+}
+
+/// Why a message was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The message itself is not acceptable (subject, headers); nothing was sent.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// JetStream definitely refused the message; retrying cannot help.
+    #[error("JetStream rejected message `{msg_id}` to `{subject}`: {reason}")]
+    Rejected {
+        subject: String,
+        msg_id: String,
+        kind: Rejection,
+        reason: String,
+        #[source]
+        source: Option<async_nats::jetstream::context::PublishError>,
+    },
+    /// The NATS client was closed, so nothing more can be sent.
+    #[error(
+        "the NATS connection was closed while message `{msg_id}` to `{subject}` was unacknowledged"
+    )]
+    ConnectionClosed { subject: String, msg_id: String },
+    /// An earlier definite failure stopped the publisher.
+    #[error("the publisher stopped after an earlier failure: {0}")]
+    Stopped(String),
+}
+
+impl PublishError {
+    /// Whether the pipeline's error policy may handle this one message and go on: true
+    /// for errors about the message itself, detected before sending.
+    pub fn is_message_error(&self) -> bool {
+        matches!(self, PublishError::Message(_))
+    }
+}
+
+/// A message JetStream stored, reported in `publish` order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completed<T> {
+    pub token: T,
+    /// The message's sequence in the stream.
+    pub sequence: u64,
+    /// JetStream had already stored a message with this `Nats-Msg-Id`.
+    pub duplicate: bool,
+}
+
+/// What [`Completions::recv`] yields: the next token in order, or the definite failure
+/// that stopped the publisher (reported once, then the channel ends).
+pub type Completion<T> = Result<Completed<T>, PublishError>;
+
+/// The in-order stream of completions of one [`Publisher`]. It ends after the
+/// publisher is dropped and every message it accepted is completed, or after a
+/// definite failure.
+///
+/// A completion keeps its message's place in the window until it is received here, so
+/// unread completions count as in flight: read them in another task than the one
+/// calling `publish`, or `publish` waits forever once the window is full.
+#[derive(Debug)]
+pub struct Completions<T> {
+    rx: mpsc::UnboundedReceiver<Report<T>>,
+}
+
+/// A completion on its way to the reader, still holding its window permits.
+#[derive(Debug)]
+struct Report<T> {
+    completion: Completion<T>,
+    _permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
+impl<T> Completions<T> {
+    /// The next completion; `None` once the publisher is gone and everything is done.
+    /// Receiving it frees its message's room in the window.
+    pub async fn recv(&mut self) -> Option<Completion<T>> {
+        self.rx.recv().await.map(|report| report.completion)
+    }
+}
+
+/// A snapshot of the publisher's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Messages accepted by `publish` and not yet completed (the window's occupancy).
+    pub in_flight: usize,
+    pub in_flight_bytes: usize,
+    /// The largest `in_flight` and `in_flight_bytes` seen.
+    pub max_in_flight: usize,
+    pub max_in_flight_bytes: usize,
+    /// The largest number of messages sent and awaiting an ack at once.
+    pub max_awaiting_ack: usize,
+    /// Sends, including retries.
+    pub sent: u64,
+    /// Messages completed (stored).
+    pub stored: u64,
+    /// Of those, acknowledged as duplicates.
+    pub duplicates: u64,
+    /// Re-sends after a transient failure.
+    pub retries: u64,
+    /// Transient failures seen (timeouts, no responders, lost connections).
+    pub transient_failures: u64,
+    /// Messages stored at a lower stream sequence than the message before them.
+    pub reordered: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    max_in_flight: AtomicUsize,
+    max_in_flight_bytes: AtomicUsize,
+    max_awaiting_ack: AtomicUsize,
+    sent: AtomicU64,
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+    retries: AtomicU64,
+    transient_failures: AtomicU64,
+    reordered: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    counters: Counters,
+    /// Why the driver stopped, once it has.
+    stopped: Mutex<Option<String>>,
+}
+
+struct Job<T> {
+    prepared: Prepared,
+    token: T,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// Publishes messages to JetStream in order with a bounded window of unacknowledged
+/// messages. Call [`publish`](Self::publish) from one task: the order of completed
+/// `publish` calls is the order on the wire.
+#[derive(Debug)]
+pub struct Publisher<T> {
+    jobs: mpsc::UnboundedSender<Job<T>>,
+    count: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    max_in_flight: usize,
+    byte_limit: u32,
+    filter: SubjectFilter,
+    stream: Option<String>,
+    shared: Arc<Shared>,
+}
+
+impl<T: Send + 'static> Publisher<T> {
+    /// Starts a publisher on `client` (and its driver task on the current runtime).
+    /// Zero limits are raised to one.
+    pub fn new(
+        client: async_nats::Client,
+        filter: SubjectFilter,
+        config: PublisherConfig,
+    ) -> (Self, Completions<T>) {
+        let max_in_flight = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        // Semaphores count permits in u32 for `acquire_many`.
+        let byte_limit = u32::try_from(config.max_in_flight_bytes.max(1)).unwrap_or(u32::MAX);
+        let js = ContextBuilder::new()
+            .timeout(config.ack_timeout)
+            // Our window is the real bound; the context's own must never be the one
+            // that blocks, as it does not know about order.
+            .max_ack_inflight(max_in_flight + 1)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        // Unbounded, yet bounded by the window: every report holds its message's permits.
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let count = Arc::new(Semaphore::new(max_in_flight));
+        let bytes = Arc::new(Semaphore::new(byte_limit as usize));
+        let shared = Arc::new(Shared::default());
+        let stream = config.stream.clone();
+        let driver = Driver {
+            js,
+            client,
+            jobs: jobs_rx,
+            completions: done_tx,
+            slots: VecDeque::with_capacity(max_in_flight),
+            acks: FuturesUnordered::new(),
+            next_seq: 0,
+            failed: 0,
+            closed: false,
+            rounds: 0,
+            last_sequence: 0,
+            config,
+            shared: shared.clone(),
+            count: count.clone(),
+            bytes: bytes.clone(),
+        };
+        tokio::spawn(driver.run());
+        let publisher = Publisher {
+            jobs: jobs_tx,
+            count,
+            bytes,
+            max_in_flight,
+            byte_limit,
+            filter,
+            stream,
+            shared,
+        };
+        (publisher, Completions { rx: done_rx })
+    }
+}
+
+impl<T> Publisher<T> {
+    /// Checks `message`, waits for room in the window and queues it for sending.
+    /// Returns once the message is queued, not when it is stored: that is reported, in
+    /// order, on [`Completions`].
+    pub async fn publish(&self, message: Outgoing, token: T) -> Result<(), PublishError> {
+        let prepared = message.prepare(&self.filter, self.stream.as_deref())?;
+        let weight = u32::try_from(prepared.size)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.byte_limit);
+        let count = self
+            .count
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.stopped())?;
+        let bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(weight)
+            .await
+            .map_err(|_| self.stopped())?;
+        // The window's occupancy including this message, for the high-water marks.
+        let stats = self.stats();
+        let counters = &self.shared.counters;
+        counters
+            .max_in_flight
+            .fetch_max(stats.in_flight, Ordering::Relaxed);
+        counters
+            .max_in_flight_bytes
+            .fetch_max(stats.in_flight_bytes, Ordering::Relaxed);
+        self.jobs
+            .send(Job {
+                prepared,
+                token,
+                permits: (count, bytes),
+            })
+            .map_err(|_| self.stopped())
+    }
+
+    /// The subjects this publisher accepts.
+    pub fn filter(&self) -> &SubjectFilter {
+        &self.filter
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> PublisherStats {
+        let c = &self.shared.counters;
+        PublisherStats {
+            in_flight: self
+                .max_in_flight
+                .saturating_sub(self.count.available_permits()),
+            in_flight_bytes: (self.byte_limit as usize)
+                .saturating_sub(self.bytes.available_permits()),
+            max_in_flight: c.max_in_flight.load(Ordering::Relaxed),
+            max_in_flight_bytes: c.max_in_flight_bytes.load(Ordering::Relaxed),
+            max_awaiting_ack: c.max_awaiting_ack.load(Ordering::Relaxed),
+            sent: c.sent.load(Ordering::Relaxed),
+            stored: c.stored.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            transient_failures: c.transient_failures.load(Ordering::Relaxed),
+            reordered: c.reordered.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stopped(&self) -> PublishError {
+        let reason = self.shared.stopped.lock().ok().and_then(|s| s.clone());
+        PublishError::Stopped(reason.unwrap_or_else(|| "the publisher task ended".to_owned()))
+    }
+}
+
+type AckFuture = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    u64,
+                    Result<PublishAck, async_nats::jetstream::context::PublishError>,
+                ),
+            > + Send,
+    >,
+>;
+
+enum SlotState {
+    /// Sent, ack not yet in.
+    Pending,
+    Stored {
+        sequence: u64,
+        duplicate: bool,
+    },
+    /// Unacknowledged for a transient reason; to be sent again.
+    Failed,
+}
+
+struct Slot<T> {
+    seq: u64,
+    prepared: Prepared,
+    token: T,
+    state: SlotState,
+    attempts: u32,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// The task that owns the connection side: sends in order, collects acks, retries,
+/// and reports completions from the front of the FIFO.
+struct Driver<T> {
+    js: Context,
+    client: async_nats::Client,
+    jobs: mpsc::UnboundedReceiver<Job<T>>,
+    completions: mpsc::UnboundedSender<Report<T>>,
+    /// In-flight messages in `publish` order; `slots[i].seq == slots[0].seq + i`.
+    slots: VecDeque<Slot<T>>,
+    acks: FuturesUnordered<AckFuture>,
+    next_seq: u64,
+    /// Slots in the `Failed` state.
+    failed: usize,
+    /// The publisher was dropped: finish what is in flight, then end.
+    closed: bool,
+    /// Retry rounds since the front last made progress, for the backoff.
+    rounds: u32,
+    /// Stream sequence of the last completed non-duplicate message.
+    last_sequence: u64,
+    config: PublisherConfig,
+    shared: Arc<Shared>,
+    count: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+enum Step<T> {
+    Ack(
+        u64,
+        Result<PublishAck, async_nats::jetstream::context::PublishError>,
+    ),
+    Job(Option<Job<T>>),
+    Tick,
+}
+
+impl<T: Send + 'static> Driver<T> {
+    async fn run(mut self) {
+        if let Err(error) = self.drive().await {
+            tracing::error!(error = %error, "JetStream publisher stopped");
+            if let Ok(mut stopped) = self.shared.stopped.lock() {
+                *stopped = Some(error.to_string());
+            }
+            // Wake and fail every `publish` waiting for room.
+            self.count.close();
+            self.bytes.close();
+            let _ = self.completions.send(Report {
+                completion: Err(error),
+                _permits: None,
+            });
+        }
+    }
+
+    async fn drive(&mut self) -> Result<(), PublishError> {
+        loop {
+            self.complete_front();
+            if self.closed && self.slots.is_empty() {
+                return Ok(());
+            }
+            if self.failed > 0 && self.acks.is_empty() {
+                self.retry_failed().await?;
+                continue;
+            }
+            let connected = self.client.connection_state() == State::Connected;
+            // No new message while one waits for a retry (it must go first) or while
+            // disconnected (it would queue behind messages whose fate is unknown).
+            let accept = self.failed == 0 && !self.closed && connected;
+            let step = tokio::select! {
+                Some((seq, result)) = self.acks.next(), if !self.acks.is_empty() => Step::Ack(seq, result),
+                job = self.jobs.recv(), if accept => Step::Job(job),
+                _ = tokio::time::sleep(CONNECTION_POLL), if !connected => Step::Tick,
+                // Unreachable: with no ack pending and nothing accepted while connected,
+                // either a retry or the end was due above.
+                else => return Ok(()),
+            };
+            match step {
+                Step::Ack(seq, result) => self.on_ack(seq, result)?,
+                Step::Job(Some(job)) => self.start(job).await,
+                Step::Job(None) => self.closed = true,
+                Step::Tick => {}
+            }
+        }
+    }
+
+    /// Reports the stored prefix of the FIFO, in order.
+    fn complete_front(&mut self) {
+        while let Some(Slot {
+            state:
+                SlotState::Stored {
+                    sequence,
+                    duplicate,
+                },
+            ..
+        }) = self.slots.front()
+        {
+            let (sequence, duplicate) = (*sequence, *duplicate);
+            let Some(slot) = self.slots.pop_front() else {
+                break;
+            };
+            self.rounds = 0;
+            let counters = &self.shared.counters;
+            counters.stored.fetch_add(1, Ordering::Relaxed);
+            if duplicate {
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            } else {
+                if sequence < self.last_sequence {
+                    counters.reordered.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        msg_id = %slot.prepared.msg_id,
+                        sequence,
+                        previous = self.last_sequence,
+                        "message stored after a later one: it was lost with a broken connection and re-sent"
+                    );
+                }
+                self.last_sequence = sequence;
+            }
+            // A dropped receiver means nobody waits for completions; publishing goes on.
+            let _ = self.completions.send(Report {
+                completion: Ok(Completed {
+                    token: slot.token,
+                    sequence,
+                    duplicate,
+                }),
+                _permits: Some(slot.permits),
+            });
+        }
+    }
+
+    async fn start(&mut self, job: Job<T>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.slots.push_back(Slot {
+            seq,
+            prepared: job.prepared,
+            token: job.token,
+            state: SlotState::Pending,
+            attempts: 0,
+            permits: job.permits,
+        });
+        self.send(self.slots.len() - 1).await;
+    }
+
+    /// Sends slot `index` (again) and registers its ack.
+    async fn send(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.state = SlotState::Pending;
+        slot.attempts += 1;
+        let seq = slot.seq;
+        let p = &slot.prepared;
+        let message = PublishMessage::build()
+            .payload(p.payload.clone())
+            .headers(p.headers.clone());
+        let counters = &self.shared.counters;
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+        let ack: AckFuture = match self
+            .js
+            .send_publish(p.subject.as_str().to_owned(), message)
+            .await
+        {
+            Ok(future) => Box::pin(wait_ack(seq, future)),
+            // Routed through the ack path so that one place classifies errors.
+            Err(error) => Box::pin(std::future::ready((seq, Err(error)))),
+        };
+        self.acks.push(ack);
+        counters
+            .max_awaiting_ack
+            .fetch_max(self.acks.len(), Ordering::Relaxed);
+    }
+
+    fn on_ack(
+        &mut self,
+        seq: u64,
+        result: Result<PublishAck, async_nats::jetstream::context::PublishError>,
+    ) -> Result<(), PublishError> {
+        let Some(base) = self.slots.front().map(|s| s.seq) else {
+            return Ok(());
+        };
+        let Some(slot) = usize::try_from(seq - base)
+            .ok()
+            .and_then(|i| self.slots.get_mut(i))
+        else {
+            debug_assert!(false, "ack for a slot that is not in flight");
+            return Ok(());
+        };
+        match result {
+            Ok(ack) => {
+                if let Some(expected) = &self.config.stream
+                    && &ack.stream != expected
+                {
+                    return Err(PublishError::Rejected {
+                        subject: slot.prepared.subject.to_string(),
+                        msg_id: slot.prepared.msg_id.clone(),
+                        kind: Rejection::WrongStream,
+                        reason: format!(
+                            "it was stored in stream `{}`, not in `{expected}`",
+                            ack.stream
+                        ),
+                        source: None,
+                    });
+                }
+                slot.state = SlotState::Stored {
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                };
+            }
+            Err(error) => match classify(&error) {
+                Class::Transient(reason) => {
+                    self.shared
+                        .counters
+                        .transient_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        msg_id = %slot.prepared.msg_id,
+                        subject = %slot.prepared.subject,
+                        attempt = slot.attempts,
+                        "message not acknowledged ({reason}); it will be sent again"
+                    );
+                    slot.state = SlotState::Failed;
+                    self.failed += 1;
+                }
+                Class::Closed => {
+                    return Err(PublishError::ConnectionClosed {
+                        subject: slot.prepared.subject.to_string(),
+                        msg_id: slot.prepared.msg_id.clone(),
+                    });
+                }
+                Class::Definite(kind, reason) => {
+                    return Err(PublishError::Rejected {
+                        subject: slot.prepared.subject.to_string(),
+                        msg_id: slot.prepared.msg_id.clone(),
+                        kind,
+                        reason,
+                        source: Some(error),
+                    });
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Every ack has settled and some messages failed: after a backoff and once
+    /// connected, send the failed ones again, in order.
+    async fn retry_failed(&mut self) -> Result<(), PublishError> {
+        let pause = self
+            .config
+            .retry_min
+            .saturating_mul(1u32 << self.rounds.min(16))
+            .min(self.config.retry_max);
+        self.rounds = self.rounds.saturating_add(1);
+        tokio::time::sleep(pause).await;
+        while self.client.connection_state() != State::Connected {
+            tokio::time::sleep(CONNECTION_POLL).await;
+        }
+        for index in 0..self.slots.len() {
+            if matches!(self.slots[index].state, SlotState::Failed) {
+                self.failed -= 1;
+                self.shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+                self.send(index).await;
+            }
+        }
+        debug_assert_eq!(self.failed, 0);
+        Ok(())
+    }
+}
+
+async fn wait_ack(
+    seq: u64,
+    future: PublishAckFuture,
+) -> (
+    u64,
+    Result<PublishAck, async_nats::jetstream::context::PublishError>,
+) {
+    (seq, future.await)
+}
+
+enum Class {
+    Transient(&'static str),
+    Closed,
+    Definite(Rejection, String),
+}
+
+fn classify(error: &async_nats::jetstream::context::PublishError) -> Class {
+    match error.kind() {
+        PublishErrorKind::TimedOut => Class::Transient("no acknowledgement within the ack timeout"),
+        PublishErrorKind::BrokenPipe => {
+            Class::Transient("the connection was lost before the acknowledgement")
+        }
+        PublishErrorKind::StreamNotFound => Class::Transient(
+            "no responders: JetStream is unavailable or no stream captures the subject",
+        ),
+        PublishErrorKind::MaxAckPending => Class::Transient("too many acknowledgements pending"),
+        PublishErrorKind::MaxPayloadExceeded => {
+            Class::Definite(Rejection::TooLarge, error.to_string())
+        }
+        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
+            Class::Definite(Rejection::WrongLastSequence, error.to_string())
+        }
+        PublishErrorKind::Other => {
+            let source = std::error::Error::source(error);
+            match source.and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>()) {
+                Some(api) => {
+                    let code = api.error_code();
+                    if code == ErrorCode::CLUSTER_NOT_AVAILABLE {
+                        Class::Transient("the JetStream cluster is not available")
+                    } else if code == ErrorCode::STREAM_NOT_MATCH {
+                        Class::Definite(Rejection::WrongStream, api.to_string())
+                    } else if code == ErrorCode::INSUFFICIENT_RESOURCES
+                        || code == ErrorCode::STREAM_STORE_FAILED
+                    {
+                        Class::Definite(Rejection::StorageFull, api.to_string())
+                    } else {
+                        Class::Definite(Rejection::Other, api.to_string())
+                    }
+                }
+                None if source.is_some_and(|s| s.is::<serde_json::Error>()) => Class::Definite(
+                    Rejection::Other,
+                    format!("unreadable acknowledgement: {error}"),
+                ),
+                // The only other source on this path is the client's command channel
+                // being closed: the client is gone for good.
+                None => Class::Closed,
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Creating or verifying the JetStream stream a pipeline publishes to.
+//!
+//! Two modes, chosen by the manifest: [`ensure_stream`] creates the stream from a
+//! [`StreamSpec`] when it does not exist, and [`verify_stream`] only checks an existing
+//! one. Either way the invariant on success is that every subject pattern the pipeline
+//! may publish to is covered by one of the stream's subjects, so no allowed message can
+//! land in another stream or in none. Settings that differ from the spec on an existing
+//! stream (storage, replicas, duplicate window) are reported, not changed: the stream
+//! may be shared and is the operator's to edit.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::stream::{Config, Info, StorageType};
+use async_nats::jetstream::{Context, ErrorCode};
+
+use super::subject::{SubjectFilter, SubjectPattern};
+
+/// Where a stream keeps its messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Storage {
+    #[default]
+    File,
+    Memory,
+}
+
+impl fmt::Display for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Storage::File => "file",
+            Storage::Memory => "memory",
+        })
+    }
+}
+
+impl From<Storage> for StorageType {
+    fn from(s: Storage) -> Self {
+        match s {
+            Storage::File => StorageType::File,
+            Storage::Memory => StorageType::Memory,
+        }
+    }
+}
+
+impl From<StorageType> for Storage {
+    fn from(s: StorageType) -> Self {
+        match s {
+            StorageType::File => Storage::File,
+            StorageType::Memory => Storage::Memory,
+        }
+    }
+}
+
+/// The stream a pipeline wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSpec {
+    pub name: String,
+    /// The stream's subjects; usually the pipeline's allowed subjects.
+    pub subjects: Vec<SubjectPattern>,
+    pub storage: Storage,
+    pub replicas: usize,
+    /// How long JetStream remembers a `Nats-Msg-Id`: replays older than this are not
+    /// de-duplicated.
+    pub duplicate_window: Duration,
+}
+
+impl StreamSpec {
+    /// A file-backed, single-replica stream with JetStream's default two-minute
+    /// duplicate window.
+    pub fn new(name: impl Into<String>, subjects: Vec<SubjectPattern>) -> Self {
+        StreamSpec {
+            name: name.into(),
+            subjects,
+            storage: Storage::File,
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            name: self.name.clone(),
+            subjects: self
+                .subjects
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            storage: self.storage.into(),
+            num_replicas: self.replicas,
+            duplicate_window: self.duplicate_window,
+            ..Config::default()
+        }
+    }
+}
+
+/// What [`ensure_stream`] found or did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamReport {
+    /// Whether the stream was created just now.
+    pub created: bool,
+    /// Settings of an existing stream that differ from the spec, one sentence each.
+    pub differences: Vec<String>,
+}
+
+/// Why the stream is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(
+        "JetStream stream `{stream}` does not exist; create it, or let Sluice create it by configuring the stream"
+    )]
+    NotFound { stream: String },
+    #[error(
+        "JetStream stream `{stream}` does not capture every subject this pipeline may publish to: {uncovered} not covered by the stream's subjects {stream_subjects}"
+    )]
+    SubjectsNotCovered {
+        stream: String,
+        uncovered: String,
+        stream_subjects: String,
+    },
+    #[error("cannot create JetStream stream `{stream}`: {reason}")]
+    Create {
+        stream: String,
+        reason: String,
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+    #[error("cannot look up JetStream stream `{stream}`: {reason}")]
+    Lookup {
+        stream: String,
+        reason: String,
+        #[source]
+        source: async_nats::jetstream::context::GetStreamError,
+    },
+}
+
+impl StreamError {
+    /// Whether trying again later may succeed (JetStream was unreachable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StreamError::Create { source, .. } => {
+                matches!(
+                    source.kind(),
+                    CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable
+                )
+            }
+            StreamError::Lookup { source, .. } => {
+                matches!(source.kind(), GetStreamErrorKind::Request)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Verifies that the stream `name` exists and captures every pattern in `allowed`.
+pub async fn verify_stream(
+    js: &Context,
+    name: &str,
+    allowed: &SubjectFilter,
+) -> Result<Info, StreamError> {
+    let info = lookup(js, name)
+        .await?
+        .ok_or_else(|| StreamError::NotFound {
+            stream: name.to_owned(),
+        })?;
+    check_coverage(&info, allowed)?;
+    Ok(info)
+}
+
+/// Creates the stream from `spec` unless it exists, then verifies it against
+/// `allowed` and reports settings that differ from `spec`.
+pub async fn ensure_stream(
+    js: &Context,
+    spec: &StreamSpec,
+    allowed: &SubjectFilter,
+) -> Result<StreamReport, StreamError> {
+    let (info, created) = match lookup(js, &spec.name).await? {
+        Some(info) => (info, false),
+        None => {
+            let stream =
+                js.create_stream(spec.config())
+                    .await
+                    .map_err(|source| StreamError::Create {
+                        stream: spec.name.clone(),
+                        reason: create_reason(&source),
+                        source,
+                    })?;
+            tracing::info!(stream = %spec.name, storage = %spec.storage, replicas = spec.replicas, "created JetStream stream");
+            // The create/lookup response carries the stream's info.
+            let info = stream.cached_info().clone();
+            (info, true)
+        }
+    };
+    check_coverage(&info, allowed)?;
+    let differences = if created {
+        Vec::new()
+    } else {
+        differences(spec, &info.config)
+    };
+    for difference in &differences {
+        tracing::warn!(stream = %spec.name, "{difference}");
+    }
+    Ok(StreamReport {
+        created,
+        differences,
+    })
+}
+
+async fn lookup(js: &Context, name: &str) -> Result<Option<Info>, StreamError> {
+    let lookup_error = |source: async_nats::jetstream::context::GetStreamError| {
+        let reason = match source.kind() {
+            GetStreamErrorKind::EmptyName => "the stream name is empty".to_owned(),
+            GetStreamErrorKind::InvalidStreamName => {
+                "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned()
+            }
+            GetStreamErrorKind::Request => "JetStream did not answer".to_owned(),
+            GetStreamErrorKind::JetStream(e) => e.to_string(),
+        };
+        StreamError::Lookup {
+            stream: name.to_owned(),
+            reason,
+            source,
+        }
+    };
+    match js.get_stream(name).await {
+        Ok(stream) => {
+            // The create/lookup response carries the stream's info.
+            let info = stream.cached_info().clone();
+            Ok(Some(info))
+        }
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(js_err)
+                if js_err.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(lookup_error(e)),
+        },
+    }
+}
+
+fn create_reason(source: &async_nats::jetstream::context::CreateStreamError) -> String {
+    match source.kind() {
+        CreateStreamErrorKind::JetStream(e) => e.to_string(),
+        CreateStreamErrorKind::JetStreamUnavailable => {
+            "JetStream is not enabled on the server".to_owned()
+        }
+        CreateStreamErrorKind::TimedOut => "JetStream did not answer in time".to_owned(),
+        CreateStreamErrorKind::InvalidStreamName | CreateStreamErrorKind::EmptyStreamName => {
+            "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn check_coverage(info: &Info, allowed: &SubjectFilter) -> Result<(), StreamError> {
+    // A stream subject the server accepted but we cannot parse covers nothing here.
+    let stream_subjects: Vec<SubjectPattern> = info
+        .config
+        .subjects
+        .iter()
+        .filter_map(|s| SubjectPattern::new(s.as_str()).ok())
+        .collect();
+    let uncovered: Vec<String> = allowed
+        .patterns()
+        .iter()
+        .filter(|p| !stream_subjects.iter().any(|s| s.covers(p)))
+        .map(|p| format!("`{p}`"))
+        .collect();
+    if uncovered.is_empty() {
+        return Ok(());
+    }
+    let listed = info
+        .config
+        .subjects
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>();
+    Err(StreamError::SubjectsNotCovered {
+        stream: info.config.name.clone(),
+        uncovered: uncovered.join(", "),
+        stream_subjects: if listed.is_empty() {
+            "(none)".to_owned()
+        } else {
+            listed.join(", ")
+        },
+    })
+}
+
+fn differences(spec: &StreamSpec, actual: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let storage = Storage::from(actual.storage);
+    if storage != spec.storage {
+        out.push(format!(
+            "stream uses {storage} storage, the manifest asks for {}",
+            spec.storage
+        ));
+    }
+    if actual.num_replicas != spec.replicas {
+        out.push(format!(
+            "stream has {} replica(s), the manifest asks for {}",
+            actual.num_replicas, spec.replicas
+        ));
+    }
+    if actual.duplicate_window != spec.duplicate_window {
+        out.push(format!(
+            "stream's duplicate window is {:?}, the manifest asks for {:?}; replays older than the window are not de-duplicated",
+            actual.duplicate_window, spec.duplicate_window
+        ));
+    }
+    out
+}

@@ -1,0 +1,390 @@
+//! NATS subjects and publish permissions.
+//!
+//! A [`Subject`] is a concrete subject a message can be published to: dot-separated,
+//! non-empty tokens, no whitespace or control characters, and no wildcard characters
+//! (`*`, `>`) at all, since a sink that emits one almost certainly has a bug. A
+//! [`SubjectPattern`] is what the manifest lists: the same, except that a token may be
+//! exactly `*` (one token) or, as the last token only, `>` (one or more tokens).
+//!
+//! A [`SubjectFilter`] is the set of patterns a pipeline may publish to. The publisher
+//! checks every message against it before anything reaches the wire, so a message to a
+//! subject outside the list is an error and never a publish.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// Longest subject text quoted in an error message: a misbehaving plugin could return a
+/// subject of megabytes, which must not end up in a log line.
+const QUOTE_LIMIT: usize = 200;
+
+/// Why a subject, a pattern or a filter is not valid, or a subject is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// The text is not a valid concrete subject.
+    #[error("`{subject}` is not a valid NATS subject: {reason}")]
+    InvalidSubject {
+        subject: String,
+        reason: &'static str,
+    },
+    /// The text is not a valid subject pattern.
+    #[error("`{pattern}` is not a valid NATS subject pattern: {reason}")]
+    InvalidPattern {
+        pattern: String,
+        reason: &'static str,
+    },
+    /// A filter needs at least one pattern.
+    #[error(
+        "no subjects are allowed: list at least one subject (such as `cdc.>`) the pipeline may publish to"
+    )]
+    EmptyFilter,
+    /// The subject is valid but outside the pipeline's permissions.
+    #[error("subject `{subject}` is not allowed: this pipeline may publish only to {allowed}")]
+    NotAllowed { subject: String, allowed: String },
+}
+
+/// A validated concrete subject.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Subject(String);
+
+impl Subject {
+    /// Validates `text` as a concrete subject.
+    pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
+        let text = text.into();
+        match check_tokens(&text, false) {
+            Ok(()) => Ok(Subject(text)),
+            Err(reason) => Err(SubjectError::InvalidSubject {
+                subject: quote(&text),
+                reason,
+            }),
+        }
+    }
+
+    /// The subject's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Subject {
+    type Err = SubjectError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Subject::new(s)
+    }
+}
+
+/// A validated subject pattern, which may contain the wildcards `*` and `>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SubjectPattern(String);
+
+impl SubjectPattern {
+    /// Validates `text` as a subject pattern.
+    pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
+        let text = text.into();
+        match check_tokens(&text, true) {
+            Ok(()) => Ok(SubjectPattern(text)),
+            Err(reason) => Err(SubjectError::InvalidPattern {
+                pattern: quote(&text),
+                reason,
+            }),
+        }
+    }
+
+    /// The pattern's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the concrete `subject` matches this pattern.
+    pub fn matches(&self, subject: &Subject) -> bool {
+        let mut pattern = self.0.split('.');
+        let mut tokens = subject.0.split('.');
+        loop {
+            match (pattern.next(), tokens.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(p), Some(t)) if p == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Whether every subject matched by `other` is also matched by this pattern: the
+    /// test a JetStream stream's subjects must pass to capture what a pipeline may
+    /// publish.
+    pub fn covers(&self, other: &SubjectPattern) -> bool {
+        let mut outer = self.0.split('.');
+        let mut inner = other.0.split('.');
+        loop {
+            match (outer.next(), inner.next()) {
+                // `>` matches one or more tokens, whatever `other` has there.
+                (Some(">"), Some(_)) => return true,
+                // `*` matches one token, which `other` may spell as anything but `>`.
+                (Some("*"), Some(t)) if t != ">" => {}
+                (Some(o), Some(i)) if o == i => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl fmt::Display for SubjectPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for SubjectPattern {
+    type Err = SubjectError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SubjectPattern::new(s)
+    }
+}
+
+impl TryFrom<String> for SubjectPattern {
+    type Error = SubjectError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        SubjectPattern::new(s)
+    }
+}
+
+/// The subjects a pipeline may publish to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectFilter {
+    patterns: Vec<SubjectPattern>,
+}
+
+impl SubjectFilter {
+    /// A filter allowing the subjects matched by any of `patterns` (at least one).
+    pub fn new(patterns: impl IntoIterator<Item = SubjectPattern>) -> Result<Self, SubjectError> {
+        let patterns: Vec<_> = patterns.into_iter().collect();
+        if patterns.is_empty() {
+            return Err(SubjectError::EmptyFilter);
+        }
+        Ok(SubjectFilter { patterns })
+    }
+
+    /// Parses each text as a pattern; the first invalid one is the error.
+    pub fn parse<S: AsRef<str>>(
+        patterns: impl IntoIterator<Item = S>,
+    ) -> Result<Self, SubjectError> {
+        let patterns = patterns
+            .into_iter()
+            .map(|p| SubjectPattern::new(p.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        SubjectFilter::new(patterns)
+    }
+
+    /// The allowed patterns, in manifest order.
+    pub fn patterns(&self) -> &[SubjectPattern] {
+        &self.patterns
+    }
+
+    /// Validates `subject` and checks that it is allowed.
+    pub fn check(&self, subject: &str) -> Result<Subject, SubjectError> {
+        let subject = Subject::new(subject)?;
+        if self.patterns.iter().any(|p| p.matches(&subject)) {
+            Ok(subject)
+        } else {
+            Err(SubjectError::NotAllowed {
+                subject: subject.0,
+                allowed: self.describe(),
+            })
+        }
+    }
+
+    /// The allowed list as prose for error messages: "`a.>`" or "`a.>`, `b.*`".
+    pub fn describe(&self) -> String {
+        self.patterns
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Checks the token structure shared by subjects and patterns; the reason is a
+/// sentence fragment for the error message.
+fn check_tokens(text: &str, wildcards: bool) -> Result<(), &'static str> {
+    if text.is_empty() {
+        return Err("it is empty");
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it contains whitespace or a control character");
+    }
+    let count = text.split('.').count();
+    for (i, token) in text.split('.').enumerate() {
+        if token.is_empty() {
+            return Err("it has an empty token (a leading, trailing or doubled `.`)");
+        }
+        let wild = token == "*" || token == ">";
+        if wild && !wildcards {
+            return Err(
+                "wildcards (`*`, `>`) are not allowed in a subject messages are published to",
+            );
+        }
+        if !wild && token.contains(['*', '>']) {
+            return Err(if wildcards {
+                "a wildcard (`*`, `>`) must be a whole token"
+            } else {
+                "wildcards (`*`, `>`) are not allowed in a subject messages are published to"
+            });
+        }
+        if token == ">" && i + 1 != count {
+            return Err("`>` may only be the last token");
+        }
+    }
+    Ok(())
+}
+
+/// `text`, shortened for an error message if it is very long.
+fn quote(text: &str) -> String {
+    if text.len() <= QUOTE_LIMIT {
+        return text.to_owned();
+    }
+    let mut end = QUOTE_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> SubjectPattern {
+        SubjectPattern::new(s).unwrap()
+    }
+
+    #[test]
+    fn subjects_reject_malformed_text() {
+        for (text, reason) in [
+            ("", "it is empty"),
+            ("a..b", "empty token"),
+            (".a", "empty token"),
+            ("a.", "empty token"),
+            ("a b", "whitespace"),
+            ("a\tb", "whitespace"),
+            ("a.\u{7}", "control"),
+            ("a.*", "wildcards"),
+            ("a.>", "wildcards"),
+            ("a.b*", "wildcards"),
+        ] {
+            let err = Subject::new(text).unwrap_err().to_string();
+            assert!(err.contains(reason), "{text:?}: {err}");
+        }
+        assert_eq!(
+            Subject::new("cdc.public.orders").unwrap().as_str(),
+            "cdc.public.orders"
+        );
+    }
+
+    #[test]
+    fn patterns_place_wildcards_as_whole_tokens() {
+        for ok in ["a", "a.*", "*", ">", "a.>", "a.*.>", "*.*"] {
+            SubjectPattern::new(ok).unwrap();
+        }
+        assert_eq!(
+            SubjectPattern::new("a.>.b").unwrap_err().to_string(),
+            "`a.>.b` is not a valid NATS subject pattern: `>` may only be the last token"
+        );
+        assert!(
+            SubjectPattern::new("a.b*")
+                .unwrap_err()
+                .to_string()
+                .contains("whole token")
+        );
+        assert!(
+            SubjectPattern::new("a..>")
+                .unwrap_err()
+                .to_string()
+                .contains("empty token")
+        );
+        assert!(
+            SubjectPattern::new("a >")
+                .unwrap_err()
+                .to_string()
+                .contains("whitespace")
+        );
+    }
+
+    #[test]
+    fn matching_follows_nats_rules() {
+        let s = |t: &str| Subject::new(t).unwrap();
+        assert!(pat("cdc.>").matches(&s("cdc.a")));
+        assert!(pat("cdc.>").matches(&s("cdc.a.b.c")));
+        assert!(!pat("cdc.>").matches(&s("cdc")));
+        assert!(pat("cdc.*").matches(&s("cdc.a")));
+        assert!(!pat("cdc.*").matches(&s("cdc.a.b")));
+        assert!(!pat("cdc.*").matches(&s("cdc")));
+        assert!(pat("a.*.c").matches(&s("a.b.c")));
+        assert!(!pat("a.*.c").matches(&s("a.b.d")));
+        assert!(pat("a.b").matches(&s("a.b")));
+        assert!(!pat("a.b").matches(&s("a.bc")));
+        assert!(pat(">").matches(&s("x")));
+    }
+
+    #[test]
+    fn coverage_between_patterns() {
+        assert!(pat("cdc.>").covers(&pat("cdc.>")));
+        assert!(pat("cdc.>").covers(&pat("cdc.orders.*")));
+        assert!(pat(">").covers(&pat("cdc.>")));
+        assert!(pat("cdc.*").covers(&pat("cdc.*")));
+        assert!(pat("cdc.*").covers(&pat("cdc.orders")));
+        assert!(!pat("cdc.*").covers(&pat("cdc.>")));
+        assert!(!pat("cdc.orders").covers(&pat("cdc.*")));
+        assert!(!pat("cdc.>").covers(&pat("cdc")));
+        assert!(!pat("cdc.*.x").covers(&pat("cdc.*")));
+    }
+
+    #[test]
+    fn filter_names_subject_and_allowed_list() {
+        let filter = SubjectFilter::parse(["cdc.>", "audit.*"]).unwrap();
+        assert_eq!(
+            filter.check("cdc.public.t").unwrap().as_str(),
+            "cdc.public.t"
+        );
+        assert_eq!(
+            filter.check("other.x").unwrap_err().to_string(),
+            "subject `other.x` is not allowed: this pipeline may publish only to `cdc.>`, `audit.*`"
+        );
+        assert!(matches!(
+            filter.check("cdc.*"),
+            Err(SubjectError::InvalidSubject { .. })
+        ));
+        assert_eq!(
+            SubjectFilter::parse(Vec::<String>::new()),
+            Err(SubjectError::EmptyFilter)
+        );
+    }
+
+    #[test]
+    fn huge_subjects_are_shortened_in_errors() {
+        let long = format!("{} x", "a".repeat(10_000));
+        let err = Subject::new(long).unwrap_err().to_string();
+        assert!(err.len() < 400, "{err}");
+        assert!(err.contains("(10002 bytes)"), "{err}");
+    }
+
+    #[test]
+    fn patterns_deserialize_with_validation() {
+        let ok: Vec<SubjectPattern> = serde_json::from_str(r#"["cdc.>"]"#).unwrap();
+        assert_eq!(ok[0].as_str(), "cdc.>");
+        let err = serde_json::from_str::<Vec<SubjectPattern>>(r#"["cdc.>.x"]"#).unwrap_err();
+        assert!(
+            err.to_string().contains("`>` may only be the last token"),
+            "{err}"
+        );
+    }
+}

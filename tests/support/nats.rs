@@ -1,0 +1,459 @@
+//! Test harness: real `nats-server` processes with JetStream, started by the tests.
+//!
+//! Each [`NatsServer`] runs `nats-server -js -sd <store> -p <free port> -a 127.0.0.1`
+//! (plus a generated config file when users, a token, NKeys or TLS are asked for), waits
+//! until the server accepts connections and greets with `INFO` (the server opens its
+//! client port only after JetStream has started and recovered its streams, so that
+//! means JetStream is ready), and kills it on drop. [`NatsServer::stop`] and
+//! [`NatsServer::start`] keep the port and the store directory, so a test can take NATS
+//! away mid-stream and bring it back with its data.
+//!
+//! [`read_stream`] reads every message of a stream back, with headers, by sequence.
+//! [`TlsFiles`] generates a CA, a server certificate for `localhost`/`127.0.0.1` and a
+//! client certificate with rcgen.
+//!
+//! Include it with `#[path = "support/nats.rs"] mod nats;`. The server's own log is in
+//! [`NatsServer::log`], and is printed when it fails to start.
+//!
+//! Process control is blocking (it takes milliseconds); call it from a multi-threaded
+//! tokio test (`#[tokio::test(flavor = "multi_thread")]`) when other tasks must keep
+//! running meanwhile.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use tempfile::TempDir;
+
+/// The server binary; `NATS_SERVER` overrides it.
+fn server_binary() -> PathBuf {
+    std::env::var_os("NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+/// How long a server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Authentication and TLS settings for a server.
+#[derive(Debug, Default)]
+pub struct NatsServerBuilder {
+    users: Vec<(String, String)>,
+    nkeys: Vec<String>,
+    token: Option<String>,
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    verify_clients: bool,
+}
+
+impl NatsServerBuilder {
+    /// Allows `user` with `password`.
+    pub fn user(mut self, user: &str, password: &str) -> Self {
+        self.users.push((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Allows the NKey user with public key `public_key` (`U…`).
+    pub fn nkey(mut self, public_key: &str) -> Self {
+        self.nkeys.push(public_key.to_owned());
+        self
+    }
+
+    /// Requires `token` (cannot be combined with users).
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    /// Serves TLS with the certificates of `files`.
+    pub fn tls(mut self, files: &TlsFiles) -> Self {
+        self.tls = Some((
+            files.server_cert.clone(),
+            files.server_key.clone(),
+            files.ca.clone(),
+        ));
+        self
+    }
+
+    /// Requires clients to present a certificate signed by the CA (mutual TLS).
+    pub fn verify_clients(mut self) -> Self {
+        self.verify_clients = true;
+        self
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn launch(self) -> NatsServer {
+        let work = TempDir::new().expect("create a directory for nats-server");
+        let store = TempDir::new().expect("create a JetStream store directory");
+        let config = self.config_text().map(|text| {
+            let path = work.path().join("nats.conf");
+            std::fs::write(&path, text).expect("write nats-server config");
+            path
+        });
+        let mut server = NatsServer {
+            port: free_port(),
+            work,
+            store,
+            config,
+            tls: self.tls.is_some(),
+            child: None,
+        };
+        server.start();
+        server
+    }
+
+    fn config_text(&self) -> Option<String> {
+        let mut out = String::new();
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        if !self.users.is_empty() || !self.nkeys.is_empty() {
+            out.push_str("authorization {\n  users = [\n");
+            for (user, password) in &self.users {
+                out.push_str(&format!(
+                    "    {{ user: {}, password: {} }}\n",
+                    quote(user),
+                    quote(password)
+                ));
+            }
+            for key in &self.nkeys {
+                out.push_str(&format!("    {{ nkey: {} }}\n", quote(key)));
+            }
+            out.push_str("  ]\n}\n");
+        } else if let Some(token) = &self.token {
+            out.push_str(&format!("authorization {{ token: {} }}\n", quote(token)));
+        }
+        if let Some((cert, key, ca)) = &self.tls {
+            out.push_str(&format!(
+                "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: {}\n  timeout: 5\n}}\n",
+                quote(&cert.to_string_lossy()),
+                quote(&key.to_string_lossy()),
+                quote(&ca.to_string_lossy()),
+                self.verify_clients
+            ));
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+/// A running (or stopped) nats-server with JetStream.
+#[derive(Debug)]
+pub struct NatsServer {
+    port: u16,
+    work: TempDir,
+    store: TempDir,
+    config: Option<PathBuf>,
+    tls: bool,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// A server without authentication or TLS.
+    pub fn launch() -> NatsServer {
+        NatsServerBuilder::default().launch()
+    }
+
+    /// A server with authentication and/or TLS.
+    pub fn builder() -> NatsServerBuilder {
+        NatsServerBuilder::default()
+    }
+
+    /// `nats://127.0.0.1:<port>`, or `tls://…` when the server serves TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// `nats://localhost:<port>` (or `tls://`): for TLS, whose certificate names
+    /// `localhost` as well as `127.0.0.1`.
+    pub fn url_localhost(&self) -> String {
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://localhost:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// JetStream's store directory, kept across `stop`/`start`.
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server (SIGKILL: no lame-duck mode, no goodbye to clients) and waits
+    /// for it to exit. Does nothing if it is stopped.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server on the same port and store directory and waits until it
+    /// accepts connections. Does nothing if it is running.
+    pub fn start(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let mut command = Command::new(server_binary());
+        command
+            .arg("-js")
+            .arg("-sd")
+            .arg(self.store.path())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-a")
+            .arg("127.0.0.1")
+            .arg("-l")
+            .arg(self.log_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", server_binary().display()));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// `stop` then `start`.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    /// The server's log so far (all runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.work.path().join("nats.log")
+    }
+
+    /// Polls until the port answers with the server's `INFO` line.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                panic!(
+                    "nats-server exited during start-up ({status}); its log:\n{}",
+                    self.log()
+                );
+            }
+            if self.greets() {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                panic!(
+                    "nats-server did not accept connections on port {} within {START_TIMEOUT:?}; its log:\n{}",
+                    self.port,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn greets(&self) -> bool {
+        let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO ")
+    }
+
+    /// A plain client (no credentials), failing the test if it cannot connect.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url()))
+    }
+
+    /// A JetStream context on a plain client.
+    pub async fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.client().await)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+/// Creates a stream capturing `subjects` with file storage (test helper).
+pub async fn create_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &[&str],
+) -> jetstream::stream::Stream {
+    js.create_stream(jetstream::stream::Config {
+        name: name.to_owned(),
+        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("create stream {name}: {e}"))
+}
+
+/// A message as stored in a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub sequence: u64,
+    pub subject: String,
+    /// Headers sorted by name (multiple values of a name in order).
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl StoredMessage {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Nats-Msg-Id` header.
+    pub fn msg_id(&self) -> Option<&str> {
+        self.header("Nats-Msg-Id")
+    }
+}
+
+impl From<jetstream::message::StreamMessage> for StoredMessage {
+    fn from(m: jetstream::message::StreamMessage) -> Self {
+        let mut headers: Vec<(String, String)> = m
+            .headers
+            .iter()
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(move |v| (name.to_string(), v.as_str().to_owned()))
+            })
+            .collect();
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
+        StoredMessage {
+            sequence: m.sequence,
+            subject: m.subject.to_string(),
+            headers,
+            payload: m.payload.to_vec(),
+        }
+    }
+}
+
+/// Every message currently in `stream`, in sequence order, read one by one with the
+/// stream's message-get API (which works without `allow_direct`). Deleted sequences
+/// are skipped.
+pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<StoredMessage> {
+    let handle = js
+        .get_stream(stream)
+        .await
+        .unwrap_or_else(|e| panic!("look up stream {stream}: {e}"));
+    let state = handle
+        .get_info()
+        .await
+        .unwrap_or_else(|e| panic!("stream {stream} info: {e}"))
+        .state;
+    let mut out = Vec::with_capacity(state.messages as usize);
+    if state.messages == 0 {
+        return out;
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        match handle.get_raw_message(sequence).await {
+            Ok(message) => out.push(message.into()),
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+            Err(e) => panic!("read message {sequence} of stream {stream}: {e}"),
+        }
+    }
+    out
+}
+
+/// Number of messages in `stream`.
+pub async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
+    let handle = js.get_stream(stream).await.expect("look up stream");
+    handle.get_info().await.expect("stream info").state.messages
+}
+
+/// Certificates for a TLS test: a CA, a server certificate for `localhost` and
+/// `127.0.0.1`, and a client certificate, all as PEM files in a temporary directory.
+#[derive(Debug)]
+pub struct TlsFiles {
+    _dir: TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn generate() -> TlsFiles {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+
+        let dir = TempDir::new().expect("create a directory for certificates");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write a PEM file");
+            path
+        };
+        let ca_key = KeyPair::generate().expect("generate CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "sluice test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign CA");
+        let ca = write("ca.pem", ca_cert.pem());
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let leaf = |names: Vec<String>, cn: &str| {
+            let key = KeyPair::generate().expect("generate key");
+            let mut params = CertificateParams::new(names).expect("certificate params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let cert = params.signed_by(&key, &issuer).expect("sign certificate");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (cert, key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "localhost");
+        let server_cert = write("server.pem", cert);
+        let server_key = write("server-key.pem", key);
+        let (cert, key) = leaf(vec!["sluice-client".into()], "sluice-client");
+        let client_cert = write("client.pem", cert);
+        let client_key = write("client-key.pem", key);
+        TlsFiles {
+            _dir: dir,
+            ca,
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+        }
+    }
+}
