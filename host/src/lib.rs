@@ -15,6 +15,9 @@
 //! - [`replication`]: the logical-replication connection (startup, TLS,
 //!   authentication, slots, the CopyBoth stream, standby status) and the
 //!   pre-flight setup checks.
+//! - [`source`]: the replication source shared by the pipeline and
+//!   `sluice tail`: setup, slot, reconnection, decoded batches.
+//! - [`tail`]: `sluice tail`, decoded changes as JSON lines.
 
 pub mod config;
 pub mod lsn;
@@ -23,3 +26,5 @@ pub mod pgoutput;
 pub mod plugin;
 pub mod position;
 pub mod replication;
+pub mod source;
+pub mod tail;
