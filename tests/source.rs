@@ -913,3 +913,74 @@ async fn tail_on_a_durable_slot_does_not_advance_it() {
     assert_eq!(pg.psql(&db, &position), before, "the slot did not move");
     pg.psql(&db, &format!("SELECT pg_drop_replication_slot('{slot}')"));
 }
+
+#[tokio::test]
+async fn a_missing_publication_is_reported_before_connecting() {
+    let pg = PgCluster::shared();
+    let (_db, url) = database(pg, "nopub", "CREATE TABLE t (id int PRIMARY KEY)");
+    let err = source::prepare(
+        &settings(&url, "absent", &unique("nopub")),
+        SlotKind::Durable,
+        options(10),
+    )
+    .await
+    .unwrap_err();
+    assert!(!err.is_transient());
+    let text = err.to_string();
+    assert!(
+        text.starts_with("PostgreSQL is not ready for logical replication:\n  - publication \"absent\" does not exist in database"),
+        "{text}"
+    );
+}
+
+/// A temporary slot dies with its connection: losing it is a definite
+/// error that says so, not a silent restart from a new slot.
+#[tokio::test]
+async fn losing_a_temporary_slot_is_a_definite_error() {
+    let pg = PgCluster::shared();
+    let (db, url) = database(
+        pg,
+        "templost",
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR ALL TABLES;",
+    );
+    let slot = unique("templost");
+    let prepared = source::prepare(
+        &settings(&url, "pub", &slot),
+        SlotKind::Temporary,
+        options(10),
+    )
+    .await
+    .unwrap();
+    assert!(prepared.slot().temporary && prepared.slot().created);
+    let (_flush, rx) = watch::channel(Lsn::ZERO);
+    let mut stream = prepared.start(StartPosition::SLOT, rx).await.unwrap();
+    pg.psql(
+        &db,
+        &format!("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+    );
+    let err = loop {
+        match tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("an error in time")
+        {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break e,
+            None => panic!("ended without an error"),
+        }
+    };
+    assert!(!err.is_transient());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "lost the connection holding temporary replication slot \"{slot}\": the slot and its position are gone with it; start again"
+        )
+    );
+    assert!(stream.next().await.is_none(), "an error ends the stream");
+    stream.stop().await.unwrap();
+    pg.wait_for(
+        &db,
+        &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        "0",
+        WAIT,
+    );
+}

@@ -159,8 +159,25 @@ impl Reader {
                 () = tokio::time::sleep(delay) => {}
             }
             let resumed_at = self.position.start.max(*self.flushed.borrow());
-            match self.open_stream(resumed_at).await {
-                Ok(mut stream) => {
+            // Connecting can take long (a server that does not answer):
+            // a stop request must not wait for it.
+            let mut stop = self.stop.clone();
+            let opened = tokio::select! {
+                biased;
+                () = stop_requested(&mut stop) => return Ok(None),
+                opened = self.open_stream(resumed_at) => opened,
+            };
+            match opened {
+                Ok((mut stream, identity)) => {
+                    if identity.timeline != self.identity.timeline {
+                        tracing::warn!(
+                            slot = %self.settings.slot,
+                            from = self.identity.timeline,
+                            to = identity.timeline,
+                            "the server's timeline changed (failover?)"
+                        );
+                        self.identity.timeline = identity.timeline;
+                    }
                     let restarted = Restarted {
                         abandoned: self.open,
                         resumed_at,
@@ -194,7 +211,13 @@ impl Reader {
         }
     }
 
-    async fn open_stream(&mut self, start: Lsn) -> Result<ReplicationStream, SourceError> {
+    /// Connects, checks that the server is the same cluster, and starts
+    /// streaming at `start`. Returns the server's identity too (its
+    /// timeline may have changed).
+    async fn open_stream(
+        &self,
+        start: Lsn,
+    ) -> Result<(ReplicationStream, SystemIdentity), SourceError> {
         let slot = &self.settings.slot;
         let failed = |during| {
             let slot = slot.clone();
@@ -218,32 +241,31 @@ impl Reader {
                 found: identity.system_id,
             });
         }
-        if identity.timeline != self.identity.timeline {
-            tracing::warn!(
-                slot = %slot,
-                from = self.identity.timeline,
-                to = identity.timeline,
-                "the server's timeline changed (failover?)"
-            );
-            self.identity.timeline = identity.timeline;
-        }
-        conn.start_replication(
-            slot,
-            start,
-            &PgOutputOptions::new(self.settings.publication.as_str()),
-            StreamOptions {
-                status_interval: self.options.status_interval,
-                flushed: Some(self.flushed.clone()),
-            },
-        )
-        .await
-        .map_err(failed("START_REPLICATION failed"))
+        let stream = conn
+            .start_replication(
+                slot,
+                start,
+                &PgOutputOptions::new(self.settings.publication.as_str()),
+                StreamOptions {
+                    status_interval: self.options.status_interval,
+                    flushed: Some(self.flushed.clone()),
+                },
+            )
+            .await
+            .map_err(failed("START_REPLICATION failed"))?;
+        Ok((stream, identity))
     }
 
     /// Hands a definite error to the consumer (if it is still there).
     async fn fail(&mut self, error: SourceError) {
         tracing::error!(slot = %self.settings.slot, error = %chain(&error), "replication source stopped");
-        let _ = self.events.send(Err(error)).await;
+        // A consumer that asks to stop instead of reading must not wait
+        // for the error to fit in the channel.
+        tokio::select! {
+            biased;
+            () = stop_requested(&mut self.stop) => {}
+            _ = self.events.send(Err(error)) => {}
+        }
     }
 
     /// One walsender session: read, decode, batch, deliver.
@@ -334,13 +356,7 @@ impl Reader {
     /// this commit LSN was delivered before a reconnect or is at or before
     /// the stored offset; see the parent module.
     fn skipped(&self, commit_lsn: Lsn, xid: u32) -> bool {
-        let skip = self.position.skip_through;
-        let stored = if xid == 0 {
-            commit_lsn <= skip
-        } else {
-            commit_lsn < skip
-        };
-        Some(Position::of(commit_lsn, xid)) <= self.delivered || stored
+        skips(self.delivered, self.position.skip_through, commit_lsn, xid)
     }
 
     /// Sends one event, keeping the walsender alive while the channel is
@@ -414,6 +430,19 @@ impl Reader {
     }
 }
 
+/// The skip rule: at or before what was delivered in this run, or stored
+/// (`skip_through`, a commit end LSN or a message's LSN).
+fn skips(delivered: Option<Position>, skip_through: Lsn, commit_lsn: Lsn, xid: u32) -> bool {
+    let stored = if xid == 0 {
+        // A message's LSN is its record's end: its own offset.
+        commit_lsn <= skip_through
+    } else {
+        // The commit record starts before the offset: it ends at or before.
+        commit_lsn < skip_through
+    };
+    Some(Position::of(commit_lsn, xid)) <= delivered || stored
+}
+
 /// Resolves once a stop is requested, or when the [`SourceStream`]
 /// (holding the sender) is gone.
 ///
@@ -433,4 +462,50 @@ fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_and_the_transaction_right_after_it_are_told_apart() {
+        // pgoutput gives a non-transactional message the LSN where its
+        // record ends, which is where the next commit record may start.
+        let message = Position::of(Lsn(100), 0);
+        assert!(
+            skips(Some(message), Lsn::ZERO, Lsn(100), 0),
+            "replayed message"
+        );
+        assert!(
+            !skips(Some(message), Lsn::ZERO, Lsn(100), 7),
+            "next transaction"
+        );
+        let txn = Position::of(Lsn(100), 7);
+        assert!(
+            skips(Some(txn), Lsn::ZERO, Lsn(100), 7),
+            "replayed transaction"
+        );
+        assert!(
+            skips(Some(txn), Lsn::ZERO, Lsn(100), 0),
+            "the message before it"
+        );
+        assert!(skips(Some(txn), Lsn::ZERO, Lsn(50), 3));
+        assert!(!skips(Some(txn), Lsn::ZERO, Lsn(150), 0));
+        assert!(
+            !skips(None, Lsn::ZERO, Lsn(1), 1),
+            "nothing delivered or stored"
+        );
+    }
+
+    #[test]
+    fn a_stored_offset_skips_what_ended_at_or_before_it() {
+        // Offset 100: a transaction whose commit record started before it
+        // ended at or before it; one starting at 100 is new.
+        assert!(skips(None, Lsn(100), Lsn(99), 5));
+        assert!(!skips(None, Lsn(100), Lsn(100), 5));
+        // A message's LSN is its offset.
+        assert!(skips(None, Lsn(100), Lsn(100), 0));
+        assert!(!skips(None, Lsn(100), Lsn(101), 0));
+    }
 }
