@@ -18,6 +18,9 @@
 //!   pre-flight setup checks.
 //! - [`publish`]: NATS connection, stream set-up, publish permissions and the
 //!   ordered, windowed JetStream publisher.
+//! - [`source`]: the replication source shared by the pipeline and
+//!   `sluice tail`: setup, slot, reconnection, decoded batches.
+//! - [`tail`]: `sluice tail`, decoded changes as JSON lines.
 
 pub mod config;
 pub mod lsn;
@@ -28,3 +31,5 @@ pub mod plugin;
 pub mod position;
 pub mod replication;
 pub mod publish;
+pub mod source;
+pub mod tail;

@@ -1,0 +1,511 @@
+//! The reader task: owns the replication stream, decodes and batches it,
+//! and feeds the consumer's bounded channel; reconnects after a transient
+//! failure (see the parent module for the guarantees).
+//!
+//! Invariant: while the task waits for room in the channel it keeps the
+//! walsender alive with standby status updates, and it always honours a
+//! stop request, also while waiting. `delivered` only moves forward: it is
+//! the position of the newest transaction (or non-transactional message)
+//! whose end the consumer received, and what the replay after a reconnect
+//! is filtered against.
+//!
+//! Positions of transactions and messages. A transaction's `commit_lsn` is
+//! where its commit record starts; a non-transactional message's LSN (what
+//! pgoutput sends, and the batcher uses as its `commit_lsn`) is where its
+//! record *ends*, which can be exactly where the next transaction's commit
+//! record starts. So a position is (LSN, kind) with a message ordered
+//! before a transaction at the same LSN ([`Position`]).
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    AbandonedTransaction, Restarted, SourceError, SourceEvent, SourceOptions, StartPosition,
+};
+use crate::config::SourceSettings;
+use crate::lsn::Lsn;
+use crate::pgoutput::Batcher;
+use crate::replication::{
+    Backoff, PgOutputOptions, ReplicationConnection, ReplicationError, ReplicationEvent,
+    ReplicationStream, StreamOptions, SystemIdentity,
+};
+
+type Events = mpsc::Sender<Result<SourceEvent, SourceError>>;
+
+/// Where a transaction or non-transactional message is in the stream:
+/// ordered by LSN, a message before a transaction at the same LSN (see the
+/// module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Position {
+    lsn: Lsn,
+    transaction: bool,
+}
+
+impl Position {
+    /// xid 0 marks a non-transactional message.
+    fn of(commit_lsn: Lsn, xid: u32) -> Self {
+        Position {
+            lsn: commit_lsn,
+            transaction: xid != 0,
+        }
+    }
+}
+
+/// Why delivering an event ended the session.
+enum Halt {
+    /// Stop requested or the consumer went away.
+    Stop,
+    Failed(SourceError),
+}
+
+/// How a session ended.
+enum Exit {
+    /// Stop requested or the consumer went away; the session was ended
+    /// cleanly (with this result).
+    Stopped(Result<(), SourceError>),
+    /// The session failed; the stream is gone.
+    Failed(SourceError),
+}
+
+pub(super) struct Reader {
+    settings: SourceSettings,
+    temporary: bool,
+    options: SourceOptions,
+    identity: SystemIdentity,
+    position: StartPosition,
+    /// The newest transaction or message whose end was delivered.
+    delivered: Option<Position>,
+    /// A transaction with batches delivered but not its end.
+    open: Option<AbandonedTransaction>,
+    flushed: watch::Receiver<Lsn>,
+    events: Events,
+    stop: watch::Receiver<bool>,
+    backoff: Backoff,
+}
+
+impl Reader {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        settings: SourceSettings,
+        temporary: bool,
+        options: SourceOptions,
+        identity: SystemIdentity,
+        position: StartPosition,
+        flushed: watch::Receiver<Lsn>,
+        events: Events,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let backoff = options.backoff.clone();
+        Reader {
+            settings,
+            temporary,
+            options,
+            identity,
+            position,
+            delivered: None,
+            open: None,
+            flushed,
+            events,
+            stop,
+            backoff,
+        }
+    }
+
+    /// Streams until stopped or a definite error, which is delivered to the
+    /// consumer; returns how the final clean shutdown went.
+    pub(super) async fn run(mut self, mut stream: ReplicationStream) -> Result<(), SourceError> {
+        loop {
+            let error = match self.session(stream).await {
+                Exit::Stopped(result) => return result,
+                Exit::Failed(e) => e,
+            };
+            if !error.is_transient() {
+                self.fail(error).await;
+                return Ok(());
+            }
+            if self.temporary {
+                let slot = self.settings.slot.clone();
+                self.fail(SourceError::TemporarySlotLost {
+                    slot,
+                    source: Box::new(error),
+                })
+                .await;
+                return Ok(());
+            }
+            tracing::warn!(
+                slot = %self.settings.slot,
+                error = %chain(&error),
+                "replication connection lost; reconnecting"
+            );
+            stream = match self.reconnect().await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.fail(e).await;
+                    return Ok(());
+                }
+            };
+        }
+    }
+
+    /// Reconnects with backoff until it succeeds, a definite error occurs,
+    /// or a stop is requested (`None`). Announces the restart.
+    async fn reconnect(&mut self) -> Result<Option<ReplicationStream>, SourceError> {
+        loop {
+            let delay = self.backoff.next_delay();
+            tokio::select! {
+                biased;
+                () = stop_requested(&mut self.stop) => return Ok(None),
+                () = tokio::time::sleep(delay) => {}
+            }
+            let resumed_at = self.position.start.max(*self.flushed.borrow());
+            // Connecting can take long (a server that does not answer):
+            // a stop request must not wait for it.
+            let mut stop = self.stop.clone();
+            let opened = tokio::select! {
+                biased;
+                () = stop_requested(&mut stop) => return Ok(None),
+                opened = self.open_stream(resumed_at) => opened,
+            };
+            match opened {
+                Ok((mut stream, identity)) => {
+                    if identity.timeline != self.identity.timeline {
+                        tracing::warn!(
+                            slot = %self.settings.slot,
+                            from = self.identity.timeline,
+                            to = identity.timeline,
+                            "the server's timeline changed (failover?)"
+                        );
+                        self.identity.timeline = identity.timeline;
+                    }
+                    let restarted = Restarted {
+                        abandoned: self.open,
+                        resumed_at,
+                    };
+                    tracing::info!(
+                        slot = %self.settings.slot,
+                        resumed_at = %resumed_at,
+                        abandoned_xid = ?restarted.abandoned.map(|a| a.xid),
+                        "replication connection restored"
+                    );
+                    return match self
+                        .deliver(&mut stream, SourceEvent::Restarted(restarted))
+                        .await
+                    {
+                        Ok(()) => {
+                            self.open = None;
+                            Ok(Some(stream))
+                        }
+                        Err(halt) => match self.halt(stream, halt).await {
+                            Exit::Stopped(result) => result.map(|()| None),
+                            Exit::Failed(e) if e.is_transient() => continue,
+                            Exit::Failed(e) => Err(e),
+                        },
+                    };
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(slot = %self.settings.slot, error = %chain(&e), "reconnecting failed");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Connects, checks that the server is the same cluster, and starts
+    /// streaming at `start`. Returns the server's identity too (its
+    /// timeline may have changed).
+    async fn open_stream(
+        &self,
+        start: Lsn,
+    ) -> Result<(ReplicationStream, SystemIdentity), SourceError> {
+        let slot = &self.settings.slot;
+        let failed = |during| {
+            let slot = slot.clone();
+            move |source| SourceError::Replication {
+                slot,
+                during,
+                source,
+            }
+        };
+        let mut conn = ReplicationConnection::connect(&self.settings.conninfo)
+            .await
+            .map_err(failed("cannot open the replication connection"))?;
+        let identity = conn
+            .identify_system()
+            .await
+            .map_err(failed("IDENTIFY_SYSTEM failed"))?;
+        if identity.system_id != self.identity.system_id {
+            return Err(SourceError::ServerChanged {
+                slot: slot.clone(),
+                expected: self.identity.system_id,
+                found: identity.system_id,
+            });
+        }
+        let stream = conn
+            .start_replication(
+                slot,
+                start,
+                &PgOutputOptions::new(self.settings.publication.as_str()),
+                StreamOptions {
+                    status_interval: self.options.status_interval,
+                    flushed: Some(self.flushed.clone()),
+                },
+            )
+            .await
+            .map_err(failed("START_REPLICATION failed"))?;
+        Ok((stream, identity))
+    }
+
+    /// Hands a definite error to the consumer (if it is still there).
+    async fn fail(&mut self, error: SourceError) {
+        tracing::error!(slot = %self.settings.slot, error = %chain(&error), "replication source stopped");
+        // A consumer that asks to stop instead of reading must not wait
+        // for the error to fit in the channel.
+        tokio::select! {
+            biased;
+            () = stop_requested(&mut self.stop) => {}
+            _ = self.events.send(Err(error)) => {}
+        }
+    }
+
+    /// One walsender session: read, decode, batch, deliver.
+    async fn session(&mut self, mut stream: ReplicationStream) -> Exit {
+        let mut batcher = Batcher::new(self.options.max_events);
+        let mut healthy = false;
+        loop {
+            let message = tokio::select! {
+                biased;
+                () = stop_requested(&mut self.stop) => return self.finish(stream).await,
+                message = stream.next() => message,
+            };
+            let message = match message {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    return Exit::Failed(SourceError::ServerEnded {
+                        slot: self.settings.slot.clone(),
+                    });
+                }
+                Err(source) => return Exit::Failed(self.lost(source)),
+            };
+            if !healthy {
+                // The session streams: the next loss starts the backoff over.
+                healthy = true;
+                self.backoff.reset();
+            }
+            match message {
+                ReplicationEvent::XLogData {
+                    wal_start, data, ..
+                } => {
+                    let out = match batcher.push_bytes(&data, wal_start) {
+                        Ok(out) => out,
+                        Err(source) => {
+                            // The stream is fine, the data is not: end the
+                            // session politely, then report.
+                            let _ = stream.shutdown().await;
+                            return Exit::Failed(SourceError::Decode {
+                                slot: self.settings.slot.clone(),
+                                lsn: wal_start,
+                                source,
+                            });
+                        }
+                    };
+                    if let Some(batch) = out.batch
+                        && !self.skipped(batch.commit_lsn, batch.xid)
+                    {
+                        let open = (!batch.last).then_some(AbandonedTransaction {
+                            xid: batch.xid,
+                            commit_lsn: batch.commit_lsn,
+                        });
+                        if let Err(halt) =
+                            self.deliver(&mut stream, SourceEvent::Batch(batch)).await
+                        {
+                            return self.halt(stream, halt).await;
+                        }
+                        self.open = open;
+                    }
+                    if let Some(end) = out.end
+                        && !self.skipped(end.commit_lsn, end.xid)
+                    {
+                        if let Err(halt) = self
+                            .deliver(&mut stream, SourceEvent::TransactionEnd(end))
+                            .await
+                        {
+                            return self.halt(stream, halt).await;
+                        }
+                        let position = Position::of(end.commit_lsn, end.xid);
+                        debug_assert!(self.delivered < Some(position));
+                        self.delivered = Some(position);
+                        self.open = None;
+                    }
+                }
+                ReplicationEvent::Keepalive { wal_end, .. } => {
+                    // A keepalive is a hint that a newer one replaces: when
+                    // the consumer is behind, drop it rather than wait.
+                    if !batcher.in_transaction()
+                        && let Err(TrySendError::Closed(_)) =
+                            self.events.try_send(Ok(SourceEvent::Keepalive { wal_end }))
+                    {
+                        return self.finish(stream).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the transaction (or non-transactional message, xid 0) with
+    /// this commit LSN was delivered before a reconnect or is at or before
+    /// the stored offset; see the parent module.
+    fn skipped(&self, commit_lsn: Lsn, xid: u32) -> bool {
+        skips(self.delivered, self.position.skip_through, commit_lsn, xid)
+    }
+
+    /// Sends one event, keeping the walsender alive while the channel is
+    /// full. `Err` ends the session.
+    async fn deliver(
+        &mut self,
+        stream: &mut ReplicationStream,
+        event: SourceEvent,
+    ) -> Result<(), Halt> {
+        let event = match self.events.try_send(Ok(event)) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(Halt::Stop),
+            Err(TrySendError::Full(event)) => event,
+        };
+        let mut ticker = tokio::time::interval(self.options.status_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the stream sent a status recently
+        // enough (it does so on every `next` once the interval has passed).
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                () = stop_requested(&mut self.stop) => return Err(Halt::Stop),
+                permit = self.events.reserve() => {
+                    return match permit {
+                        Ok(permit) => {
+                            permit.send(event);
+                            Ok(())
+                        }
+                        Err(_) => Err(Halt::Stop),
+                    };
+                }
+                _ = ticker.tick() => {
+                    if let Err(source) = stream.send_status(false).await {
+                        return Err(Halt::Failed(self.lost(source)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a session cleanly: final status update, CopyDone, close.
+    async fn finish(&self, stream: ReplicationStream) -> Exit {
+        tracing::debug!(slot = %self.settings.slot, "stopping the replication stream");
+        Exit::Stopped(
+            stream
+                .shutdown()
+                .await
+                .map_err(|source| SourceError::Replication {
+                    slot: self.settings.slot.clone(),
+                    during: "ending the replication stream failed",
+                    source,
+                }),
+        )
+    }
+
+    /// Turns a failed delivery into the session's end.
+    async fn halt(&self, stream: ReplicationStream, halt: Halt) -> Exit {
+        match halt {
+            Halt::Stop => self.finish(stream).await,
+            Halt::Failed(e) => Exit::Failed(e),
+        }
+    }
+
+    fn lost(&self, source: ReplicationError) -> SourceError {
+        SourceError::Replication {
+            slot: self.settings.slot.clone(),
+            during: "streaming failed",
+            source,
+        }
+    }
+}
+
+/// The skip rule: at or before what was delivered in this run, or stored
+/// (`skip_through`, a commit end LSN or a message's LSN).
+fn skips(delivered: Option<Position>, skip_through: Lsn, commit_lsn: Lsn, xid: u32) -> bool {
+    let stored = if xid == 0 {
+        // A message's LSN is its record's end: its own offset.
+        commit_lsn <= skip_through
+    } else {
+        // The commit record starts before the offset: it ends at or before.
+        commit_lsn < skip_through
+    };
+    Some(Position::of(commit_lsn, xid)) <= delivered || stored
+}
+
+/// Resolves once a stop is requested, or when the [`SourceStream`]
+/// (holding the sender) is gone.
+///
+/// [`SourceStream`]: super::SourceStream
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender was dropped: that is a stop request too.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The error and its causes on one line, for logs.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_and_the_transaction_right_after_it_are_told_apart() {
+        // pgoutput gives a non-transactional message the LSN where its
+        // record ends, which is where the next commit record may start.
+        let message = Position::of(Lsn(100), 0);
+        assert!(
+            skips(Some(message), Lsn::ZERO, Lsn(100), 0),
+            "replayed message"
+        );
+        assert!(
+            !skips(Some(message), Lsn::ZERO, Lsn(100), 7),
+            "next transaction"
+        );
+        let txn = Position::of(Lsn(100), 7);
+        assert!(
+            skips(Some(txn), Lsn::ZERO, Lsn(100), 7),
+            "replayed transaction"
+        );
+        assert!(
+            skips(Some(txn), Lsn::ZERO, Lsn(100), 0),
+            "the message before it"
+        );
+        assert!(skips(Some(txn), Lsn::ZERO, Lsn(50), 3));
+        assert!(!skips(Some(txn), Lsn::ZERO, Lsn(150), 0));
+        assert!(
+            !skips(None, Lsn::ZERO, Lsn(1), 1),
+            "nothing delivered or stored"
+        );
+    }
+
+    #[test]
+    fn a_stored_offset_skips_what_ended_at_or_before_it() {
+        // Offset 100: a transaction whose commit record started before it
+        // ended at or before it; one starting at 100 is new.
+        assert!(skips(None, Lsn(100), Lsn(99), 5));
+        assert!(!skips(None, Lsn(100), Lsn(100), 5));
+        // A message's LSN is its offset.
+        assert!(skips(None, Lsn(100), Lsn(100), 0));
+        assert!(!skips(None, Lsn(100), Lsn(101), 0));
+    }
+}
