@@ -161,6 +161,29 @@ fn files_that_are_not_components_are_refused_by_name() {
     assert!(err.is_transient());
 }
 
+#[test]
+fn a_component_that_imports_wasi_is_refused_by_the_interface_it_wants() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = repo_root().join("tests/fixtures/wasi-clock/clock.wat");
+    let component = wat::parse_file(&fixture).unwrap();
+    let path = dir.path().join("clock.wasm");
+    std::fs::write(&path, component).unwrap();
+    let expected = "plugin \"clock\" requires WASI capabilities that are not granted: \
+                    wasi:clocks/monotonic-clock@0.2.0";
+
+    let runtime = runtime(dir.path());
+    let err = runtime
+        .load_transform(PluginSpec::from_path(&path))
+        .unwrap_err();
+    assert_eq!(err.to_string(), expected);
+    assert!(!err.is_transient());
+
+    let (ok, stdout, stderr) = sluice(&["plugin", "inspect", path.to_str().unwrap()], dir.path());
+    assert!(!ok, "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr, format!("error: {expected}\n"));
+}
+
 // ---------------------------------------------------------------------------
 // The command line.
 
