@@ -161,6 +161,29 @@ fn files_that_are_not_components_are_refused_by_name() {
     assert!(err.is_transient());
 }
 
+#[test]
+fn a_component_that_imports_wasi_is_refused_by_the_interface_it_wants() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = repo_root().join("tests/fixtures/wasi-clock/clock.wat");
+    let component = wat::parse_file(&fixture).unwrap();
+    let path = dir.path().join("clock.wasm");
+    std::fs::write(&path, component).unwrap();
+    let expected = "plugin \"clock\" requires WASI capabilities that are not granted: \
+                    wasi:clocks/monotonic-clock@0.2.0";
+
+    let runtime = runtime(dir.path());
+    let err = runtime
+        .load_transform(PluginSpec::from_path(&path))
+        .unwrap_err();
+    assert_eq!(err.to_string(), expected);
+    assert!(!err.is_transient());
+
+    let (ok, stdout, stderr) = sluice(&["plugin", "inspect", path.to_str().unwrap()], dir.path());
+    assert!(!ok, "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr, format!("error: {expected}\n"));
+}
+
 // ---------------------------------------------------------------------------
 // The command line.
 
@@ -189,7 +212,7 @@ fn cli_inspects_a_transform() {
         stdout,
         format!(
             "file: {}\nworld: transform (sluice:plugin/transform@0.1.0)\nexports: init, transform\n\
-             imports: sluice:plugin/types@0.1.0\n",
+             imports: sluice:plugin/host@0.1.0, sluice:plugin/types@0.1.0\n",
             path.display()
         )
     );
@@ -570,6 +593,42 @@ fn misbehave(name: &str, config: &str, limits: Limits) -> PluginSpec {
     }
 }
 
+/// Where the fixture's `panic!` whose message starts with `message` is, as
+/// `file:line:column` (the form Rust's panic messages use), read from the
+/// fixture's source so that the exact error texts below survive edits.
+fn misbehave_panic_site(message: &str) -> String {
+    let file = "tests/fixtures/misbehave/src/lib.rs";
+    let source = std::fs::read_to_string(repo_root().join(file)).unwrap();
+    let needle = format!("panic!(\"{message}");
+    let (line, text) = source
+        .lines()
+        .enumerate()
+        .find(|(_, text)| text.contains(&needle))
+        .unwrap_or_else(|| panic!("no `{needle}` in {file}"));
+    let column = text.find(&needle).unwrap() + 1;
+    format!("{file}:{}:{column}", line + 1)
+}
+
+#[test]
+fn a_panic_is_reported_with_its_message_and_location() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let mut transform = runtime
+        .load_transform(misbehave("mask", r#"{"on": "trap"}"#, Limits::default()))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let err = transform.transform(six_column_batch(1, 1)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plugin \"mask\" trapped: panicked at {}: misbehave: told to trap",
+            misbehave_panic_site("misbehave: told to trap\"")
+        )
+    );
+    assert!(!err.error.is_transient());
+}
+
 #[test]
 fn a_trap_is_contained_and_the_instance_replaced() {
     let cache = tempfile::tempdir().unwrap();
@@ -587,7 +646,10 @@ fn a_trap_is_contained_and_the_instance_replaced() {
     let err = transform.transform(bad.clone()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "plugin \"mask\" trapped: wasm `unreachable` instruction executed"
+        format!(
+            "plugin \"mask\" trapped: panicked at {}: misbehave: told to trap on event 3",
+            misbehave_panic_site("misbehave: told to trap on event")
+        )
     );
     assert!(!err.error.is_transient());
     // The batch comes back for the error policy.
@@ -627,6 +689,63 @@ fn an_endless_loop_hits_the_deadline() {
         .unwrap();
     let input = six_column_batch(1, 3);
     assert_eq!(passthrough.transform(input.clone()).unwrap(), input);
+}
+
+#[test]
+fn the_call_after_a_deadline_runs_on_a_fresh_instance() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let limits = Limits {
+        deadline: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let config = r#"{"on": "loop-when", "column": "id", "equals": 3}"#;
+    let mut transform = runtime
+        .load_transform(misbehave("slow", config, limits))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let good = six_column_batch(1, 2); // ids 0 and 1
+    let bad = six_column_batch(2, 5); // ids 0 to 4
+
+    assert_eq!(transform.transform(good.clone()).unwrap(), good);
+    let err = transform.transform(bad.clone()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"slow\" exceeded its 100 ms deadline"
+    );
+    assert_eq!(*err.input, bad);
+    assert_eq!(transform.transform(good.clone()).unwrap(), good);
+    assert_eq!(transform.instances_started(), 2);
+}
+
+#[test]
+fn the_call_after_the_memory_cap_runs_on_a_fresh_instance() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(cache.path());
+    let limits = Limits {
+        memory: 16 << 20,
+        ..Limits::default()
+    };
+    let config = r#"{"on": "alloc-when", "column": "id", "equals": 3}"#;
+    let mut transform = runtime
+        .load_transform(misbehave("hog", config, limits))
+        .unwrap()
+        .instantiate()
+        .unwrap();
+    let good = six_column_batch(1, 2);
+    let bad = six_column_batch(2, 5);
+
+    assert_eq!(transform.transform(good.clone()).unwrap(), good);
+    let err = transform.transform(bad.clone()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin \"hog\" exceeded its memory limit of 16 MiB"
+    );
+    assert_eq!(*err.input, bad);
+    // The new instance starts with fresh memory, well under the cap.
+    assert_eq!(transform.transform(good.clone()).unwrap(), good);
+    assert_eq!(transform.instances_started(), 2);
 }
 
 #[test]

@@ -31,6 +31,12 @@
 //! traits work on every target, and off WebAssembly the host imports
 //! ([`log`], [`counter`]) write to standard error and to an in-memory
 //! recorder that tests read through [`testing`].
+//!
+//! On WebAssembly a panic aborts the call, which the host sees as a trap.
+//! The export macros install a panic hook that first logs the panic's
+//! message and location at error level, so that the host's error says
+//! `plugin "mask" trapped: panicked at src/lib.rs:42:9: …` rather than only
+//! that an `unreachable` instruction ran.
 
 mod batch;
 pub mod config;
@@ -137,7 +143,43 @@ pub mod __rt {
         PluginError::Other("the host called the plugin before `init` succeeded".to_owned())
     }
 
+    /// Makes a panic say what happened before it traps: installs (once per
+    /// instance) a panic hook that logs `panicked at FILE:LINE:COL: MESSAGE`
+    /// at error level through the host. A Wasm panic aborts, and the host
+    /// only sees an `unreachable` trap; it attaches the last such message of
+    /// the call to its trap error. Only on WebAssembly: native tests keep
+    /// the standard hook.
+    fn report_panics() {
+        #[cfg(target_arch = "wasm32")]
+        {
+            static INSTALLED: std::sync::Once = std::sync::Once::new();
+            INSTALLED.call_once(|| {
+                std::panic::set_hook(Box::new(|info| {
+                    crate::log::write(crate::log::Level::Error, &panic_message(info), &[]);
+                }));
+            });
+        }
+    }
+
+    /// `panicked at FILE:LINE:COL: MESSAGE`, as Rust's own hook words it.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+        let message = info
+            .payload_as_str()
+            .unwrap_or("Box<dyn Any> (a panic with a non-text payload)");
+        match info.location() {
+            Some(at) => format!(
+                "panicked at {}:{}:{}: {message}",
+                at.file(),
+                at.line(),
+                at.column()
+            ),
+            None => format!("panicked: {message}"),
+        }
+    }
+
     pub fn init_transform<T: Transform>(slot: &'static Slot<T>, config: String) -> Result<()> {
+        report_panics();
         let plugin = T::init(&config)?;
         slot.with(|cell| *cell.borrow_mut() = Some(plugin));
         Ok(())
@@ -151,6 +193,7 @@ pub mod __rt {
     }
 
     pub fn init_sink<T: Sink>(slot: &'static Slot<T>, config: String) -> Result<()> {
+        report_panics();
         let plugin = T::init(&config)?;
         slot.with(|cell| *cell.borrow_mut() = Some(plugin));
         Ok(())

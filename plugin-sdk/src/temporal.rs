@@ -35,8 +35,25 @@ pub fn write_time(micros: i64, out: &mut impl Write) -> fmt::Result {
         rest / MICROS_PER_MINUTE,
         rest % MICROS_PER_MINUTE / MICROS_PER_SECOND,
     );
-    write!(out, "{hours:02}:{minutes:02}:{seconds:02}")?;
-    write_fraction(rest % MICROS_PER_SECOND, out)
+    let fraction = rest % MICROS_PER_SECOND;
+    if !(0..100).contains(&hours) {
+        // Only reachable from a raw `time` outside PostgreSQL's range.
+        write!(out, "{hours:02}:{minutes:02}:{seconds:02}")?;
+        return write_fraction(fraction, out);
+    }
+    // Sinks write one of these per timestamp value: digits by hand, since
+    // `core::fmt` padding costs several times more than the arithmetic.
+    let mut text = *b"00:00:00.000000";
+    put_digits(&mut text[0..2], hours);
+    put_digits(&mut text[3..5], minutes);
+    put_digits(&mut text[6..8], seconds);
+    let len = if fraction == 0 {
+        8
+    } else {
+        put_digits(&mut text[9..15], fraction);
+        15
+    };
+    out.write_str(ascii(&text[..len])?)
 }
 
 /// Writes a `timestamp` or `timestamptz` (microseconds since 1970-01-01) as
@@ -132,13 +149,33 @@ fn write_civil_date(days: i64, out: &mut impl Write) -> fmt::Result {
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     if (0..=9999).contains(&year) {
-        write!(out, "{year:04}")?;
-    } else if year > 9999 {
+        let mut text = *b"0000-00-00";
+        put_digits(&mut text[0..4], year);
+        put_digits(&mut text[5..7], month);
+        put_digits(&mut text[8..10], day);
+        return out.write_str(ascii(&text)?);
+    }
+    if year > 9999 {
         write!(out, "+{year}")?;
     } else {
         write!(out, "-{:04}", year.unsigned_abs())?;
     }
     write!(out, "-{month:02}-{day:02}")
+}
+
+/// Writes `value` (in `0..10^digits.len()`) into `digits` as zero-padded
+/// decimal.
+fn put_digits(digits: &mut [u8], mut value: i64) {
+    for digit in digits.iter_mut().rev() {
+        // `value` is not negative, so the remainder is a single digit.
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// The text of an ASCII buffer filled by [`put_digits`].
+fn ascii(bytes: &[u8]) -> Result<&str, fmt::Error> {
+    std::str::from_utf8(bytes).map_err(|_| fmt::Error)
 }
 
 #[cfg(test)]
@@ -185,6 +222,31 @@ mod tests {
         );
         assert_eq!(render(|o| write_timestamp(i64::MAX, true, o)), "infinity");
         assert_eq!(render(|o| write_timestamp(i64::MIN, false, o)), "-infinity");
+    }
+
+    /// The digits written by hand match `core::fmt`'s padding for every
+    /// time of day and for dates across the four-digit years.
+    #[test]
+    fn hand_written_digits_match_fmt() {
+        for micros in (0..MICROS_PER_DAY).step_by(999_983).chain([1, 999_999]) {
+            let (h, rest) = (micros / MICROS_PER_HOUR, micros % MICROS_PER_HOUR);
+            let (m, s, f) = (
+                rest / MICROS_PER_MINUTE,
+                rest % MICROS_PER_MINUTE / MICROS_PER_SECOND,
+                rest % MICROS_PER_SECOND,
+            );
+            let mut expected = format!("{h:02}:{m:02}:{s:02}");
+            if f != 0 {
+                expected += &format!(".{f:06}");
+            }
+            assert_eq!(render(|o| write_time(micros, o)), expected);
+        }
+        for days in (-719_528..2_932_897).step_by(997) {
+            let text = render(|o| write_date(days, o));
+            let (year, rest) = text.split_at(4);
+            assert!(year.bytes().all(|b| b.is_ascii_digit()), "{text}");
+            assert_eq!(rest.len(), 6, "{text}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `sluice:plugin/host` interface as the host implements it, and the
 //! state every plugin instance's store carries.
 //!
-//! `log` becomes a `tracing` event tagged with the plugin's name; `counter-add`
+//! `log` becomes a `tracing` event tagged with the plugin's name (and a
+//! panic message is kept for the trap error that follows it); `counter-add`
 //! adds to an in-process [`Counters`] registry that the metrics exporter will
 //! read. Neither can fail or trap: a plugin that logs or counts badly (an
 //! over-long message, a malformed counter name) is clipped or ignored with a
@@ -61,11 +62,22 @@ pub(super) struct HostState {
     pub(super) plugin: Arc<str>,
     pub(super) counters: Counters,
     pub(super) memory: MemoryCap,
+    /// The last panic message the plugin logged during the current call
+    /// (an error-level record starting with `panicked at `, as the Rust
+    /// SDK's panic hook writes just before the panic traps). The runtime
+    /// clears it before each call and shows it in the trap's error.
+    pub(super) panic: Option<String>,
 }
+
+/// How Rust words a panic, and the SDK's panic hook with it.
+const PANIC_PREFIX: &str = "panicked at ";
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String, fields: Vec<(String, String)>) {
         let message = clip(&message);
+        if level == host::Level::Error && message.starts_with(PANIC_PREFIX) {
+            self.panic = Some(message.to_owned());
+        }
         let mut rendered = String::new();
         for (key, value) in &fields {
             if !rendered.is_empty() {
@@ -128,6 +140,7 @@ mod tests {
             plugin: Arc::from("mask"),
             counters: counters.clone(),
             memory: MemoryCap::new(1 << 20),
+            panic: None,
         };
         state.counter_add("rows_masked".into(), 2);
         state.counter_add("rows_masked".into(), 3);

@@ -131,7 +131,9 @@ impl<B: WorldBindings> Prepared<B> {
             // preparing the plugin.
             let _ = store.set_fuel(fuel);
         }
-        store.data_mut().memory = MemoryCap::new(self.limits.memory);
+        let state = store.data_mut();
+        state.memory = MemoryCap::new(self.limits.memory);
+        state.panic = None;
     }
 
     /// Instantiates and initialises a new instance.
@@ -140,6 +142,7 @@ impl<B: WorldBindings> Prepared<B> {
             plugin: Arc::clone(&self.plugin),
             counters: self.counters.clone(),
             memory: MemoryCap::new(self.limits.memory),
+            panic: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
@@ -209,6 +212,16 @@ impl<B: WorldBindings> Prepared<B> {
                 plugin,
                 fuel: self.limits.fuel.unwrap_or(0),
             },
+            // A Rust panic ends in an `unreachable` trap, which says nothing
+            // useful; the panic message the SDK logged just before says
+            // what went wrong and where.
+            Some(Trap::UnreachableCodeReached) if store.data().panic.is_some() => {
+                PluginError::Trapped {
+                    plugin,
+                    trap: store.data().panic.clone().unwrap_or_default(),
+                    source: e,
+                }
+            }
             // `Trap`'s text starts with "wasm trap: ", which the error's own
             // wording ("trapped: …") already says.
             Some(trap) => PluginError::Trapped {

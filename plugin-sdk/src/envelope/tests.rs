@@ -21,10 +21,22 @@ fn batch() -> Batch {
     Batch::new(770, 0x1_0000_2000, 1_714_566_896_123_456)
 }
 
+/// The batch's messages as JSON values, after checking that the direct
+/// JSON writer gives exactly serde_json's bytes.
 fn json_of(encoder: &Encoder, batch: &Batch) -> Vec<(String, serde_json::Value)> {
-    encoder
+    let messages = encoder
         .encode(batch, |envelope, out| serde_json::to_writer(out, envelope))
-        .unwrap()
+        .unwrap();
+    let direct = encoder.encode_json(batch).unwrap();
+    assert_eq!(direct.len(), messages.len());
+    for (direct, message) in direct.iter().zip(&messages) {
+        assert_eq!(direct.subject, message.subject);
+        assert_eq!(
+            std::str::from_utf8(&direct.payload).unwrap(),
+            std::str::from_utf8(&message.payload).unwrap()
+        );
+    }
+    messages
         .into_iter()
         .map(|message| {
             (
@@ -143,6 +155,10 @@ fn every_value_kind() {
             }),
         ),
         ("other", Value::Other("{1,2}".into())),
+        ("tab\tkey\"", Value::Text("ü\u{1}\u{7f}\\ \n end".into())),
+        ("far", Value::Timestamptz(253_402_300_800_000_000)),
+        ("bc", Value::Date(-719_529)),
+        ("toast", Value::UnchangedToast),
     ];
     let mut batch = batch();
     let relation = batch.add_relation(Relation::new(
@@ -169,6 +185,8 @@ fn every_value_kind() {
             "uuid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "date": "2024-02-29",
             "time": "12:34:56.500000", "ts": "1969-12-31T23:59:59.999999", "tstz": "infinity",
             "interval": "P1Y1M-2DT1.500000S", "other": "{1,2}",
+            "tab\tkey\"": "ü\u{1}\u{7f}\\ \n end", "far": "+10000-01-01T00:00:00Z",
+            "bc": "-0001-12-31",
         })
     );
 }
@@ -316,4 +334,42 @@ fn malformed_rows_are_bad_input() {
         error,
         PluginError::bad_input(1, "the event names relation 9, the batch lists 1")
     );
+    assert_eq!(default_encoder().encode_json(&batch).unwrap_err(), error);
+}
+
+proptest::proptest! {
+    /// The direct JSON writer and serde_json agree on any row of text,
+    /// integer and timestamp values (escapes, non-ASCII and extreme years
+    /// included).
+    #[test]
+    fn direct_json_matches_serde_json(
+        rows in proptest::collection::vec(
+            (any_text(), proptest::num::i64::ANY, proptest::num::i64::ANY, any_text()),
+            1..8,
+        ),
+        lsn in proptest::num::u64::ANY,
+        commit_time in proptest::num::i64::ANY,
+    ) {
+        let mut batch = Batch::new(1, lsn, commit_time);
+        let t = batch.add_relation(Relation::new(
+            1,
+            "s",
+            "t",
+            vec![
+                Column::new("a", 25, "text"),
+                Column::new("b", 20, "int8"),
+                Column::new("c", 1184, "timestamptz"),
+                Column::new("d\u{1}", 1700, "numeric"),
+            ],
+        ));
+        for (i, (a, b, c, d)) in rows.into_iter().enumerate() {
+            let values = vec![Value::Text(a), Value::Int(b), Value::Timestamptz(c), Value::Numeric(d)];
+            batch.push(RowChange::update(t, lsn ^ i as u64, Some(values.clone()), values));
+        }
+        json_of(&default_encoder(), &batch);
+    }
+}
+
+fn any_text() -> impl proptest::strategy::Strategy<Value = String> {
+    proptest::string::string_regex("(?s).{0,24}").unwrap()
 }

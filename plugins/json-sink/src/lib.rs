@@ -3,8 +3,9 @@
 //! truncated table and per logical message, on subject
 //! `<prefix>.<schema>.<table>` by default.
 //!
-//! The envelope is serialised by serde_json straight from the batch into
-//! the payload, so a row costs one payload buffer and one subject string.
+//! Row changes are written as JSON directly from the batch into the
+//! payload ([`Encoder::encode_json`]), so a row costs one payload buffer and
+//! one subject string.
 
 use sluice_plugin_sdk::envelope::Encoder;
 use sluice_plugin_sdk::{Batch, Message, Result, Sink, export_sink};
@@ -19,9 +20,7 @@ impl Sink for JsonSink {
     }
 
     fn encode(&mut self, batch: Batch) -> Result<Vec<Message>> {
-        self.0.encode(&batch, |envelope, payload| {
-            serde_json::to_writer(payload, envelope)
-        })
+        self.0.encode_json(&batch)
     }
 }
 
