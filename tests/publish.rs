@@ -34,7 +34,7 @@ fn message(subject: &str, i: u64, payload_len: usize) -> Outgoing {
             payload,
         },
         meta: HostMeta {
-            msg_id: msg_id(PIPELINE, commit_lsn, i % 10, 0),
+            msg_id: msg_id(PIPELINE, commit_lsn, 1, i % 10, 0),
             commit_lsn,
             lsn: Some(Lsn(commit_lsn.0 - 0x80 + i % 10)),
             table: Some("public.orders".into()),

@@ -71,7 +71,7 @@ async fn run(server: &nats::NatsServer, window: usize, messages: u64) {
                 payload: payload.clone(),
             },
             meta: HostMeta {
-                msg_id: msg_id("bench", commit_lsn, i % 10, 0),
+                msg_id: msg_id("bench", commit_lsn, 1, i % 10, 0),
                 commit_lsn,
                 lsn: Some(commit_lsn),
                 table: Some("public.orders".into()),

@@ -29,7 +29,7 @@ pub mod pgoutput;
 pub mod pipeline;
 pub mod plugin;
 pub mod position;
-pub mod replication;
 pub mod publish;
+pub mod replication;
 pub mod source;
 pub mod tail;

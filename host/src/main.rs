@@ -11,12 +11,21 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
+    // SLUICE_LOG overrides the manifest's level; the manifest chooses the
+    // format (human or JSON lines).
+    let log = cli.log_settings();
+    let level = log.as_ref().map_or("info", |l| l.level.as_str());
+    let filter = EnvFilter::try_from_env("SLUICE_LOG")
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if log.is_some_and(|l| l.format == sluice_host::config::LogFormat::Json) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

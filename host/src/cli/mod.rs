@@ -7,6 +7,7 @@
 
 mod input;
 mod message_view;
+mod pipeline;
 mod plugin;
 
 use std::path::PathBuf;
@@ -23,6 +24,17 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Streams the manifest's pipeline until SIGINT or SIGTERM.
+    Run {
+        /// The manifest (TOML).
+        manifest: PathBuf,
+    },
+    /// Validates a manifest, its plugins and its connections, and says what
+    /// `run` would do.
+    Check {
+        /// The manifest (TOML).
+        manifest: PathBuf,
+    },
     /// Inspect and try out plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -42,8 +54,23 @@ enum PluginCommand {
 }
 
 impl Cli {
+    /// The manifest's `[log]` settings when the command runs one, so that
+    /// logging can be set up before anything is logged.
+    pub(crate) fn log_settings(&self) -> Option<sluice_host::config::LogSettings> {
+        match &self.command {
+            Command::Run { manifest } | Command::Check { manifest } => {
+                sluice_host::config::Manifest::load(manifest)
+                    .ok()
+                    .map(|m| m.log)
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Run { manifest } => pipeline::run(&manifest),
+            Command::Check { manifest } => pipeline::check(&manifest),
             Command::Plugin(PluginCommand::Inspect { file, runtime }) => {
                 plugin::inspect(&file, &runtime)
             }

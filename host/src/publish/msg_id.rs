@@ -7,14 +7,17 @@
 //! very same ids and are de-duplicated:
 //!
 //! ```text
-//! <pipeline>:<commit LSN as 16 uppercase hex digits>:<event index>:<output index>
+//! <pipeline>:<commit LSN as 16 uppercase hex digits>:<xid>:<event index>:<output index>
 //! ```
 //!
-//! for example `orders:00000000016B3748:12:0`. The event index counts the events of
+//! for example `orders:00000000016B3748:750:12:0`. The xid is there because a
+//! commit LSN alone is not unique: a non-transactional logical message (xid 0)
+//! is identified by the LSN where its record ends, and the next transaction's
+//! commit record may start at exactly that LSN. The event index counts the events of
 //! the transaction from 0 (across all its batches, after transforms ran); the output
 //! index counts the messages the sink returned for that event from 0. The LSN has a
 //! fixed width so that ids of one pipeline sort in commit order. The pipeline name may
-//! itself contain `:`; [`MsgId::from_str`] reads the three numeric fields from the
+//! itself contain `:`; [`MsgId::from_str`] reads the four other fields from the
 //! right.
 
 use std::fmt;
@@ -23,11 +26,18 @@ use std::str::FromStr;
 use crate::lsn::Lsn;
 
 /// The id of the message `output_index` that the sink produced for event
-/// `event_index` of the transaction committed at `commit_lsn`.
-pub fn msg_id(pipeline: &str, commit_lsn: Lsn, event_index: u64, output_index: u64) -> String {
+/// `event_index` of transaction `xid`, committed at `commit_lsn`.
+pub fn msg_id(
+    pipeline: &str,
+    commit_lsn: Lsn,
+    xid: u32,
+    event_index: u64,
+    output_index: u64,
+) -> String {
     MsgId {
         pipeline: pipeline.to_owned(),
         commit_lsn,
+        xid,
         event_index,
         output_index,
     }
@@ -39,6 +49,7 @@ pub fn msg_id(pipeline: &str, commit_lsn: Lsn, event_index: u64, output_index: u
 pub struct MsgId {
     pub pipeline: String,
     pub commit_lsn: Lsn,
+    pub xid: u32,
     pub event_index: u64,
     pub output_index: u64,
 }
@@ -47,8 +58,8 @@ impl fmt::Display for MsgId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{:016X}:{}:{}",
-            self.pipeline, self.commit_lsn.0, self.event_index, self.output_index
+            "{}:{:016X}:{}:{}:{}",
+            self.pipeline, self.commit_lsn.0, self.xid, self.event_index, self.output_index
         )
     }
 }
@@ -56,7 +67,7 @@ impl fmt::Display for MsgId {
 /// Why a text is not a Sluice message id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{text}` is not a Sluice message id: expected `<pipeline>:<16 hex digits>:<event>:<output>`"
+    "`{text}` is not a Sluice message id: expected `<pipeline>:<16 hex digits>:<xid>:<event>:<output>`"
 )]
 pub struct MsgIdError {
     text: String,
@@ -69,9 +80,10 @@ impl FromStr for MsgId {
         let err = || MsgIdError {
             text: s.chars().take(200).collect(),
         };
-        let mut parts = s.rsplitn(4, ':');
+        let mut parts = s.rsplitn(5, ':');
         let output = parts.next().ok_or_else(err)?;
         let event = parts.next().ok_or_else(err)?;
+        let xid = parts.next().ok_or_else(err)?;
         let lsn = parts.next().ok_or_else(err)?;
         let pipeline = parts.next().ok_or_else(err)?;
         let decimal = |t: &str| {
@@ -86,6 +98,7 @@ impl FromStr for MsgId {
         Ok(MsgId {
             pipeline: pipeline.to_owned(),
             commit_lsn: Lsn(u64::from_str_radix(lsn, 16).map_err(|_| err())?),
+            xid: u32::try_from(decimal(xid)?).map_err(|_| err())?,
             event_index: decimal(event)?,
             output_index: decimal(output)?,
         })
@@ -99,10 +112,13 @@ mod tests {
     #[test]
     fn format_is_stable() {
         assert_eq!(
-            msg_id("orders", Lsn(0x16B3748), 12, 0),
-            "orders:00000000016B3748:12:0"
+            msg_id("orders", Lsn(0x16B3748), 750, 12, 0),
+            "orders:00000000016B3748:750:12:0"
         );
-        assert_eq!(msg_id("p", Lsn(u64::MAX), 0, 3), "p:FFFFFFFFFFFFFFFF:0:3");
+        assert_eq!(
+            msg_id("p", Lsn(u64::MAX), 0, 0, 3),
+            "p:FFFFFFFFFFFFFFFF:0:0:3"
+        );
     }
 
     #[test]
@@ -110,6 +126,7 @@ mod tests {
         let id = MsgId {
             pipeline: "a:b".into(),
             commit_lsn: Lsn(1 << 32),
+            xid: 9,
             event_index: 7,
             output_index: 2,
         };
@@ -122,6 +139,8 @@ mod tests {
             "",
             "x",
             "p:1:2:3",
+            "p:00000000016B3748:1:2",
+            "p:00000000016B3748:99999999999:1:2",
             "p:00000000016B3748:-1:0",
             "p:00000000016B3748:1:",
             "00000000016B3748:1:2",

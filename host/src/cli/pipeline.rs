@@ -1,0 +1,134 @@
+//! `sluice run` and `sluice check`: the pipeline a manifest describes, run
+//! for real or only checked.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use sluice_host::config::Manifest;
+use sluice_host::pipeline::run::{nats_options, plugin_runtime};
+use sluice_host::position::startup::read_slot;
+use sluice_host::position::store;
+use sluice_host::publish;
+use sluice_host::replication::setup;
+use tokio_util::sync::CancellationToken;
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs the pipeline until SIGINT or SIGTERM, then drains and exits 0.
+pub(crate) fn run(file: &Path) -> anyhow::Result<()> {
+    let manifest = Manifest::load(file)?;
+    runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signal.cancel();
+        });
+        sluice_host::pipeline::run(manifest, shutdown).await
+    })?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, only a definite error ends the run.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Validates the manifest, loads and initialises every plugin, reaches
+/// PostgreSQL and NATS, and says what `run` would do.
+pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
+    let m = Manifest::load(file)?;
+    println!(
+        "manifest {}: valid (pipeline \"{}\")",
+        file.display(),
+        m.pipeline
+    );
+    let rt = plugin_runtime(&m)?;
+    for spec in &m.transforms {
+        rt.load_transform(spec.clone())?.instantiate()?;
+        println!(
+            "transform \"{}\" ({}): loaded and initialised",
+            spec.name,
+            spec.path.display()
+        );
+    }
+    rt.load_sink(m.sink.clone())?.instantiate()?;
+    println!(
+        "sink \"{}\" ({}): loaded and initialised",
+        m.sink.name,
+        m.sink.path.display()
+    );
+    runtime()?.block_on(async {
+        let sql = setup::connect_sql(&m.source.conninfo).await?;
+        let version: String = sql.query_one("SHOW server_version", &[]).await?.get(0);
+        println!(
+            "postgresql {}: reachable (server {version})",
+            m.source.conninfo
+        );
+        match read_slot(&sql, &m.source.slot).await? {
+            Some(s) => println!(
+                "slot \"{}\": exists, confirmed_flush_lsn {}",
+                m.source.slot,
+                s.confirmed_flush_lsn
+                    .map_or("NULL".to_owned(), |l| l.to_string())
+            ),
+            None if m.source.create_slot => {
+                println!("slot \"{}\": missing, run will create it", m.source.slot)
+            }
+            None => println!(
+                "slot \"{}\": missing, and source.create-slot = false",
+                m.source.slot
+            ),
+        }
+        let client = publish::connect(&nats_options(&m)).await?;
+        let js = async_nats::jetstream::new(client);
+        let filter = publish::SubjectFilter::parse(&m.nats.subjects)?;
+        match publish::verify_stream(&js, m.nats.stream.as_str(), &filter).await {
+            Ok(_) => println!(
+                "nats stream \"{}\": exists and covers {}",
+                m.nats.stream,
+                m.nats.subjects.join(", ")
+            ),
+            Err(_) if m.nats.create_stream => println!(
+                "nats stream \"{}\": run will create or update it",
+                m.nats.stream
+            ),
+            Err(e) => return Err(e.into()),
+        }
+        let mut store =
+            store::open(&m.position.store, &m.pipeline, Some(&js), m.nats.replicas).await?;
+        match store.load().await? {
+            Some(o) => println!("offset ({}): {}", store.describe(), o.commit_end_lsn),
+            None => println!(
+                "offset ({}): none; the slot decides where streaming starts",
+                store.describe()
+            ),
+        }
+        anyhow::Ok(())
+    })?;
+    println!(
+        "run would stream publication \"{}\" through {} transform(s) and sink \"{}\" to stream \"{}\" (flush mode {:?}, mismatch strategy {:?})",
+        m.source.publication,
+        m.transforms.len(),
+        m.sink.name,
+        m.nats.stream,
+        m.position.flush,
+        m.position.mismatch
+    );
+    Ok(())
+}

@@ -1,0 +1,544 @@
+//! `sluice run`: one pipeline from PostgreSQL through the plugin chain to
+//! JetStream, with the slot confirmed only for what JetStream stored.
+//!
+//! Dataflow, each stage a task connected by bounded channels, so that a slow
+//! stage holds back the ones before it all the way to the replication
+//! socket (the source keeps the walsender alive meanwhile):
+//!
+//! ```text
+//! source ──batches, ends──▶ plugin thread ──messages, ends──▶ publisher
+//!   ▲                         (chain, blocking)                    │
+//!   │ flushed LSN (watch)                                     completions
+//!   └──────────── flusher ◀── tracker ◀── ack queue ◀──────────────┘
+//! ```
+//!
+//! Invariants, and where they are kept:
+//!
+//! - A transaction is confirmed only after every message of it, and of
+//!   every transaction before it, is stored by JetStream ([`AckQueue`],
+//!   [`Tracker`]); the offset is written to a durable store before the
+//!   slot is told ([`Flusher`]).
+//! - Messages leave in event order, transactions in commit order: one plugin
+//!   thread, one publisher with in-order completions.
+//! - Every message carries a deterministic `Nats-Msg-Id` (pipeline, commit
+//!   LSN, xid, event index, output index): a replay after a crash or a
+//!   reconnect is de-duplicated by JetStream.
+//! - `manual` flush never moves the slot; `connector-and-driver` also
+//!   confirms a keepalive's WAL end, but only when nothing is in flight.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::acks::{AckQueue, CommitInfo};
+use super::chain::{Chain, ChainError};
+use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, StorageKind};
+use crate::lsn::Lsn;
+use crate::model::Batch;
+use crate::plugin::{EngineConfig, PluginError, PluginRuntime, RuntimeConfig};
+use crate::position::startup::{self, StartupSettings};
+use crate::position::store::{self, OffsetStore};
+use crate::position::{OffsetRecord, StoreError, Tracker};
+use crate::publish::{self, HostMeta, NatsOptions, Publisher, PublisherConfig, SubjectFilter};
+use crate::replication::setup::{self, SetupSpec};
+use crate::replication::{ReplicationConnection, SystemIdentity};
+use crate::source::{self, SlotKind, SourceEvent, SourceOptions, StartPosition};
+
+/// Why the pipeline stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot connect to NATS: {0}")]
+    Nats(#[from] publish::ConnectError),
+    #[error(transparent)]
+    Stream(#[from] publish::StreamError),
+    #[error(transparent)]
+    Subject(#[from] publish::SubjectError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
+    #[error(transparent)]
+    Startup(#[from] startup::StartupError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("stopped by the error policy: {0}")]
+    Chain(#[from] ChainError),
+    #[error("publishing failed: {0}")]
+    Publish(#[from] publish::PublishError),
+    #[error("a pipeline task failed: {0}")]
+    Task(String),
+}
+
+/// NATS connection options from the manifest.
+pub fn nats_options(m: &Manifest) -> NatsOptions {
+    let n = &m.nats;
+    let mut o = NatsOptions::new(n.urls.iter().map(|u| u.expose().to_owned()));
+    o.auth = match &n.auth {
+        AuthSetting::None => publish::NatsAuth::None,
+        AuthSetting::UserPassword { user, password } => publish::NatsAuth::UserPassword {
+            user: user.clone(),
+            password: publish::Secret::new(password.expose()),
+        },
+        AuthSetting::Token(t) => publish::NatsAuth::Token(publish::Secret::new(t.expose())),
+        AuthSetting::NKey { seed } => publish::NatsAuth::NKey(publish::Secret::new(seed.expose())),
+        AuthSetting::Credentials(p) => publish::NatsAuth::CredentialsFile(p.clone()),
+    };
+    if let Some(tls) = &n.tls {
+        o.tls = publish::TlsOptions {
+            required: tls.required,
+            ca_file: tls.ca.clone(),
+            client_cert: tls.cert.clone(),
+            client_key: tls.key.clone(),
+        };
+    }
+    o
+}
+
+/// The stream the manifest describes.
+pub fn stream_spec(m: &Manifest) -> Result<publish::StreamSpec, publish::SubjectError> {
+    Ok(publish::StreamSpec {
+        name: m.nats.stream.as_str().to_owned(),
+        subjects: m
+            .nats
+            .subjects
+            .iter()
+            .map(|s| publish::SubjectPattern::new(s.clone()))
+            .collect::<Result<_, _>>()?,
+        storage: match m.nats.storage {
+            StorageKind::File => publish::Storage::File,
+            StorageKind::Memory => publish::Storage::Memory,
+        },
+        replicas: m.nats.replicas,
+        duplicate_window: m.nats.duplicate_window,
+    })
+}
+
+/// The plugin runtime sized for the manifest's limits.
+pub fn plugin_runtime(m: &Manifest) -> Result<PluginRuntime, PluginError> {
+    let max_memory = m
+        .transforms
+        .iter()
+        .chain([&m.sink])
+        .map(|p| p.limits.memory)
+        .max()
+        .unwrap_or(64 << 20);
+    let fuel = m
+        .transforms
+        .iter()
+        .chain([&m.sink])
+        .any(|p| p.limits.fuel.is_some());
+    PluginRuntime::new(RuntimeConfig {
+        engine: EngineConfig {
+            max_memory,
+            fuel,
+            ..EngineConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })
+}
+
+/// What goes from the source to the plugin thread, and on to the publisher.
+#[derive(Debug)]
+enum Work {
+    Batch { batch: Batch, first_event: u64 },
+    End(CommitInfo),
+}
+
+#[derive(Debug)]
+enum Published {
+    Messages {
+        outgoing: Vec<super::chain::Outgoing>,
+        commit_lsn: Lsn,
+        xid: u32,
+    },
+    End(CommitInfo),
+}
+
+/// Runs the pipeline until `shutdown` is cancelled (then drains and exits
+/// cleanly) or a definite error stops it.
+pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunError> {
+    // NATS first: without it nothing can be confirmed, so fail before
+    // touching the slot.
+    let client = publish::connect(&nats_options(&m)).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let filter = SubjectFilter::parse(&m.nats.subjects)?;
+    if m.nats.create_stream {
+        let report = publish::ensure_stream(&js, &stream_spec(&m)?, &filter).await?;
+        tracing::info!(stream = %m.nats.stream, created = report.created, "JetStream stream ready");
+    } else {
+        publish::verify_stream(&js, m.nats.stream.as_str(), &filter).await?;
+    }
+    let mut store = store::open(&m.position.store, &m.pipeline, Some(&js), m.nats.replicas).await?;
+
+    // Plugins next: a broken plugin must not leave a new slot behind.
+    let runtime = plugin_runtime(&m)?;
+    let mut transforms = Vec::new();
+    for spec in &m.transforms {
+        transforms.push(runtime.load_transform_async(spec.clone()).await?);
+    }
+    let sink = runtime.load_sink_async(m.sink.clone()).await?;
+
+    // PostgreSQL: checks, the start-up decision, then the stream.
+    let spec = SetupSpec {
+        publication: m.source.publication.as_str().to_owned(),
+        create_publication: m.source.create_publication.clone(),
+        slot: m.source.slot.clone(),
+        create_slot: m.source.create_slot,
+    };
+    setup::check(&m.source.conninfo, &spec).await?;
+    let sql = setup::connect_sql(&m.source.conninfo).await?;
+    let mut repl = ReplicationConnection::connect(&m.source.conninfo).await?;
+    let start = startup::apply(
+        &StartupSettings::from_manifest(&m),
+        &mut repl,
+        &sql,
+        store.as_mut(),
+    )
+    .await?;
+    repl.close().await;
+    let skip_through = start
+        .offset
+        .as_ref()
+        .map_or(Lsn::ZERO, |o| o.commit_end_lsn);
+    let options = SourceOptions {
+        status_interval: m.position.status_interval,
+        ..SourceOptions::new(NonZeroUsize::new(m.batch.max_events).unwrap_or(NonZeroUsize::MIN))
+    };
+    let prepared = source::prepare(&m.source, SlotKind::Durable, options).await?;
+    let (flushed_tx, flushed_rx) = watch::channel(Lsn::ZERO);
+    let mut events = prepared
+        .start(
+            StartPosition {
+                start: start.start,
+                skip_through,
+            },
+            flushed_rx,
+        )
+        .await?;
+    tracing::info!(pipeline = %m.pipeline, slot = %m.source.slot, start = %start.start,
+        skip_through = %skip_through, "streaming");
+
+    let tracker = Arc::new(Mutex::new(Tracker::new(start.start.max(skip_through))));
+    let flusher = Flusher {
+        store,
+        flushed: flushed_tx,
+        mode: m.position.flush,
+        slot: m.source.slot.clone(),
+        server: start.server.clone(),
+        last: start.start.max(skip_through),
+    };
+
+    // The plugin thread.
+    let (work_tx, mut work_rx) = mpsc::channel::<Work>(4);
+    let (pub_tx, mut pub_rx) = mpsc::channel::<Result<Published, ChainError>>(4);
+    let policy = m.errors.clone();
+    let allowed = m.nats.subjects.clone();
+    let plugin_thread = std::thread::Builder::new()
+        .name("sluice-plugins".into())
+        .spawn(move || -> Result<(), RunError> {
+            let transforms = transforms
+                .iter()
+                .map(|t| t.instantiate())
+                .collect::<Result<_, _>>()?;
+            let mut chain = Chain::new(transforms, sink.instantiate()?, policy, allowed);
+            while let Some(work) = work_rx.blocking_recv() {
+                let out = match work {
+                    Work::Batch { batch, first_event } => {
+                        let (commit_lsn, xid) = (batch.commit_lsn, batch.xid);
+                        chain
+                            .process(batch, first_event)
+                            .map(|o| Published::Messages {
+                                outgoing: o.messages,
+                                commit_lsn,
+                                xid,
+                            })
+                    }
+                    Work::End(info) => Ok(Published::End(info)),
+                };
+                let failed = out.is_err();
+                if pub_tx.blocking_send(out).is_err() || failed {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| RunError::Task(format!("cannot start the plugin thread: {e}")))?;
+
+    // The publisher and its completions.
+    let (publisher, mut completions) = Publisher::<()>::new(
+        client,
+        filter,
+        PublisherConfig {
+            max_in_flight: m.nats.max_in_flight,
+            max_in_flight_bytes: usize::try_from(m.nats.max_in_flight_bytes).unwrap_or(usize::MAX),
+            stream: Some(m.nats.stream.as_str().to_owned()),
+            ..PublisherConfig::default()
+        },
+    );
+    let acks = Arc::new(Mutex::new(AckQueue::default()));
+    let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<Vec<CommitInfo>>();
+    let pipeline = m.pipeline.as_str().to_owned();
+    let publish_acks = acks.clone();
+    let publish_acked = acked_tx.clone();
+    let publish_task = tokio::spawn(async move {
+        while let Some(item) = pub_rx.recv().await {
+            match item? {
+                Published::Messages {
+                    outgoing,
+                    commit_lsn,
+                    xid,
+                } => {
+                    for o in outgoing {
+                        let meta = HostMeta {
+                            msg_id: publish::msg_id(
+                                &pipeline,
+                                commit_lsn,
+                                xid,
+                                o.event_index,
+                                u64::from(o.output_index),
+                            ),
+                            commit_lsn,
+                            lsn: None,
+                            table: None,
+                            op: None,
+                        };
+                        lock(&publish_acks).message();
+                        publisher
+                            .publish(
+                                publish::Outgoing {
+                                    message: o.message,
+                                    meta,
+                                },
+                                (),
+                            )
+                            .await?;
+                    }
+                }
+                Published::End(info) => {
+                    let done = lock(&publish_acks).commit(info);
+                    if !done.is_empty() {
+                        let _ = publish_acked.send(done);
+                    }
+                }
+            }
+        }
+        Ok::<(), RunError>(())
+    });
+    let completion_acks = acks.clone();
+    let completion_task = tokio::spawn(async move {
+        while let Some(c) = completions.recv().await {
+            c?;
+            let done = lock(&completion_acks).stored();
+            if !done.is_empty() {
+                let _ = acked_tx.send(done);
+            }
+        }
+        Ok::<(), RunError>(())
+    });
+
+    let heartbeat = m.position.heartbeat.clone().map(|h| {
+        let token = shutdown.child_token();
+        tokio::spawn(heartbeats(sql, h.interval, h.sql, token))
+    });
+
+    // The source loop: feeds the plugin thread and the tracker, and flushes.
+    let mut flusher = flusher;
+    let mut first_event = 0u64;
+    let mut outcome: Result<(), RunError> = Ok(());
+    let mut work = Some(work_tx);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if work.is_some() => {
+                tracing::info!("shutting down: draining in-flight publishes");
+                work = None;
+            }
+            acked = acked_rx.recv() => match acked {
+                Some(done) => {
+                    let moved = {
+                        let mut t = lock(&tracker);
+                        for d in &done { t.acknowledged(d.end_lsn); }
+                        t.confirmed()
+                    };
+                    if let Some(last) = done.last() {
+                        flusher.advance(moved, Some(*last)).await?;
+                    }
+                }
+                None => break,
+            },
+            event = events.next(), if work.is_some() => {
+                let Some(tx) = work.as_ref() else { continue };
+                match event {
+                    Some(Ok(SourceEvent::Batch(batch))) => {
+                        if batch.first {
+                            lock(&tracker).transaction_begun();
+                            first_event = 0;
+                        }
+                        let n = batch.events.len() as u64;
+                        if tx.send(Work::Batch { batch, first_event }).await.is_err() {
+                            work = None;
+                        }
+                        first_event += n;
+                    }
+                    Some(Ok(SourceEvent::TransactionEnd(end))) => {
+                        let info = CommitInfo { xid: end.xid, commit_lsn: end.commit_lsn, end_lsn: end.end_lsn, commit_time: end.commit_time };
+                        lock(&tracker).transaction_complete(end.end_lsn);
+                        if tx.send(Work::End(info)).await.is_err() {
+                            work = None;
+                        }
+                    }
+                    Some(Ok(SourceEvent::Keepalive { wal_end })) => {
+                        if flusher.mode == FlushMode::ConnectorAndDriver {
+                            let moved = lock(&tracker).idle_until(wal_end);
+                            if let Some(lsn) = moved {
+                                flusher.advance(lsn, None).await?;
+                            }
+                        }
+                    }
+                    Some(Ok(SourceEvent::Restarted(r))) => {
+                        tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
+                            "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
+                    }
+                    Some(Err(e)) => {
+                        outcome = Err(e.into());
+                        work = None;
+                    }
+                    None => work = None,
+                }
+            }
+        }
+        if work.is_none() {
+            break;
+        }
+    }
+    drop(work);
+
+    // Drain: the plugin thread ends when its input closes, the publisher
+    // when the plugin thread's output closes; completions arrive until the
+    // last stored message. Bounded by the shutdown timeout.
+    let drain = async {
+        let mut first_error = None;
+        let thread = tokio::task::spawn_blocking(move || plugin_thread.join());
+        match publish_task.await {
+            Ok(Err(e)) => first_error = first_error.or(Some(e)),
+            Err(e) => first_error = first_error.or(Some(RunError::Task(e.to_string()))),
+            Ok(Ok(())) => {}
+        }
+        while let Some(done) = acked_rx.recv().await {
+            let moved = {
+                let mut t = lock(&tracker);
+                for d in &done {
+                    t.acknowledged(d.end_lsn);
+                }
+                t.confirmed()
+            };
+            if let Some(last) = done.last() {
+                if let Err(e) = flusher.advance(moved, Some(*last)).await {
+                    first_error = first_error.or(Some(e));
+                }
+            }
+        }
+        match completion_task.await {
+            Ok(Err(e)) => first_error = first_error.or(Some(e)),
+            Err(e) => first_error = first_error.or(Some(RunError::Task(e.to_string()))),
+            Ok(Ok(())) => {}
+        }
+        match thread.await {
+            Ok(Ok(Err(e))) => first_error = first_error.or(Some(e)),
+            Ok(Err(_)) | Err(_) => {
+                first_error =
+                    first_error.or(Some(RunError::Task("the plugin thread panicked".into())))
+            }
+            Ok(Ok(Ok(()))) => {}
+        }
+        first_error
+    };
+    let drained = tokio::time::timeout(m.shutdown_timeout, drain).await;
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+    // The final standby status carries the last flushed LSN.
+    let stopped = events.stop().await;
+    match drained {
+        Ok(Some(e)) => outcome = outcome.and(Err(e)),
+        Ok(None) => {}
+        Err(_) => {
+            tracing::warn!(timeout = ?m.shutdown_timeout, "in-flight publishes did not finish in time; they will be replayed and de-duplicated on restart");
+        }
+    }
+    outcome?;
+    stopped?;
+    tracing::info!(flushed = %flusher.last, "stopped");
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes the offset, then tells the slot: in that order, so that slot and
+/// offset never disagree in a way a restart could not resolve.
+struct Flusher {
+    store: Box<dyn OffsetStore>,
+    flushed: watch::Sender<Lsn>,
+    mode: FlushMode,
+    slot: crate::replication::SlotName,
+    server: SystemIdentity,
+    last: Lsn,
+}
+
+impl Flusher {
+    async fn advance(&mut self, to: Lsn, last: Option<CommitInfo>) -> Result<(), RunError> {
+        if to <= self.last {
+            return Ok(());
+        }
+        if self.store.is_durable() {
+            let mut record = OffsetRecord::new(
+                self.slot.clone(),
+                to,
+                self.server.system_id,
+                self.server.timeline,
+            );
+            if let Some(c) = last.filter(|c| c.end_lsn == to) {
+                record = record.with_transaction(c.xid, c.commit_lsn, c.commit_time);
+            }
+            self.store.store(&record).await?;
+        }
+        self.last = to;
+        if self.mode != FlushMode::Manual {
+            let _ = self.flushed.send(to);
+        }
+        Ok(())
+    }
+}
+
+/// Periodic writes to the source so that a quiet slot still moves.
+async fn heartbeats(
+    sql: tokio_postgres::Client,
+    interval: Duration,
+    statement: Option<String>,
+    token: CancellationToken,
+) {
+    let statement = statement.unwrap_or_else(|| {
+        "SELECT pg_logical_emit_message(false, 'sluice.heartbeat', '')".to_owned()
+    });
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = sql.batch_execute(&statement).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        }
+    }
+}
