@@ -65,7 +65,7 @@ pub enum RunError {
     #[error(transparent)]
     Startup(#[from] startup::StartupError),
     #[error(transparent)]
-    Source(#[from] source::SourceError),
+    Source(Box<source::SourceError>),
     #[error(transparent)]
     Plugin(#[from] PluginError),
     #[error("stopped by the error policy: {0}")]
@@ -74,6 +74,13 @@ pub enum RunError {
     Publish(#[from] publish::PublishError),
     #[error("a pipeline task failed: {0}")]
     Task(String),
+}
+
+impl From<source::SourceError> for RunError {
+    fn from(e: source::SourceError) -> Self {
+        // Boxed: the source's errors are large, and rare.
+        RunError::Source(Box::new(e))
+    }
 }
 
 /// NATS connection options from the manifest.
@@ -439,10 +446,10 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                 }
                 t.confirmed()
             };
-            if let Some(last) = done.last() {
-                if let Err(e) = flusher.advance(moved, Some(*last)).await {
-                    first_error = first_error.or(Some(e));
-                }
+            if let Some(last) = done.last()
+                && let Err(e) = flusher.advance(moved, Some(*last)).await
+            {
+                first_error = first_error.or(Some(e));
             }
         }
         match completion_task.await {
