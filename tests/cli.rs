@@ -6,7 +6,6 @@
 
 #[path = "support/postgres.rs"]
 mod postgres;
-#[allow(dead_code)]
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -278,4 +277,196 @@ fn tail_stops_with_the_plugin_error_when_a_transform_fails() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains("scramble"), "{stderr}");
+}
+
+/// The value of the `key: value` line of `text`.
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no `{key}:` line in:\n{text}"))
+}
+
+/// The start-up decisions `sluice slot status` prints.
+fn decisions(status: &str) -> Vec<&str> {
+    status
+        .lines()
+        .skip_while(|l| !l.starts_with("start-up would"))
+        .skip(1)
+        .collect()
+}
+
+#[test]
+fn slot_and_offset_commands_show_move_and_refuse() {
+    let pg = PgCluster::shared();
+    let (db, url) = database(
+        pg,
+        "clislot",
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR ALL TABLES;",
+    );
+    let slot = format!("cli_slot_{}", std::process::id());
+    pg.psql(
+        &db,
+        &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = manifest(dir.path(), &url, &slot, "");
+    let m = file.to_str().unwrap();
+    let store = format!("offset file {}", dir.path().join("offset.json").display());
+
+    // Nothing stored yet: every strategy starts at the slot.
+    assert_eq!(
+        stdout_of(&["offset", "show", m]),
+        format!("store: {store}\noffset: none\n")
+    );
+    let s = pg.psql(
+        &db,
+        &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+    );
+    let status = stdout_of(&["slot", "status", m]);
+    assert_eq!(field(&status, "slot"), slot);
+    assert_eq!(field(&status, "plugin"), "pgoutput");
+    assert_eq!(field(&status, "active"), "no");
+    assert_eq!(field(&status, "confirmed_flush_lsn"), s);
+    assert_eq!(field(&status, "wal_status"), "reserved");
+    let retained = field(&status, "wal_retained");
+    let bytes: u64 = retained.strip_suffix(" bytes").unwrap().parse().unwrap();
+    assert!(bytes > 0, "{retained}");
+    assert_eq!(field(&status, "offset"), "none");
+    assert_eq!(
+        decisions(&status),
+        [
+            format!("  no-validation (manifest): start at {s}"),
+            format!("  trust-offset: start at {s}"),
+            format!("  trust-slot: start at {s}"),
+            format!("  trust-greater-lsn: start at {s}"),
+        ]
+    );
+
+    // An offset ahead of the slot.
+    pg.psql(&db, "INSERT INTO t SELECT generate_series(1, 100)");
+    let o = pg.psql(&db, "SELECT pg_current_wal_flush_lsn()");
+    assert_eq!(
+        stdout_of(&["offset", "set", m, &o]),
+        format!(
+            "stored offset {o} for replication slot \"{slot}\" in {store} (no offset was stored)\n"
+        )
+    );
+    let status = stdout_of(&["slot", "status", m]);
+    assert_eq!(field(&status, "offset"), o);
+    assert_eq!(
+        decisions(&status),
+        [
+            format!("  no-validation (manifest): start at {o}"),
+            format!("  trust-offset: advance the slot to {o}, then start at {o}"),
+            format!("  trust-slot: start at {o}"),
+            format!("  trust-greater-lsn: advance the slot to {o}, then start at {o}"),
+        ]
+    );
+
+    // Neither the offset nor the slot moves backwards.
+    assert_eq!(
+        error_of(&["offset", "set", m, &s]),
+        format!(
+            "error: refusing to store offset {s} for slot \"{slot}\" in {store}: it holds {o}, and a stored offset never moves backwards; to move it back, run `sluice offset clear {m}` first, then set it again"
+        )
+    );
+    assert_eq!(
+        error_of(&["slot", "advance", m, "0/1"]),
+        format!(
+            "error: refusing to move replication slot \"{slot}\" backwards from {s} to 0/1: PostgreSQL can only advance a slot"
+        )
+    );
+    assert_eq!(
+        stdout_of(&["slot", "advance", m, &o]),
+        format!("advanced replication slot \"{slot}\" from {s} to {o}\n")
+    );
+    assert_eq!(
+        stdout_of(&["slot", "advance", m, &o]),
+        format!("replication slot \"{slot}\" is already at {o}\n")
+    );
+    let status = stdout_of(&["slot", "status", m]);
+    assert_eq!(field(&status, "confirmed_flush_lsn"), o);
+    assert!(
+        decisions(&status)
+            .iter()
+            .all(|d| d.ends_with(&format!(": start at {o}"))),
+        "{status}"
+    );
+
+    // An active slot is neither advanced nor dropped.
+    let tail = Tail::start(&[m]);
+    let active = format!(
+        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{slot}' AND active"
+    );
+    let deadline = Instant::now() + WAIT;
+    let pid = loop {
+        let pid = pg.psql(&db, &active);
+        if !pid.is_empty() {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "tail never made the slot active");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for action in ["drop", "advance"] {
+        let mut args = vec!["slot", action, m];
+        if action == "advance" {
+            args.push("FFFF/0");
+        }
+        assert_eq!(
+            error_of(&args),
+            format!(
+                "error: refusing to {action} replication slot \"{slot}\": it is active, read by the process with pid {pid}; stop that reader (a running pipeline or tail) first"
+            )
+        );
+    }
+    assert_eq!(
+        field(&stdout_of(&["slot", "status", m]), "active"),
+        format!("yes (pid {pid})")
+    );
+    let (code, stderr) = tail.interrupt();
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    pg.wait_for(
+        &db,
+        &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        "f",
+        WAIT,
+    );
+
+    // Dropping the slot while an offset is stored: start-up would refuse.
+    assert_eq!(
+        stdout_of(&["slot", "drop", m]),
+        format!(
+            "dropped replication slot \"{slot}\" (it was at {o})\nnote: {store} still holds offset {o}: the next start refuses to create a new slot over it; re-snapshot, or accept the gap with `sluice offset clear {m}`\n"
+        )
+    );
+    let status = stdout_of(&["slot", "status", m]);
+    assert_eq!(field(&status, "slot"), format!("{slot} (does not exist)"));
+    let refusals = decisions(&status);
+    assert_eq!(refusals.len(), 4);
+    assert!(
+        refusals[1].starts_with(&format!(
+            "  trust-offset: refuse: refusing to start: replication slot \"{slot}\" does not exist, but {store} holds offset {o}"
+        )),
+        "{status}"
+    );
+    assert_eq!(
+        error_of(&["slot", "drop", m]),
+        format!("error: replication slot \"{slot}\" does not exist")
+    );
+
+    assert_eq!(
+        stdout_of(&["offset", "clear", m]),
+        format!("cleared offset {o} for replication slot \"{slot}\" from {store}\n")
+    );
+    assert_eq!(
+        stdout_of(&["offset", "clear", m]),
+        format!("{store} holds no offset: nothing to clear\n")
+    );
+    let status = stdout_of(&["slot", "status", m]);
+    assert_eq!(
+        decisions(&status)[0],
+        format!(
+            "  no-validation (manifest): refuse: replication slot \"{slot}\" does not exist and source.create-slot = false: create it with `SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');`, or set source.create-slot = true"
+        )
+    );
 }
