@@ -7,8 +7,11 @@
 
 mod input;
 mod message_view;
+mod offset;
 mod pipeline;
 mod plugin;
+mod slot;
+mod tail;
 
 use std::path::PathBuf;
 
@@ -38,6 +41,14 @@ enum Command {
     /// Inspect and try out plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Prints the decoded change stream as JSON lines until Ctrl-C.
+    Tail(tail::TailArgs),
+    /// Shows, advances or drops the manifest's replication slot.
+    #[command(subcommand)]
+    Slot(slot::SlotCommand),
+    /// Shows, sets or clears the manifest's stored offset.
+    #[command(subcommand)]
+    Offset(offset::OffsetCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +86,18 @@ impl Cli {
                 plugin::inspect(&file, &runtime)
             }
             Command::Plugin(PluginCommand::Run(args)) => plugin::run(args),
+            Command::Tail(args) => tail::run(args),
+            Command::Slot(command) => slot::run(command),
+            Command::Offset(command) => offset::run(command),
         }
     }
+}
+
+/// The async runtime of the commands that talk to PostgreSQL or NATS.
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }

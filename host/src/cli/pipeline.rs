@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use sluice_host::config::Manifest;
 use sluice_host::pipeline::run::{nats_options, plugin_runtime};
 use sluice_host::position::startup::read_slot;
@@ -12,17 +11,10 @@ use sluice_host::publish;
 use sluice_host::replication::setup;
 use tokio_util::sync::CancellationToken;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 /// Runs the pipeline until SIGINT or SIGTERM, then drains and exits 0.
 pub(crate) fn run(file: &Path) -> anyhow::Result<()> {
     let manifest = Manifest::load(file)?;
-    runtime()?.block_on(async move {
+    super::async_runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
@@ -73,7 +65,7 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
         m.sink.name,
         m.sink.path.display()
     );
-    runtime()?.block_on(async {
+    super::async_runtime()?.block_on(async {
         let sql = setup::connect_sql(&m.source.conninfo).await?;
         let version: String = sql.query_one("SHOW server_version", &[]).await?.get(0);
         println!(

@@ -28,7 +28,7 @@ pub(super) struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    fn runtime(&self) -> anyhow::Result<PluginRuntime> {
+    pub(super) fn runtime(&self) -> anyhow::Result<PluginRuntime> {
         let cache_dir = if self.no_cache {
             None
         } else {
