@@ -112,6 +112,10 @@ pub struct PgCluster {
     tls: Option<TlsFiles>,
     watchdog: Option<Child>,
     stdin: Option<ChildStdin>,
+    /// Watchdogs of postmasters started by [`PgCluster::restart`], newest
+    /// last; each stops its postmaster (but removes nothing) when its pipe
+    /// closes.
+    restarted: Vec<(Child, Option<ChildStdin>)>,
 }
 
 static SHARED: OnceLock<PgCluster> = OnceLock::new();
@@ -193,6 +197,7 @@ impl PgCluster {
             tls,
             watchdog: Some(watchdog),
             stdin,
+            restarted: Vec::new(),
         };
         cluster.wait_ready();
         for auth in [Auth::Trust, Auth::Password, Auth::Md5, Auth::ScramSha256] {
@@ -359,8 +364,70 @@ impl PgCluster {
         }
     }
 
+    /// Crashes the server: SIGKILL to the postmaster and every one of its
+    /// children at once, as a power cut would (the data files keep what the
+    /// OS cache holds, so nothing committed is lost even with `fsync = off`).
+    /// Waits until they are all gone. [`Self::restart`] brings it back.
+    pub fn crash(&self) {
+        let data = self.dir.join("data");
+        let pid_file =
+            fs::read_to_string(data.join("postmaster.pid")).expect("read postmaster.pid");
+        let postmaster: u32 = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("a pid in postmaster.pid");
+        let mut pids = children_of(postmaster);
+        pids.push(postmaster);
+        for pid in &pids {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while pids
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "postgres processes survived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same directory and port (after
+    /// [`Self::crash`]) and waits until it accepts connections, crash
+    /// recovery done.
+    pub fn restart(&mut self) {
+        let log = self.dir.join("postgres.log");
+        let script = format!(
+            "{PG_BIN}/postgres -D '{}' </dev/null >>'{}' 2>&1 & pid=$!; \
+             cat >/dev/null; kill -QUIT $pid 2>/dev/null; wait $pid",
+            self.dir.join("data").display(),
+            log.display(),
+        );
+        let mut watchdog = Command::new("runuser")
+            .args(["-u", "postgres", "--", "sh", "-c", &script])
+            .current_dir(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn postgres");
+        let stdin = watchdog.stdin.take();
+        self.restarted.push((watchdog, stdin));
+        self.wait_ready();
+    }
+
     /// Stops the cluster now (immediate shutdown) and removes its files.
     pub fn stop(&mut self) {
+        // Newer postmasters first: the first watchdog removes the directory.
+        while let Some((mut child, stdin)) = self.restarted.pop() {
+            drop(stdin);
+            let _ = child.wait();
+        }
         drop(self.stdin.take());
         if let Some(mut child) = self.watchdog.take() {
             let _ = child.wait();
@@ -479,6 +546,36 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The processes whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // `pid (comm) state ppid …`: comm may hold spaces.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|s| s == "Z")
+        })
+        .unwrap_or(true)
 }
 
 fn append(path: &Path, text: &str) {
