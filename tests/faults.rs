@@ -141,9 +141,11 @@ async fn a_nats_outage_loses_nothing_and_never_confirms_what_is_not_stored() {
     let stopped = Arc::new(AtomicBool::new(false));
     let writer = write_in_two_halves(p.db.clone(), stopped.clone());
     let js = nats.jetstream().await;
-    wait_until("200 rows in the stream", Duration::from_secs(60), || async {
-        stream_len(&js, "NATSDOWN").await >= 200
-    })
+    wait_until(
+        "200 rows in the stream",
+        Duration::from_secs(60),
+        || async { stream_len(&js, "NATSDOWN").await >= 200 },
+    )
     .await;
     drop(js);
 
@@ -228,7 +230,7 @@ async fn a_two_million_row_transaction_goes_through_in_bounded_memory() {
             ..ManifestParts::default()
         },
     );
-    pg.psql(&p.db, "CREATE TABLE big (id int, v text)");
+    pg.psql(&p.db, "CREATE TABLE big (id int PRIMARY KEY, v text)");
     let mut child = p.start(cache.path());
     p.wait_streaming(pg).await;
 
@@ -260,7 +262,11 @@ async fn a_two_million_row_transaction_goes_through_in_bounded_memory() {
         ROWS as f64 / through.as_secs_f64(),
         peak as f64 / f64::from(1 << 20)
     );
-    assert_eq!(stream_len(&js, "HUGE").await, ROWS, "every row exactly once");
+    assert_eq!(
+        stream_len(&js, "HUGE").await,
+        ROWS,
+        "every row exactly once"
+    );
     let stream = js.get_stream("HUGE").await.unwrap();
     for (sequence, id) in [(1, 1), (ROWS, ROWS)] {
         let m = stream.get_raw_message(sequence).await.unwrap();
@@ -296,9 +302,11 @@ async fn a_terminated_walsender_is_reconnected_without_loss_or_duplicates() {
     // Between small transactions.
     let terminated = Arc::new(AtomicBool::new(false));
     let writer = write_in_two_halves(p.db.clone(), terminated.clone());
-    wait_until("200 rows in the stream", Duration::from_secs(60), || async {
-        stream_len(&js, "WALSENDER").await >= 200
-    })
+    wait_until(
+        "200 rows in the stream",
+        Duration::from_secs(60),
+        || async { stream_len(&js, "WALSENDER").await >= 200 },
+    )
     .await;
     let first = terminate(&p);
     terminated.store(true, Ordering::SeqCst);
