@@ -6,158 +6,17 @@
 
 #[path = "support/nats.rs"]
 mod nats;
+#[path = "support/pipeline.rs"]
+mod pipeline;
 #[path = "support/postgres.rs"]
 mod postgres;
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nats::{NatsServer, read_stream};
+use pipeline::{Pipeline, signal, wait_exit, wait_until};
 use postgres::PgCluster;
-
-/// Polls `cond` every 50 ms until it holds, or panics after `timeout`.
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-struct Pipeline {
-    db: String,
-    slot: String,
-    manifest: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Pipeline {
-    fn new(pg: &PgCluster, nats: &NatsServer, name: &str, tables: &[&str]) -> Pipeline {
-        let db = pg.create_database(name);
-        let slot = format!("slot_{name}");
-        let dir = tempfile::tempdir().unwrap();
-        let tables: Vec<String> = tables.iter().map(|t| format!("\"public.{t}\"")).collect();
-        let manifest = format!(
-            r#"
-[source]
-url = "{url}"
-publication = "pub_{name}"
-slot = "{slot}"
-create-publication = [{tables}]
-
-[position]
-status-interval = "100ms"
-
-[nats]
-url = "{nats}"
-stream = "{stream}"
-subjects = ["cdc.>"]
-
-[[transform]]
-name = "mask"
-path = "{mask}"
-config = {{ columns = {{ email = "hash" }} }}
-
-[sink]
-name = "json"
-path = "{json}"
-config = {{ subject-prefix = "cdc" }}
-
-[pipeline]
-shutdown-timeout = "10s"
-"#,
-            url = pg.superuser_url(&db),
-            nats = nats.url(),
-            stream = name.to_uppercase(),
-            tables = tables.join(", "),
-            mask = support::plugin_path("mask").display(),
-            json = support::plugin_path("json-sink").display(),
-        );
-        let path = dir.path().join("sluice.toml");
-        std::fs::write(&path, manifest).unwrap();
-        Pipeline {
-            db,
-            slot,
-            manifest: path,
-            _dir: dir,
-        }
-    }
-
-    fn start(&self, cache: &Path) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", self.manifest.to_str().unwrap()])
-            .env("XDG_CACHE_HOME", cache)
-            .env("SLUICE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sluice run")
-    }
-
-    /// Waits until the slot exists and a walsender streams from it.
-    async fn wait_streaming(&self, pg: &PgCluster) {
-        let q = format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
-            self.slot
-        );
-        wait_until(
-            "the slot to be streamed",
-            Duration::from_secs(60),
-            || async { pg.psql(&self.db, &q).trim() == "1" },
-        )
-        .await;
-    }
-
-    async fn wait_inactive(&self, pg: &PgCluster) {
-        let q = format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND NOT active",
-            self.slot
-        );
-        wait_until(
-            "the slot to be released",
-            Duration::from_secs(30),
-            || async { pg.psql(&self.db, &q).trim() == "1" },
-        )
-        .await;
-    }
-
-    fn confirmed(&self, pg: &PgCluster) -> String {
-        pg.psql(
-            &self.db,
-            &format!(
-                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{}'",
-                self.slot
-            ),
-        )
-        .trim()
-        .to_owned()
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "sluice did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn json(payload: &[u8]) -> serde_json::Value {
     serde_json::from_slice(payload).unwrap()

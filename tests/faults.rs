@@ -1,0 +1,371 @@
+//! `sluice run` under faults, end to end: a real PostgreSQL, a real
+//! nats-server and the example plugins as components, with the `sluice`
+//! binary run as a user runs it.
+//!
+//! - NATS goes away for ten seconds mid-stream: nothing is lost or
+//!   duplicated, and meanwhile the slot is never confirmed past what the
+//!   stream holds.
+//! - One transaction of two million rows goes through in bounded memory.
+//! - The walsender is terminated mid-stream, between transactions and in
+//!   the middle of a large one: the host reconnects and every row arrives
+//!   exactly once.
+
+#[path = "support/nats.rs"]
+mod nats;
+#[path = "support/pipeline.rs"]
+mod pipeline;
+#[path = "support/postgres.rs"]
+mod postgres;
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+
+use nats::{NatsServer, stream_len};
+use pipeline::{
+    ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal,
+    wait_exit, wait_until,
+};
+use postgres::PgCluster;
+
+/// A message read back from the stream, with the time JetStream stored it.
+#[derive(Debug)]
+struct Stored {
+    /// Unix time in nanoseconds.
+    stored_at: i128,
+    /// `Sluice-Commit-Lsn`: where the transaction's commit record starts.
+    commit_lsn: u64,
+    /// The row's `id` (after image).
+    id: i64,
+}
+
+/// Every message of `stream`, in order, through an ordered consumer (one
+/// request per message would take minutes for the larger tests).
+async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
+    let handle = js.get_stream(stream).await.expect("look up the stream");
+    let count = stream_len(js, stream).await as usize;
+    let consumer = handle
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("create an ordered consumer");
+    let mut messages = consumer.messages().await.expect("consume").take(count);
+    let mut out = Vec::with_capacity(count);
+    while let Some(m) = messages.next().await {
+        let m = m.expect("read a message");
+        let info = m.info().expect("JetStream metadata");
+        let commit = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Sluice-Commit-Lsn"))
+            .expect("a Sluice-Commit-Lsn header");
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).expect("JSON payload");
+        out.push(Stored {
+            stored_at: info.published.unix_timestamp_nanos(),
+            commit_lsn: parse_lsn(commit.as_str()),
+            id: body["after"]["id"].as_i64().expect("after.id"),
+        });
+    }
+    out
+}
+
+fn now_nanos() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos() as i128
+}
+
+fn passthrough_pipeline(pg: &PgCluster, nats: &NatsServer, name: &str) -> Pipeline {
+    let p = Pipeline::with(
+        pg,
+        nats,
+        name,
+        &["items"],
+        ManifestParts {
+            plugins: passthrough_then_json(),
+            ..ManifestParts::default()
+        },
+    );
+    pg.psql(&p.db, "CREATE TABLE items (id int PRIMARY KEY, v text)");
+    p
+}
+
+/// Writes transactions `0..100` of ten rows each (ids `t * 10 + i`), one
+/// psql call (one transaction) each; before transaction 50 it waits until
+/// `halfway` is set, so that the second half is written after the fault.
+fn write_in_two_halves(db: String, halfway: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for t in 0..100 {
+            if t == 50 {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !halfway.load(Ordering::SeqCst) {
+                    assert!(Instant::now() < deadline, "the fault never happened");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let values: Vec<String> = (0..10)
+                .map(|i| format!("({}, 'row {t}.{i}')", t * 10 + i))
+                .collect();
+            PgCluster::shared().psql(
+                &db,
+                &format!("INSERT INTO items VALUES {}", values.join(",")),
+            );
+        }
+    })
+}
+
+/// Asserts that `stored` holds ids `0..n` exactly once each.
+fn assert_exactly_once(stored: &[Stored], n: i64) {
+    let mut ids: Vec<i64> = stored.iter().map(|s| s.id).collect();
+    ids.sort_unstable();
+    let duplicates = ids.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!(duplicates, 0, "{duplicates} rows are in the stream twice");
+    assert_eq!(ids.len() as i64, n, "every row exactly once");
+    assert_eq!(ids, (0..n).collect::<Vec<i64>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_outage_loses_nothing_and_never_confirms_what_is_not_stored() {
+    let pg = PgCluster::shared();
+    let mut nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let p = passthrough_pipeline(pg, &nats, "natsdown");
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+
+    let stopped = Arc::new(AtomicBool::new(false));
+    let writer = write_in_two_halves(p.db.clone(), stopped.clone());
+    let js = nats.jetstream().await;
+    wait_until(
+        "200 rows in the stream",
+        Duration::from_secs(60),
+        || async { stream_len(&js, "NATSDOWN").await >= 200 },
+    )
+    .await;
+    drop(js);
+
+    // NATS is killed (no goodbye to clients) while the first half may still
+    // be in flight, and the second half is written while it is down.
+    nats.stop();
+    stopped.store(true, Ordering::SeqCst);
+    let outage = Instant::now();
+    let mut confirmed_during_outage = 0u64;
+    while outage.elapsed() < Duration::from_secs(10) {
+        let c = parse_lsn(&p.confirmed(pg));
+        confirmed_during_outage = confirmed_during_outage.max(c);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "sluice exited while NATS was down"
+    );
+    let restarted_at = now_nanos();
+    nats.start();
+
+    writer.join().unwrap();
+    let js = nats.jetstream().await;
+    wait_until("all 1000 rows", Duration::from_secs(120), || async {
+        stream_len(&js, "NATSDOWN").await >= 1000
+    })
+    .await;
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+
+    let stored = read_all(&js, "NATSDOWN").await;
+    assert_exactly_once(&stored, 1000);
+    // Nothing can be stored while NATS is down: what was stored before
+    // `restarted_at` was stored before the outage.
+    let before: Vec<&Stored> = stored
+        .iter()
+        .filter(|s| s.stored_at < restarted_at)
+        .collect();
+    let after = stored.len() - before.len();
+    assert!(
+        after >= 500,
+        "the second half was written during the outage, so it is stored after it (only {after} rows were)"
+    );
+    // The slot confirms commit END LSNs; a transaction whose commit record
+    // starts before the confirmed position is one the server will not send
+    // again, so it must have been in the stream already.
+    let unstored: BTreeMap<u64, usize> = stored
+        .iter()
+        .filter(|s| s.stored_at >= restarted_at && s.commit_lsn < confirmed_during_outage)
+        .fold(BTreeMap::new(), |mut m, s| {
+            *m.entry(s.commit_lsn).or_default() += 1;
+            m
+        });
+    assert!(
+        unstored.is_empty(),
+        "while NATS was down the slot was confirmed at {confirmed_during_outage:X}, past transactions \
+         (commit LSN → rows) not yet stored: {unstored:X?}"
+    );
+    eprintln!(
+        "NATS outage: {} rows stored before it, {after} after; highest confirmed_flush_lsn during it {:X}/{:X}",
+        before.len(),
+        confirmed_during_outage >> 32,
+        confirmed_during_outage & 0xFFFF_FFFF
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_million_row_transaction_goes_through_in_bounded_memory() {
+    const ROWS: u64 = 2_000_000;
+    const MAX_RSS: u64 = 200 << 20;
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let p = Pipeline::with(
+        pg,
+        &nats,
+        "huge",
+        &["big"],
+        ManifestParts {
+            plugins: passthrough_then_json(),
+            ..ManifestParts::default()
+        },
+    );
+    pg.psql(&p.db, "CREATE TABLE big (id int PRIMARY KEY, v text)");
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+
+    let written = Instant::now();
+    pg.sql(
+        &p.db,
+        &format!("INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, {ROWS}) g"),
+    )
+    .await;
+    let committed = Instant::now();
+    let js = nats.jetstream().await;
+    wait_until(
+        "two million rows in the stream",
+        Duration::from_secs(900),
+        || async { stream_len(&js, "HUGE").await >= ROWS },
+    )
+    .await;
+    let through = committed.elapsed();
+    let peak = proc_status_bytes(child.id(), "VmHWM");
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+
+    eprintln!(
+        "{ROWS} rows in one transaction: written in {:.1} s, in the stream {:.1} s after commit \
+         ({:.0} rows/s); sluice peak RSS {:.1} MB",
+        (committed - written).as_secs_f64(),
+        through.as_secs_f64(),
+        ROWS as f64 / through.as_secs_f64(),
+        peak as f64 / f64::from(1 << 20)
+    );
+    assert_eq!(
+        stream_len(&js, "HUGE").await,
+        ROWS,
+        "every row exactly once"
+    );
+    let stream = js.get_stream("HUGE").await.unwrap();
+    for (sequence, id) in [(1, 1), (ROWS, ROWS)] {
+        let m = stream.get_raw_message(sequence).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(body["after"]["id"], id, "message {sequence}");
+    }
+    assert!(
+        peak < MAX_RSS,
+        "sluice's peak RSS was {peak} bytes, over {MAX_RSS}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminated_walsender_is_reconnected_without_loss_or_duplicates() {
+    const LARGE: i64 = 100_000;
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let p = passthrough_pipeline(pg, &nats, "walsender");
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    let js = nats.jetstream().await;
+    let terminate = |p: &Pipeline| {
+        let pid = p.walsender_pid(pg);
+        assert!(!pid.is_empty(), "no walsender streams from the slot");
+        assert_eq!(
+            pg.psql(&p.db, &format!("SELECT pg_terminate_backend({pid})")),
+            "t"
+        );
+        pid
+    };
+
+    // Between small transactions.
+    let terminated = Arc::new(AtomicBool::new(false));
+    let writer = write_in_two_halves(p.db.clone(), terminated.clone());
+    wait_until(
+        "200 rows in the stream",
+        Duration::from_secs(60),
+        || async { stream_len(&js, "WALSENDER").await >= 200 },
+    )
+    .await;
+    let first = terminate(&p);
+    terminated.store(true, Ordering::SeqCst);
+    wait_until(
+        "a new walsender after the first termination",
+        Duration::from_secs(60),
+        || async {
+            let pid = p.walsender_pid(pg);
+            !pid.is_empty() && pid != first
+        },
+    )
+    .await;
+    writer.join().unwrap();
+    wait_until("all 1000 rows", Duration::from_secs(60), || async {
+        stream_len(&js, "WALSENDER").await >= 1000
+    })
+    .await;
+
+    // In the middle of a large transaction: the server sends it again from
+    // its start, and what was published of it before is de-duplicated.
+    pg.sql(
+        &p.db,
+        &format!(
+            "INSERT INTO items SELECT g, 'large ' || g FROM generate_series(1000, {}) g",
+            1000 + LARGE - 1
+        ),
+    )
+    .await;
+    wait_until(
+        "part of the large transaction",
+        Duration::from_secs(120),
+        || async { stream_len(&js, "WALSENDER").await >= 1000 + LARGE as u64 / 5 },
+    )
+    .await;
+    let second = terminate(&p);
+    let cut_at = stream_len(&js, "WALSENDER").await;
+    wait_until(
+        "a new walsender after the second termination",
+        Duration::from_secs(60),
+        || async {
+            let pid = p.walsender_pid(pg);
+            !pid.is_empty() && pid != second
+        },
+    )
+    .await;
+    let total = 1000 + LARGE;
+    wait_until("every row", Duration::from_secs(300), || async {
+        stream_len(&js, "WALSENDER").await >= total as u64
+    })
+    .await;
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+
+    assert!(
+        cut_at < total as u64,
+        "the second termination came after the large transaction was stored ({cut_at} rows)"
+    );
+    let stored = read_all(&js, "WALSENDER").await;
+    assert_exactly_once(&stored, total);
+    eprintln!("walsender terminated twice; the second time with {cut_at} of {total} rows stored");
+}

@@ -1,0 +1,290 @@
+//! Test harness for `sluice run` end to end: a manifest written for a fresh
+//! database, slot, publication and stream, the `sluice` binary started as a
+//! child process, and the waits and signals the tests need around it.
+//!
+//! Include it next to the PostgreSQL and NATS harnesses, under these names
+//! (it refers to them as `crate::postgres`, `crate::nats` and
+//! `crate::support`):
+//!
+//! ```ignore
+//! #[path = "support/nats.rs"] mod nats;
+//! #[path = "support/postgres.rs"] mod postgres;
+//! #[path = "support/pipeline.rs"] mod pipeline;
+//! mod support;
+//! ```
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::nats::NatsServer;
+use crate::postgres::PgCluster;
+
+/// Polls `cond` every 50 ms until it holds, or panics after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The plugin sections of the manifest: the mask transform hashing `email`,
+/// then the JSON sink publishing to `cdc.<schema>.<table>`.
+pub fn mask_then_json() -> String {
+    format!(
+        r#"
+[[transform]]
+name = "mask"
+path = "{mask}"
+config = {{ columns = {{ email = "hash" }} }}
+
+[sink]
+name = "json"
+path = "{json}"
+config = {{ subject-prefix = "cdc" }}
+"#,
+        mask = crate::support::plugin_path("mask").display(),
+        json = crate::support::plugin_path("json-sink").display(),
+    )
+}
+
+/// The plugin sections of the manifest: passthrough, then the JSON sink.
+pub fn passthrough_then_json() -> String {
+    format!(
+        r#"
+[[transform]]
+name = "passthrough"
+path = "{passthrough}"
+
+[sink]
+name = "json"
+path = "{json}"
+config = {{ subject-prefix = "cdc" }}
+"#,
+        passthrough = crate::support::plugin_path("passthrough").display(),
+        json = crate::support::plugin_path("json-sink").display(),
+    )
+}
+
+/// What a test may change in the manifest [`Pipeline::with`] writes.
+#[derive(Debug, Clone)]
+pub struct ManifestParts {
+    /// `[[transform]]` and `[sink]` sections.
+    pub plugins: String,
+    /// Extra lines for the `[nats]` table.
+    pub nats: String,
+    /// Extra lines for the `[position]` table.
+    pub position: String,
+}
+
+impl Default for ManifestParts {
+    fn default() -> Self {
+        ManifestParts {
+            plugins: mask_then_json(),
+            nats: String::new(),
+            position: String::new(),
+        }
+    }
+}
+
+/// One pipeline's database, slot, stream and manifest.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub db: String,
+    pub slot: String,
+    /// The JetStream stream: the pipeline's name in capitals.
+    pub stream: String,
+    pub manifest: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Pipeline {
+    /// A pipeline through the mask and the JSON sink, publishing `tables`.
+    pub fn new(pg: &PgCluster, nats: &NatsServer, name: &str, tables: &[&str]) -> Pipeline {
+        Pipeline::with(pg, nats, name, tables, ManifestParts::default())
+    }
+
+    /// A pipeline whose manifest has the given plugins and extra settings.
+    pub fn with(
+        pg: &PgCluster,
+        nats: &NatsServer,
+        name: &str,
+        tables: &[&str],
+        parts: ManifestParts,
+    ) -> Pipeline {
+        let db = pg.create_database(name);
+        let slot = format!("slot_{name}");
+        let stream = name.to_uppercase();
+        let dir = tempfile::tempdir().unwrap();
+        let tables: Vec<String> = tables.iter().map(|t| format!("\"public.{t}\"")).collect();
+        let manifest = format!(
+            r#"
+[source]
+url = "{url}"
+publication = "pub_{name}"
+slot = "{slot}"
+create-publication = [{tables}]
+
+[position]
+status-interval = "100ms"
+{position}
+
+[nats]
+url = "{nats}"
+stream = "{stream}"
+subjects = ["cdc.>"]
+{nats_extra}
+
+{plugins}
+
+[pipeline]
+shutdown-timeout = "10s"
+"#,
+            url = pg.superuser_url(&db),
+            nats = nats.url(),
+            tables = tables.join(", "),
+            position = parts.position,
+            nats_extra = parts.nats,
+            plugins = parts.plugins,
+        );
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, manifest).unwrap();
+        Pipeline {
+            db,
+            slot,
+            stream,
+            manifest: path,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `sluice run` on the manifest, with its compiled-plugin cache in
+    /// `cache`; its log goes to the test's stderr.
+    pub fn start(&self, cache: &Path) -> Child {
+        Command::new(sluice_binary())
+            .args(["run", self.manifest.to_str().unwrap()])
+            .env("XDG_CACHE_HOME", cache)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sluice run")
+    }
+
+    /// Waits until the slot exists and a walsender streams from it.
+    pub async fn wait_streaming(&self, pg: &PgCluster) {
+        let q = format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+            self.slot
+        );
+        wait_until(
+            "the slot to be streamed",
+            Duration::from_secs(60),
+            || async { pg.psql(&self.db, &q).trim() == "1" },
+        )
+        .await;
+    }
+
+    /// Waits until no walsender streams from the slot.
+    pub async fn wait_inactive(&self, pg: &PgCluster) {
+        let q = format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND NOT active",
+            self.slot
+        );
+        wait_until(
+            "the slot to be released",
+            Duration::from_secs(30),
+            || async { pg.psql(&self.db, &q).trim() == "1" },
+        )
+        .await;
+    }
+
+    /// The slot's `confirmed_flush_lsn`, as PostgreSQL prints it.
+    pub fn confirmed(&self, pg: &PgCluster) -> String {
+        self.slot_column(pg, "confirmed_flush_lsn")
+    }
+
+    /// The process id of the walsender streaming from the slot (empty when
+    /// none does).
+    pub fn walsender_pid(&self, pg: &PgCluster) -> String {
+        self.slot_column(pg, "active_pid")
+    }
+
+    fn slot_column(&self, pg: &PgCluster, column: &str) -> String {
+        pg.psql(
+            &self.db,
+            &format!(
+                "SELECT {column} FROM pg_replication_slots WHERE slot_name = '{}'",
+                self.slot
+            ),
+        )
+        .trim()
+        .to_owned()
+    }
+}
+
+/// The `sluice` binary: cargo's, unless `SLUICE_BIN` names another one
+/// (several worktrees sharing one `CARGO_TARGET_DIR` overwrite each other's
+/// `target/debug/sluice`).
+pub fn sluice_binary() -> PathBuf {
+    std::env::var_os("SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice")))
+}
+
+/// Sends `sig` (`-TERM`, `-KILL`…) to `child`.
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for `child` to exit, or panics after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "sluice did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A field of `/proc/<pid>/status` in bytes (`VmHWM`, `VmRSS`…), while the
+/// process runs.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kb: u64 = line
+        .trim()
+        .strip_suffix("kB")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected {field} line: {line}"));
+    kb * 1024
+}
+
+/// Parses PostgreSQL's `X/Y` LSN notation.
+pub fn parse_lsn(text: &str) -> u64 {
+    let (hi, lo) = text
+        .trim()
+        .split_once('/')
+        .unwrap_or_else(|| panic!("not an LSN: {text:?}"));
+    let hi = u64::from_str_radix(hi, 16).unwrap_or_else(|_| panic!("not an LSN: {text:?}"));
+    let lo = u64::from_str_radix(lo, 16).unwrap_or_else(|_| panic!("not an LSN: {text:?}"));
+    (hi << 32) | lo
+}
