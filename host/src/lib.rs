@@ -7,6 +7,8 @@
 //!
 //! - [`config`]: the manifest, validated in full before anything connects.
 //! - [`lsn`]: the WAL position type.
+//! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz` and
+//!   `/readyz` endpoints.
 //! - [`pipeline`]: the plugin chain and the dataflow from source to JetStream.
 //! - [`model`]: batches, events and values as the host sees them (mirrors
 //!   the WIT contract).
@@ -24,6 +26,7 @@
 
 pub mod config;
 pub mod lsn;
+pub mod metrics;
 pub mod model;
 pub mod pgoutput;
 pub mod pipeline;

@@ -20,8 +20,16 @@
 //! the event itself with `bad-input`, which the split then confirms), send
 //! each failing event to the dead-letter subject or count it as skipped, and
 //! keep the output of every other event.
+//!
+//! With [`Chain::with_metrics`], every plugin call is counted (events in,
+//! events or messages out, duration) under the plugin's name, and every
+//! failing event under the policy that handled it.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::ErrorPolicy;
+use crate::metrics::{Metrics, PluginProbe};
 use crate::model::{Batch, Event, Message, Relation};
 use crate::plugin::{CallError, PluginError, Sink, Transform};
 
@@ -85,6 +93,10 @@ pub struct Chain {
     pub sink: Sink,
     policy: ErrorPolicy,
     allowed: Vec<String>,
+    metrics: Option<Arc<Metrics>>,
+    /// Per stage (transforms, then the sink), resolved on first use and
+    /// again when the plugin at that stage changes name (after a reload).
+    probes: Vec<Option<PluginProbe>>,
 }
 
 impl Chain {
@@ -100,7 +112,15 @@ impl Chain {
             sink,
             policy,
             allowed,
+            metrics: None,
+            probes: Vec::new(),
         }
+    }
+
+    /// Counts calls and failures in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Runs `batch`, whose first event is event `first_event` of its
@@ -120,39 +140,71 @@ impl Chain {
             error,
         } = failure;
         if self.policy == ErrorPolicy::Stop || input.events.is_empty() {
+            // The pipeline halts on this failure: one error, handled by
+            // stopping (also under the other policies, when there is no
+            // event to set aside).
+            if let Some(m) = &self.metrics {
+                m.errors(&ErrorPolicy::Stop, 1);
+            }
             return Err(error);
         }
         tracing::warn!(error = %error, xid = input.xid, events = input.events.len(),
             "plugin chain failed; retrying the batch one event at a time to isolate the failure");
-        Ok(self.split(*input, stage, first_event))
+        let out = self.split(*input, stage, first_event);
+        if let Some(m) = &self.metrics {
+            m.errors(&self.policy, out.skipped + out.dead_lettered);
+        }
+        Ok(out)
+    }
+
+    /// Records one call of the plugin at `stage`.
+    fn observe(&mut self, stage: usize, input: usize, output: usize, started: Instant) {
+        let Some(metrics) = &self.metrics else { return };
+        let name = match self.transforms.get(stage) {
+            Some(t) => t.name(),
+            None => self.sink.name(),
+        };
+        if self.probes.len() <= stage {
+            self.probes.resize(stage + 1, None);
+        }
+        let probe = &mut self.probes[stage];
+        if probe.as_ref().is_none_or(|p| p.plugin() != name) {
+            *probe = Some(metrics.plugin(name));
+        }
+        if let Some(p) = probe {
+            p.call(input, output, started.elapsed());
+        }
     }
 
     /// Runs the stages from `stage` on (transforms by index, then the sink
     /// at index `transforms.len()`).
     fn run(&mut self, batch: Batch, stage: usize) -> Result<Vec<Message>, Failure> {
         let mut current = batch;
-        for (i, t) in self.transforms.iter_mut().enumerate().skip(stage) {
-            current = t
-                .transform(current)
-                .map_err(|CallError { error, input }| Failure {
-                    stage: i,
-                    input,
-                    error: error.into(),
-                })?;
+        for i in stage..self.transforms.len() {
+            let (input, started) = (current.events.len(), Instant::now());
+            let result = self.transforms[i].transform(current);
+            let output = result.as_ref().map_or(0, |b| b.events.len());
+            self.observe(i, input, output, started);
+            current = result.map_err(|CallError { error, input }| Failure {
+                stage: i,
+                input,
+                error: error.into(),
+            })?;
         }
         let sink_stage = self.transforms.len();
         // The sink consumes its input, and a forbidden subject shows only in
         // its output. To split the batch then, the other policies keep a
         // copy of the input; `stop` needs none.
         let sink_input = (self.policy != ErrorPolicy::Stop).then(|| current.clone());
-        let messages = self
-            .sink
-            .encode(current)
-            .map_err(|CallError { error, input }| Failure {
-                stage: sink_stage,
-                input,
-                error: error.into(),
-            })?;
+        let (input, started) = (current.events.len(), Instant::now());
+        let result = self.sink.encode(current);
+        let output = result.as_ref().map_or(0, Vec::len);
+        self.observe(sink_stage, input, output, started);
+        let messages = result.map_err(|CallError { error, input }| Failure {
+            stage: sink_stage,
+            input,
+            error: error.into(),
+        })?;
         if let Some(bad) = messages.iter().find(|m| !self.may_publish(&m.subject)) {
             return Err(Failure {
                 stage: sink_stage,

@@ -25,10 +25,16 @@
 //!   reconnect is de-duplicated by JetStream.
 //! - `manual` flush never moves the slot; `connector-and-driver` also
 //!   confirms a keepalive's WAL end, but only when nothing is in flight.
+//!
+//! Metrics ([`Metrics`]) are counted at the stages that see them: decoded
+//! events in the source loop, plugin calls in the chain, acknowledgements in
+//! the completion task, the confirmed LSN in the flusher. The endpoint on
+//! `[metrics] address` is up before anything connects and for as long as
+//! `run` runs.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +43,7 @@ use super::acks::{AckQueue, CommitInfo};
 use super::chain::{Chain, ChainError};
 use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, StorageKind};
 use crate::lsn::Lsn;
+use crate::metrics::{self, Metrics};
 use crate::model::Batch;
 use crate::plugin::{EngineConfig, PluginError, PluginRuntime, RuntimeConfig};
 use crate::position::startup::{self, StartupSettings};
@@ -74,6 +81,8 @@ pub enum RunError {
     Publish(#[from] publish::PublishError),
     #[error("a pipeline task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Metrics(#[from] metrics::ServeError),
 }
 
 impl From<source::SourceError> for RunError {
@@ -171,9 +180,19 @@ enum Published {
 /// Runs the pipeline until `shutdown` is cancelled (then drains and exits
 /// cleanly) or a definite error stops it.
 pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunError> {
+    // The endpoint first: liveness is answered while the rest starts, and a
+    // taken port fails the start. It stops whenever `run` returns.
+    let metrics = Arc::new(Metrics::new());
+    let endpoint = CancellationToken::new();
+    let _endpoint_guard = endpoint.clone().drop_guard();
+    if let Some(address) = m.metrics {
+        metrics::serve(address, metrics.clone(), endpoint).await?;
+    }
+
     // NATS first: without it nothing can be confirmed, so fail before
     // touching the slot.
     let client = publish::connect(&nats_options(&m)).await?;
+    metrics.watch_nats(client.clone());
     let js = async_nats::jetstream::new(client.clone());
     let filter = SubjectFilter::parse(&m.nats.subjects)?;
     if m.nats.create_stream {
@@ -186,6 +205,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
 
     // Plugins next: a broken plugin must not leave a new slot behind.
     let runtime = plugin_runtime(&m)?;
+    metrics.watch_plugin_counters(runtime.counters().clone());
     let mut transforms = Vec::new();
     for spec in &m.transforms {
         transforms.push(runtime.load_transform_async(spec.clone()).await?);
@@ -231,6 +251,8 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         .await?;
     tracing::info!(pipeline = %m.pipeline, slot = %m.source.slot, start = %start.start,
         skip_through = %skip_through, "streaming");
+    metrics.watch_server(events.server_wal_end());
+    metrics.set_streaming(true);
 
     let tracker = Arc::new(Mutex::new(Tracker::new(start.start.max(skip_through))));
     let flusher = Flusher {
@@ -240,13 +262,18 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         slot: m.source.slot.clone(),
         server: start.server.clone(),
         last: start.start.max(skip_through),
+        metrics: metrics.clone(),
     };
+    // Until the first flush, the slot's own position is what is confirmed.
+    let slot_confirmed = events.slot().confirmed_flush_lsn.unwrap_or(Lsn::ZERO);
+    metrics.confirmed(flusher.last.max(slot_confirmed));
 
     // The plugin thread.
     let (work_tx, mut work_rx) = mpsc::channel::<Work>(4);
     let (pub_tx, mut pub_rx) = mpsc::channel::<Result<Published, ChainError>>(4);
     let policy = m.errors.clone();
     let allowed = m.nats.subjects.clone();
+    let chain_metrics = metrics.clone();
     let plugin_thread = std::thread::Builder::new()
         .name("sluice-plugins".into())
         .spawn(move || -> Result<(), RunError> {
@@ -254,7 +281,8 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                 .iter()
                 .map(|t| t.instantiate())
                 .collect::<Result<_, _>>()?;
-            let mut chain = Chain::new(transforms, sink.instantiate()?, policy, allowed);
+            let mut chain = Chain::new(transforms, sink.instantiate()?, policy, allowed)
+                .with_metrics(chain_metrics);
             while let Some(work) = work_rx.blocking_recv() {
                 let out = match work {
                     Work::Batch { batch, first_event } => {
@@ -279,7 +307,8 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         .map_err(|e| RunError::Task(format!("cannot start the plugin thread: {e}")))?;
 
     // The publisher and its completions.
-    let (publisher, mut completions) = Publisher::<()>::new(
+    // Each message's token is when it was handed over, for the ack latency.
+    let (publisher, mut completions) = Publisher::<Instant>::new(
         client,
         filter,
         PublisherConfig {
@@ -289,6 +318,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
             ..PublisherConfig::default()
         },
     );
+    metrics.watch_publisher(publisher.monitor());
     let acks = Arc::new(Mutex::new(AckQueue::default()));
     let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<Vec<CommitInfo>>();
     let pipeline = m.pipeline.as_str().to_owned();
@@ -323,7 +353,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                                     message: o.message,
                                     meta,
                                 },
-                                (),
+                                Instant::now(),
                             )
                             .await?;
                     }
@@ -339,9 +369,10 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         Ok::<(), RunError>(())
     });
     let completion_acks = acks.clone();
+    let completion_metrics = metrics.clone();
     let completion_task = tokio::spawn(async move {
         while let Some(c) = completions.recv().await {
-            c?;
+            completion_metrics.published(c?.token.elapsed());
             let done = lock(&completion_acks).stored();
             if !done.is_empty() {
                 let _ = acked_tx.send(done);
@@ -389,6 +420,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                             first_event = 0;
                         }
                         let n = batch.events.len() as u64;
+                        metrics.events_decoded(batch.events.len());
                         if tx.send(Work::Batch { batch, first_event }).await.is_err() {
                             work = None;
                         }
@@ -426,6 +458,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         }
     }
     drop(work);
+    metrics.set_streaming(false);
 
     // Drain: the plugin thread ends when its input closes, the publisher
     // when the plugin thread's output closes; completions arrive until the
@@ -499,6 +532,7 @@ struct Flusher {
     slot: crate::replication::SlotName,
     server: SystemIdentity,
     last: Lsn,
+    metrics: Arc<Metrics>,
 }
 
 impl Flusher {
@@ -519,6 +553,7 @@ impl Flusher {
             self.store.store(&record).await?;
         }
         self.last = to;
+        self.metrics.confirmed(to);
         if self.mode != FlushMode::Manual {
             let _ = self.flushed.send(to);
         }

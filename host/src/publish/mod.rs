@@ -26,8 +26,8 @@ pub use connect::{ConnectError, NatsAuth, NatsOptions, Secret, TlsOptions, conne
 pub use msg_id::{MsgId, msg_id};
 pub use outgoing::{HostMeta, MessageError, Outgoing};
 pub use publisher::{
-    Completed, Completion, Completions, PublishError, Publisher, PublisherConfig, PublisherStats,
-    Rejection,
+    Completed, Completion, Completions, PublishError, Publisher, PublisherConfig, PublisherMonitor,
+    PublisherStats, Rejection,
 };
 pub use stream::{Storage, StreamError, StreamReport, StreamSpec, ensure_stream, verify_stream};
 pub use subject::{Subject, SubjectError, SubjectFilter, SubjectPattern};

@@ -343,28 +343,72 @@ impl<T> Publisher<T> {
 
     /// Current counters.
     pub fn stats(&self) -> PublisherStats {
-        let c = &self.shared.counters;
-        PublisherStats {
-            in_flight: self
-                .max_in_flight
-                .saturating_sub(self.count.available_permits()),
-            in_flight_bytes: (self.byte_limit as usize)
-                .saturating_sub(self.bytes.available_permits()),
-            max_in_flight: c.max_in_flight.load(Ordering::Relaxed),
-            max_in_flight_bytes: c.max_in_flight_bytes.load(Ordering::Relaxed),
-            max_awaiting_ack: c.max_awaiting_ack.load(Ordering::Relaxed),
-            sent: c.sent.load(Ordering::Relaxed),
-            stored: c.stored.load(Ordering::Relaxed),
-            duplicates: c.duplicates.load(Ordering::Relaxed),
-            retries: c.retries.load(Ordering::Relaxed),
-            transient_failures: c.transient_failures.load(Ordering::Relaxed),
-            reordered: c.reordered.load(Ordering::Relaxed),
+        stats(
+            &self.shared,
+            (&self.count, self.max_in_flight),
+            (&self.bytes, self.byte_limit),
+        )
+    }
+
+    /// A handle that reads [`Self::stats`] from elsewhere (a metrics
+    /// endpoint) without keeping the publisher open: dropping the publisher
+    /// still ends its driver once everything in flight is completed.
+    pub fn monitor(&self) -> PublisherMonitor {
+        PublisherMonitor {
+            count: self.count.clone(),
+            bytes: self.bytes.clone(),
+            max_in_flight: self.max_in_flight,
+            byte_limit: self.byte_limit,
+            shared: self.shared.clone(),
         }
     }
 
     fn stopped(&self) -> PublishError {
         let reason = self.shared.stopped.lock().ok().and_then(|s| s.clone());
         PublishError::Stopped(reason.unwrap_or_else(|| "the publisher task ended".to_owned()))
+    }
+}
+
+/// Reads a [`Publisher`]'s counters; see [`Publisher::monitor`].
+#[derive(Clone, Debug)]
+pub struct PublisherMonitor {
+    count: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    max_in_flight: usize,
+    byte_limit: u32,
+    shared: Arc<Shared>,
+}
+
+impl PublisherMonitor {
+    /// Current counters.
+    pub fn stats(&self) -> PublisherStats {
+        stats(
+            &self.shared,
+            (&self.count, self.max_in_flight),
+            (&self.bytes, self.byte_limit),
+        )
+    }
+}
+
+/// The counters, with the window's occupancy from its semaphores.
+fn stats(
+    shared: &Shared,
+    (count, max_in_flight): (&Semaphore, usize),
+    (bytes, byte_limit): (&Semaphore, u32),
+) -> PublisherStats {
+    let c = &shared.counters;
+    PublisherStats {
+        in_flight: max_in_flight.saturating_sub(count.available_permits()),
+        in_flight_bytes: (byte_limit as usize).saturating_sub(bytes.available_permits()),
+        max_in_flight: c.max_in_flight.load(Ordering::Relaxed),
+        max_in_flight_bytes: c.max_in_flight_bytes.load(Ordering::Relaxed),
+        max_awaiting_ack: c.max_awaiting_ack.load(Ordering::Relaxed),
+        sent: c.sent.load(Ordering::Relaxed),
+        stored: c.stored.load(Ordering::Relaxed),
+        duplicates: c.duplicates.load(Ordering::Relaxed),
+        retries: c.retries.load(Ordering::Relaxed),
+        transient_failures: c.transient_failures.load(Ordering::Relaxed),
+        reordered: c.reordered.load(Ordering::Relaxed),
     }
 }
 

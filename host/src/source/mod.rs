@@ -58,6 +58,8 @@ mod reader;
 
 use std::num::NonZeroUsize;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -338,6 +340,7 @@ impl PreparedSource {
                 source,
             })?;
         let (events_tx, events) = mpsc::channel(options.capacity.max(1));
+        let wal_end = ServerWalEnd::default();
         let (stop, stop_rx) = watch::channel(false);
         let reader = Reader::new(
             settings,
@@ -348,6 +351,7 @@ impl PreparedSource {
             flushed,
             events_tx,
             stop_rx,
+            wal_end.clone(),
         );
         let task = tokio::spawn(reader.run(stream));
         Ok(SourceStream {
@@ -356,6 +360,7 @@ impl PreparedSource {
             task: Some(task),
             identity,
             slot,
+            wal_end,
         })
     }
 }
@@ -404,9 +409,31 @@ pub struct SourceStream {
     task: Option<JoinHandle<Result<(), SourceError>>>,
     identity: SystemIdentity,
     slot: SlotState,
+    wal_end: ServerWalEnd,
+}
+
+/// The server's WAL end as last reported on the stream (by XLogData or a
+/// keepalive), shared with whoever wants to measure lag. Cheap to clone;
+/// `0/0` until the server has sent anything. Only moves forward.
+#[derive(Clone, Debug, Default)]
+pub struct ServerWalEnd(Arc<AtomicU64>);
+
+impl ServerWalEnd {
+    pub fn get(&self) -> Lsn {
+        Lsn(self.0.load(Ordering::Relaxed))
+    }
+
+    fn advance(&self, to: Lsn) {
+        self.0.fetch_max(to.0, Ordering::Relaxed);
+    }
 }
 
 impl SourceStream {
+    /// The server's WAL end, updated while streaming.
+    pub fn server_wal_end(&self) -> ServerWalEnd {
+        self.wal_end.clone()
+    }
+
     /// The next event; `None` after an error was returned or once the
     /// source stopped. An error ends the stream.
     pub async fn next(&mut self) -> Option<Result<SourceEvent, SourceError>> {

@@ -20,7 +20,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    AbandonedTransaction, Restarted, SourceError, SourceEvent, SourceOptions, StartPosition,
+    AbandonedTransaction, Restarted, ServerWalEnd, SourceError, SourceEvent, SourceOptions,
+    StartPosition,
 };
 use crate::config::SourceSettings;
 use crate::lsn::Lsn;
@@ -81,6 +82,8 @@ pub(super) struct Reader {
     events: Events,
     stop: watch::Receiver<bool>,
     backoff: Backoff,
+    /// The server's WAL end, for lag metrics.
+    wal_end: ServerWalEnd,
 }
 
 impl Reader {
@@ -94,6 +97,7 @@ impl Reader {
         flushed: watch::Receiver<Lsn>,
         events: Events,
         stop: watch::Receiver<bool>,
+        wal_end: ServerWalEnd,
     ) -> Self {
         let backoff = options.backoff.clone();
         Reader {
@@ -108,6 +112,7 @@ impl Reader {
             events,
             stop,
             backoff,
+            wal_end,
         }
     }
 
@@ -294,8 +299,12 @@ impl Reader {
             }
             match message {
                 ReplicationEvent::XLogData {
-                    wal_start, data, ..
+                    wal_start,
+                    wal_end,
+                    data,
+                    ..
                 } => {
+                    self.wal_end.advance(wal_end);
                     let out = match batcher.push_bytes(&data, wal_start) {
                         Ok(out) => out,
                         Err(source) => {
@@ -339,6 +348,7 @@ impl Reader {
                     }
                 }
                 ReplicationEvent::Keepalive { wal_end, .. } => {
+                    self.wal_end.advance(wal_end);
                     // A keepalive is a hint that a newer one replaces: when
                     // the consumer is behind, drop it rather than wait.
                     if !batcher.in_transaction()

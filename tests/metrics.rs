@@ -1,0 +1,350 @@
+//! The metrics and health endpoints of `sluice run`, scraped over HTTP from
+//! the `sluice` binary as Prometheus and a Kubernetes probe would, with a
+//! real PostgreSQL, a real nats-server and the example plugins.
+
+#[path = "support/nats.rs"]
+mod nats;
+#[path = "support/postgres.rs"]
+mod postgres;
+mod support;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nats::NatsServer;
+use postgres::PgCluster;
+
+/// Polls `cond` every 50 ms until it holds, or panics after `timeout`.
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A loopback address nobody listens on right now.
+fn free_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+}
+
+/// `GET path` as HTTP/1.0: the status code and the body, or `None` while
+/// nothing listens.
+fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+fn status(address: SocketAddr, path: &str) -> Option<u16> {
+    get(address, path).map(|(status, _)| status)
+}
+
+/// The value of the sample `series` (name and labels, exactly as exposed).
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.parse().ok()
+    })
+}
+
+fn scrape(address: SocketAddr) -> String {
+    let (code, body) = get(address, "/metrics").expect("scrape /metrics");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+struct Pipeline {
+    db: String,
+    slot: String,
+    manifest: std::path::PathBuf,
+    metrics: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Pipeline {
+    fn new(pg: &PgCluster, nats: &NatsServer, name: &str, table: &str) -> Pipeline {
+        Self::with_metrics_address(pg, nats, name, table, free_address())
+    }
+
+    fn with_metrics_address(
+        pg: &PgCluster,
+        nats: &NatsServer,
+        name: &str,
+        table: &str,
+        metrics: SocketAddr,
+    ) -> Pipeline {
+        let db = pg.create_database(name);
+        let slot = format!("slot_{name}");
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = format!(
+            r#"
+[source]
+url = "{url}"
+publication = "pub_{name}"
+slot = "{slot}"
+create-publication = ["public.{table}"]
+
+[position]
+status-interval = "100ms"
+
+[nats]
+url = "{nats}"
+stream = "{stream}"
+subjects = ["cdc.>"]
+
+[[transform]]
+name = "mask"
+path = "{mask}"
+config = {{ columns = {{ email = "hash" }} }}
+
+[sink]
+name = "json"
+path = "{json}"
+config = {{ subject-prefix = "cdc" }}
+
+[metrics]
+address = "{metrics}"
+
+[pipeline]
+shutdown-timeout = "10s"
+"#,
+            url = pg.superuser_url(&db),
+            nats = nats.url(),
+            stream = name.to_uppercase(),
+            mask = support::plugin_path("mask").display(),
+            json = support::plugin_path("json-sink").display(),
+        );
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, manifest).unwrap();
+        Pipeline {
+            db,
+            slot,
+            manifest: path,
+            metrics,
+            _dir: dir,
+        }
+    }
+
+    fn command(&self, cache: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(["run", self.manifest.to_str().unwrap()])
+            .env("XDG_CACHE_HOME", cache)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null());
+        command
+    }
+
+    fn start(&self, cache: &Path) -> Child {
+        self.command(cache)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sluice run")
+    }
+
+    /// Waits until the slot exists and a walsender streams from it.
+    async fn wait_streaming(&self, pg: &PgCluster) {
+        let q = format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+            self.slot
+        );
+        wait_until(
+            "the slot to be streamed",
+            Duration::from_secs(60),
+            || async { pg.psql(&self.db, &q).trim() == "1" },
+        )
+        .await;
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "sluice did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_every_row_and_probes_answer() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(pg, &nats, "metrics", "users");
+    pg.psql(
+        &p.db,
+        "CREATE TABLE users (id int PRIMARY KEY, email text, name text)",
+    );
+    let mut child = p.start(cache.path());
+    let addr = p.metrics;
+
+    wait_until(
+        "/healthz to answer 200",
+        Duration::from_secs(60),
+        || async { status(addr, "/healthz") == Some(200) },
+    )
+    .await;
+    p.wait_streaming(pg).await;
+    wait_until("/readyz to answer 200", Duration::from_secs(30), || async {
+        status(addr, "/readyz") == Some(200)
+    })
+    .await;
+
+    // Five rows in two statements; psql sends them as one transaction.
+    pg.psql(
+        &p.db,
+        "INSERT INTO users VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B'), (3, 'c@example.com', 'C');
+         INSERT INTO users VALUES (4, 'd@example.com', 'D'), (5, 'e@example.com', 'E');",
+    );
+    let js = nats.jetstream().await;
+    wait_until(
+        "5 messages in the stream",
+        Duration::from_secs(60),
+        || async { nats::stream_len(&js, "METRICS").await >= 5 },
+    )
+    .await;
+    // The stream holds them; the host counts the acks an instant later, and
+    // confirms once the transaction is acknowledged.
+    wait_until(
+        "5 acknowledged messages",
+        Duration::from_secs(30),
+        || async {
+            let text = scrape(addr);
+            sample(&text, "sluice_messages_published_total") == Some(5.0)
+                && sample(&text, "sluice_replication_lag_bytes").is_some()
+        },
+    )
+    .await;
+    let text = scrape(addr);
+    let expect = |series: &str, value: f64| {
+        assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
+    };
+    expect("sluice_events_decoded_total", 5.0);
+    expect("sluice_plugin_events_in_total{plugin=\"mask\"}", 5.0);
+    expect("sluice_plugin_messages_out_total{plugin=\"mask\"}", 5.0);
+    expect("sluice_plugin_events_in_total{plugin=\"json\"}", 5.0);
+    expect("sluice_plugin_messages_out_total{plugin=\"json\"}", 5.0);
+    // One batch, so one call per plugin.
+    expect(
+        "sluice_plugin_call_duration_seconds_count{plugin=\"json\"}",
+        1.0,
+    );
+    expect("sluice_publish_duration_seconds_count", 5.0);
+    // The mask plugin's own counter, through host.counter-add.
+    expect(
+        "sluice_plugin_counter_total{plugin=\"mask\",name=\"values_hashed\"}",
+        5.0,
+    );
+    expect("sluice_publishes_in_flight", 0.0);
+    expect("sluice_reloads_total", 0.0);
+    expect("sluice_reload_failures_total", 0.0);
+    assert!(!text.contains("sluice_errors_total{"), "{text}");
+    // Positions: confirmed up to the transaction, at or below the server's
+    // WAL end.
+    let confirmed = sample(&text, "sluice_confirmed_lsn").unwrap();
+    let wal_end = sample(&text, "sluice_server_wal_end_lsn").unwrap();
+    let lag = sample(&text, "sluice_replication_lag_bytes").unwrap();
+    assert!(confirmed > 0.0 && wal_end >= confirmed, "{text}");
+    assert_eq!(lag, wal_end - confirmed, "{text}");
+
+    assert_eq!(
+        get(addr, "/nope"),
+        Some((404, "not found: try /metrics, /healthz or /readyz\n".into()))
+    );
+
+    signal(&child, "-TERM");
+    let exit = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(exit.success(), "{exit}");
+    // The endpoint goes with the process.
+    assert_eq!(status(addr, "/healthz"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_follows_the_nats_connection() {
+    let pg = PgCluster::shared();
+    let mut nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(pg, &nats, "readyz", "items");
+    pg.psql(&p.db, "CREATE TABLE items (id int PRIMARY KEY)");
+    let mut child = p.start(cache.path());
+    let addr = p.metrics;
+    p.wait_streaming(pg).await;
+    wait_until("/readyz to answer 200", Duration::from_secs(30), || async {
+        status(addr, "/readyz") == Some(200)
+    })
+    .await;
+
+    nats.stop();
+    wait_until(
+        "/readyz to answer 503 without NATS",
+        Duration::from_secs(30),
+        || async { status(addr, "/readyz") == Some(503) },
+    )
+    .await;
+    // Alive all the same.
+    assert_eq!(status(addr, "/healthz"), Some(200));
+
+    nats.start();
+    wait_until(
+        "/readyz to answer 200 after NATS is back",
+        Duration::from_secs(60),
+        || async { status(addr, "/readyz") == Some(200) },
+    )
+    .await;
+
+    signal(&child, "-TERM");
+    let exit = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(exit.success(), "{exit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_metrics_port_fails_the_start() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let p = Pipeline::with_metrics_address(pg, &nats, "taken", "things", addr);
+    let output = p
+        .command(cache.path())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run sluice");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default();
+    assert_eq!(
+        first,
+        format!("error: cannot listen for metrics on {addr}: Address already in use (os error 98)"),
+        "{stderr}"
+    );
+}
