@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::acks::{AckQueue, CommitInfo};
 use super::chain::{Chain, ChainError};
+use super::reload::{ReloadSettings, Reloader};
 use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, StorageKind};
 use crate::lsn::Lsn;
 use crate::model::Batch;
@@ -240,6 +241,17 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
     let (pub_tx, mut pub_rx) = mpsc::channel::<Result<Published, ChainError>>(4);
     let policy = m.errors.clone();
     let allowed = m.nats.subjects.clone();
+    // Hot reload builds new chains off the hot path; the plugin thread
+    // swaps them in between transactions.
+    let (_reloader, replacements) = Reloader::spawn(
+        ReloadSettings {
+            manifest: m.clone(),
+            runtime: runtime.clone(),
+            policy: policy.clone(),
+            allowed: allowed.clone(),
+        },
+        &shutdown,
+    );
     let plugin_thread = std::thread::Builder::new()
         .name("sluice-plugins".into())
         .spawn(move || -> Result<(), RunError> {
@@ -251,6 +263,11 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
             while let Some(work) = work_rx.blocking_recv() {
                 let out = match work {
                     Work::Batch { batch, first_event } => {
+                        if batch.first
+                            && let Some(reloaded) = replacements.latest()
+                        {
+                            chain = reloaded;
+                        }
                         let (commit_lsn, xid) = (batch.commit_lsn, batch.xid);
                         chain
                             .process(batch, first_event)
