@@ -325,6 +325,14 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
         "the refused file changed the output"
     );
     assert_eq!(forms.last(), Some(&Form::Plain));
+    // Shown with `--nocapture`: what an operator sees.
+    for line in log
+        .text()
+        .lines()
+        .filter(|l| l.contains("pipeline::reload"))
+    {
+        println!("{line}");
+    }
     assert_eq!(
         log.count(&["reload failed; the running plugin chain stays in place"]),
         3,
