@@ -185,6 +185,18 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         transforms.push(runtime.load_transform_async(spec.clone()).await?);
     }
     let sink = runtime.load_sink_async(m.sink.clone()).await?;
+    // Hot reload builds new chains off the hot path; the plugin thread
+    // swaps them in between transactions. Watching starts now, so that a
+    // plugin changed while PostgreSQL is set up is not missed.
+    let (_reloader, replacements) = Reloader::spawn(
+        ReloadSettings {
+            manifest: m.clone(),
+            runtime: runtime.clone(),
+            policy: m.errors.clone(),
+            allowed: m.nats.subjects.clone(),
+        },
+        &shutdown,
+    );
 
     // PostgreSQL: checks, the start-up decision, then the stream.
     let spec = SetupSpec {
@@ -241,17 +253,6 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
     let (pub_tx, mut pub_rx) = mpsc::channel::<Result<Published, ChainError>>(4);
     let policy = m.errors.clone();
     let allowed = m.nats.subjects.clone();
-    // Hot reload builds new chains off the hot path; the plugin thread
-    // swaps them in between transactions.
-    let (_reloader, replacements) = Reloader::spawn(
-        ReloadSettings {
-            manifest: m.clone(),
-            runtime: runtime.clone(),
-            policy: policy.clone(),
-            allowed: allowed.clone(),
-        },
-        &shutdown,
-    );
     let plugin_thread = std::thread::Builder::new()
         .name("sluice-plugins".into())
         .spawn(move || -> Result<(), RunError> {
