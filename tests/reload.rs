@@ -117,6 +117,18 @@ fn replace(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The host process, killed if the test fails before stopping it.
+struct Host(Child);
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -190,7 +202,7 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
     };
     write_manifest("hash", "pub_reload");
     let log = Log(dir.path().join("stderr.log"));
-    let mut child = Command::new(sluice_binary())
+    let mut host = Command::new(sluice_binary())
         .args(["run", file.to_str().unwrap()])
         .env("XDG_CACHE_HOME", cache.path())
         .env("SLUICE_LOG", "info")
@@ -198,6 +210,7 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log.0).unwrap())
         .spawn()
+        .map(Host)
         .expect("start sluice run");
     log.wait(&["watching the manifest and plugin files"], 1)
         .await;
@@ -274,12 +287,21 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
     log.wait(&["reloaded plugin chain now in effect"], 2).await;
     writer.join().unwrap();
     let total = TRANSACTIONS * ROWS;
-    wait_until("every row", long, || async { len().await >= total }).await;
+    let deadline = Instant::now() + long;
+    while len().await < total {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every row: {} of {total}; the log:\n{}",
+            len().await,
+            log.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // 4. SIGHUP reloads even when no file changed.
     let ready = ["new plugin chain ready"];
     let ready_before = log.count(&ready);
-    signal(&child, "-HUP");
+    signal(&host.0, "-HUP");
     log.wait(&["SIGHUP received: reloading the plugin chain"], 1)
         .await;
     log.wait(&ready, ready_before + 1).await;
@@ -288,10 +310,10 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
     write_manifest("hash", "pub_other");
     log.wait(&["reload failed", "changes to [source] need a restart"], 1)
         .await;
-    assert!(child.try_wait().unwrap().is_none(), "sluice exited");
+    assert!(host.0.try_wait().unwrap().is_none(), "sluice exited");
 
-    signal(&child, "-TERM");
-    let status = wait_exit(&mut child, Duration::from_secs(30));
+    signal(&host.0, "-TERM");
+    let status = wait_exit(&mut host.0, Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", log.text());
 
     let messages = read_stream(&js, "RELOAD").await;
