@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::acks::{AckQueue, CommitInfo};
 use super::chain::{Chain, ChainError};
+use super::reload::{ReloadSettings, Reloader};
 use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, StorageKind};
 use crate::lsn::Lsn;
 use crate::metrics::{self, Metrics};
@@ -211,6 +212,19 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         transforms.push(runtime.load_transform_async(spec.clone()).await?);
     }
     let sink = runtime.load_sink_async(m.sink.clone()).await?;
+    // Hot reload builds new chains off the hot path; the plugin thread
+    // swaps them in between transactions. Watching starts now, so that a
+    // plugin changed while PostgreSQL is set up is not missed.
+    let (_reloader, replacements) = Reloader::spawn(
+        ReloadSettings {
+            manifest: m.clone(),
+            runtime: runtime.clone(),
+            policy: m.errors.clone(),
+            allowed: m.nats.subjects.clone(),
+            metrics: Some(metrics.clone()),
+        },
+        &shutdown,
+    );
 
     // PostgreSQL: checks, the start-up decision, then the stream.
     let spec = SetupSpec {
@@ -282,10 +296,15 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                 .map(|t| t.instantiate())
                 .collect::<Result<_, _>>()?;
             let mut chain = Chain::new(transforms, sink.instantiate()?, policy, allowed)
-                .with_metrics(chain_metrics);
+                .with_metrics(chain_metrics.clone());
             while let Some(work) = work_rx.blocking_recv() {
                 let out = match work {
                     Work::Batch { batch, first_event } => {
+                        if batch.first
+                            && let Some(reloaded) = replacements.latest()
+                        {
+                            chain = reloaded.with_metrics(chain_metrics.clone());
+                        }
                         let (commit_lsn, xid) = (batch.commit_lsn, batch.xid);
                         chain
                             .process(batch, first_event)

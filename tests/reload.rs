@@ -1,0 +1,364 @@
+//! Hot reload end to end: `sluice run` with a real PostgreSQL, nats-server
+//! and components, while rows stream, the manifest's plugin configuration
+//! and then the plugin file itself are replaced. What is asserted is what a
+//! user sees: every row in the stream exactly once, each transaction
+//! processed by one version, versions only moving forward, a corrupt file
+//! refused with its error in the log while the old version keeps running, a
+//! change to `[source]` refused, and SIGHUP reloading.
+
+#[path = "support/nats.rs"]
+mod nats;
+#[path = "support/postgres.rs"]
+mod postgres;
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nats::{NatsServer, read_stream};
+use postgres::PgCluster;
+
+const TRANSACTIONS: usize = 500;
+const ROWS: usize = 100;
+
+/// Polls `cond` every 50 ms until it holds, or panics after `timeout`.
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The host's stderr, captured to a file.
+struct Log(PathBuf);
+
+impl Log {
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.0).unwrap_or_default()
+    }
+
+    /// Lines holding every one of `parts`.
+    fn count(&self, parts: &[&str]) -> usize {
+        self.text()
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
+    async fn wait(&self, parts: &[&str], n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.count(parts) < n {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} log line(s) with {parts:?}; the log:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn manifest(
+    pg: &PgCluster,
+    nats: &NatsServer,
+    db: &str,
+    dir: &Path,
+    action: &str,
+    publication: &str,
+) -> String {
+    format!(
+        r#"
+[source]
+url = "{url}"
+publication = "{publication}"
+slot = "slot_reload"
+create-publication = ["public.items"]
+
+[position]
+status-interval = "100ms"
+
+[nats]
+url = "{nats}"
+stream = "RELOAD"
+subjects = ["cdc.>"]
+
+[[transform]]
+name = "mask"
+path = "{dir}/mask.wasm"
+config = {{ columns = {{ email = "{action}" }} }}
+
+[sink]
+name = "json"
+path = "{dir}/json-sink.wasm"
+config = {{ subject-prefix = "cdc" }}
+
+[pipeline]
+shutdown-timeout = "10s"
+"#,
+        url = pg.superuser_url(db),
+        nats = nats.url(),
+        dir = dir.display(),
+    )
+}
+
+/// Replaces `path`'s content in one step, as an editor or deploy tool does.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The host process, killed if the test fails before stopping it.
+struct Host(Child);
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "sluice did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `sluice` binary under test. `SLUICE_BIN` overrides cargo's path:
+/// worktrees that share one target directory overwrite each other's
+/// `target/debug/sluice`.
+fn sluice_binary() -> PathBuf {
+    std::env::var_os("SLUICE_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_sluice").into(), PathBuf::from)
+}
+
+/// How a message's email looks: which version of the chain made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Form {
+    /// The first version: mask hashing (64 hex digits).
+    Hashed,
+    /// The manifest changed to redact.
+    Redacted,
+    /// mask.wasm replaced by passthrough: the address as written.
+    Plain,
+}
+
+fn form(email: &str) -> Form {
+    if email == "***" {
+        Form::Redacted
+    } else if email.ends_with("@example.com") {
+        Form::Plain
+    } else {
+        assert_eq!(email.len(), 64, "unexpected email form {email}");
+        Form::Hashed
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["mask", "json-sink", "passthrough"] {
+        std::fs::copy(
+            support::plugin_path(name),
+            dir.path().join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
+    let db = pg.create_database("reload");
+    pg.psql(&db, "CREATE TABLE items (id int PRIMARY KEY, email text)");
+    let file = dir.path().join("sluice.toml");
+    let write_manifest = |action: &str, publication: &str| {
+        replace(
+            &file,
+            manifest(pg, &nats, &db, dir.path(), action, publication).as_bytes(),
+        )
+    };
+    write_manifest("hash", "pub_reload");
+    let log = Log(dir.path().join("stderr.log"));
+    let mut host = Command::new(sluice_binary())
+        .args(["run", file.to_str().unwrap()])
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("SLUICE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log.0).unwrap())
+        .spawn()
+        .map(Host)
+        .expect("start sluice run");
+    log.wait(&["watching the manifest and plugin files"], 1)
+        .await;
+
+    // The writer commits transactions up to `allowed`, which the test
+    // raises step by step, so that rows are written under every version
+    // and while every reload is under way.
+    let allowed = Arc::new(AtomicUsize::new(150));
+    let writer = {
+        let (db, allowed) = (db.clone(), allowed.clone());
+        std::thread::spawn(move || {
+            for t in 0..TRANSACTIONS {
+                while t >= allowed.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let values: Vec<String> = (0..ROWS)
+                    .map(|i| {
+                        let id = t * ROWS + i;
+                        format!("({id}, 'u{id}@example.com')")
+                    })
+                    .collect();
+                PgCluster::shared().psql(
+                    &db,
+                    &format!("INSERT INTO items VALUES {}", values.join(",")),
+                );
+            }
+        })
+    };
+    let js = nats.jetstream().await;
+    let len = || async { nats::stream_len(&js, "RELOAD").await as usize };
+    let long = Duration::from_secs(120);
+    wait_until("hashed rows", long, || async { len().await >= 5_000 }).await;
+
+    // 1. The plugin's configuration changes in the manifest.
+    write_manifest("redact", "pub_reload");
+    allowed.store(300, Ordering::Release);
+    log.wait(&["reloaded plugin chain now in effect"], 1).await;
+
+    // 2. A corrupt plugin file is refused; the redacting chain stays.
+    let mut junk = vec![0u8; 4096];
+    let mut x = 0x2545_f491_u32;
+    for b in &mut junk {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    replace(&dir.path().join("mask.wasm"), &junk);
+    let refused = [
+        "reload failed; the running plugin chain stays in place",
+        "plugin \"mask\" cannot be reloaded",
+        "is not a WebAssembly file",
+    ];
+    log.wait(&refused, 1).await;
+    let refused_at = len().await;
+    allowed.store(400, Ordering::Release);
+    wait_until("rows after the refusal", long, || async {
+        len().await >= refused_at + 5_000
+    })
+    .await;
+    let before_replacement = len().await;
+
+    // 3. A half-written file (the first half of a component) is refused
+    //    too; then the whole replacement lands and takes over.
+    let passthrough = std::fs::read(dir.path().join("passthrough.wasm")).unwrap();
+    replace(
+        &dir.path().join("mask.wasm"),
+        &passthrough[..passthrough.len() / 2],
+    );
+    log.wait(&["reload failed", "plugin \"mask\" cannot be reloaded"], 2)
+        .await;
+    replace(&dir.path().join("mask.wasm"), &passthrough);
+    allowed.store(TRANSACTIONS, Ordering::Release);
+    log.wait(&["reloaded plugin chain now in effect"], 2).await;
+    writer.join().unwrap();
+    let total = TRANSACTIONS * ROWS;
+    let deadline = Instant::now() + long;
+    while len().await < total {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every row: {} of {total}; the log:\n{}",
+            len().await,
+            log.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 4. SIGHUP reloads even when no file changed.
+    let ready = ["new plugin chain ready"];
+    let ready_before = log.count(&ready);
+    signal(&host.0, "-HUP");
+    log.wait(&["SIGHUP received: reloading the plugin chain"], 1)
+        .await;
+    log.wait(&ready, ready_before + 1).await;
+
+    // 5. A change to [source] needs a restart: refused, still running.
+    write_manifest("hash", "pub_other");
+    log.wait(&["reload failed", "changes to [source] need a restart"], 1)
+        .await;
+    assert!(host.0.try_wait().unwrap().is_none(), "sluice exited");
+
+    signal(&host.0, "-TERM");
+    let status = wait_exit(&mut host.0, Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{}", log.text());
+
+    let messages = read_stream(&js, "RELOAD").await;
+    assert_eq!(messages.len(), total, "no row lost or duplicated");
+    let mut ids = Vec::with_capacity(total);
+    let mut forms = Vec::with_capacity(total);
+    let mut per_transaction: HashMap<String, Form> = HashMap::new();
+    for m in &messages {
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        ids.push(body["after"]["id"].as_i64().unwrap());
+        let f = form(body["after"]["email"].as_str().unwrap());
+        forms.push(f);
+        let commit = m.header("Sluice-Commit-Lsn").unwrap().to_owned();
+        let first = *per_transaction.entry(commit).or_insert(f);
+        assert_eq!(first, f, "one transaction went through two versions");
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..total as i64).collect::<Vec<_>>(), "every id once");
+    // Versions only move forward: once a message shows the new form, every
+    // later message does.
+    assert!(forms.is_sorted(), "a message went back to an older version");
+    for f in [Form::Hashed, Form::Redacted, Form::Plain] {
+        assert!(forms.contains(&f), "no message made by {f:?}");
+    }
+    // Between the refusal of the corrupt file and the replacement, the
+    // redacting version kept running.
+    assert!(
+        forms[refused_at..before_replacement]
+            .iter()
+            .all(|f| *f == Form::Redacted),
+        "the refused file changed the output"
+    );
+    assert_eq!(forms.last(), Some(&Form::Plain));
+    // Shown with `--nocapture`: what an operator sees.
+    for line in log
+        .text()
+        .lines()
+        .filter(|l| l.contains("pipeline::reload"))
+    {
+        println!("{line}");
+    }
+    assert_eq!(
+        log.count(&["reload failed; the running plugin chain stays in place"]),
+        3,
+        "{}",
+        log.text()
+    );
+}
