@@ -147,3 +147,37 @@ async fn a_killed_host_resumes_without_loss_or_duplicates() {
     ids.sort_unstable();
     assert_eq!(ids, (0..2000).collect::<Vec<i64>>());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_move_a_quiet_slot() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let parts = pipeline::ManifestParts {
+        position: r#"heartbeat = { interval = "200ms" }"#.to_owned(),
+        ..pipeline::ManifestParts::default()
+    };
+    let p = Pipeline::with(pg, &nats, "beat", &["quiet"], parts);
+    pg.psql(&p.db, "CREATE TABLE quiet (id int PRIMARY KEY)");
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    let before = p.confirmed(pg);
+    // No table is written: only the heartbeat's logical messages reach the
+    // stream, and the slot follows them.
+    wait_until(
+        "the slot to move without writes",
+        Duration::from_secs(30),
+        || async { p.confirmed(pg) != before },
+    )
+    .await;
+    let js = nats.jetstream().await;
+    let messages = read_stream(&js, &p.stream).await;
+    assert!(!messages.is_empty());
+    for m in &messages {
+        assert_eq!(m.subject, "cdc.messages");
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(body["message"]["prefix"], "sluice.heartbeat", "{body}");
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}
