@@ -343,7 +343,12 @@ fn slot_and_offset_commands_show_move_and_refuse() {
     );
 
     // An offset ahead of the slot.
-    pg.psql(&db, "INSERT INTO t SELECT generate_series(1, 100)");
+    // The shared cluster runs with synchronous_commit = off: make this commit
+    // flush before reading the flush LSN, or it may still be the slot's.
+    pg.psql(
+        &db,
+        "SET synchronous_commit = on; INSERT INTO t SELECT generate_series(1, 100)",
+    );
     let o = pg.psql(&db, "SELECT pg_current_wal_flush_lsn()");
     assert_eq!(
         stdout_of(&["offset", "set", m, &o]),
