@@ -8,10 +8,13 @@
 
 #[path = "support/nats.rs"]
 mod nats;
+#[path = "support/pipeline.rs"]
+mod pipeline;
 #[path = "support/postgres.rs"]
 mod postgres;
 mod support;
 
+use pipeline::{signal, wait_exit, wait_until};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,19 +24,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nats::{NatsServer, read_stream};
 use postgres::{ClusterOptions, PgCluster};
-
-/// Polls `cond` every 50 ms until it holds, or panics after `timeout`.
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// One pipeline's manifest, slot and stream, in a database of its own (or
 /// one it shares, `Pipeline::in_database`).
@@ -197,26 +187,6 @@ impl Drop for Host {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
-    }
-}
-
-/// Sends `sig` (e.g. `-TERM`) to the process.
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "sluice did not exit");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

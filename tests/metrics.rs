@@ -4,31 +4,21 @@
 
 #[path = "support/nats.rs"]
 mod nats;
+#[path = "support/pipeline.rs"]
+mod pipeline;
 #[path = "support/postgres.rs"]
 mod postgres;
 mod support;
 
+use pipeline::{signal, wait_exit, wait_until};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nats::NatsServer;
 use postgres::PgCluster;
-
-/// Polls `cond` every 50 ms until it holds, or panics after `timeout`.
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A loopback address nobody listens on right now.
 fn free_address() -> SocketAddr {
@@ -169,25 +159,6 @@ shutdown-timeout = "10s"
             || async { pg.psql(&self.db, &q).trim() == "1" },
         )
         .await;
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "sluice did not exit");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

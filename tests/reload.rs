@@ -8,10 +8,13 @@
 
 #[path = "support/nats.rs"]
 mod nats;
+#[path = "support/pipeline.rs"]
+mod pipeline;
 #[path = "support/postgres.rs"]
 mod postgres;
 mod support;
 
+use pipeline::{signal, wait_exit, wait_until};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,19 +27,6 @@ use postgres::PgCluster;
 
 const TRANSACTIONS: usize = 500;
 const ROWS: usize = 100;
-
-/// Polls `cond` every 50 ms until it holds, or panics after `timeout`.
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The host's stderr, captured to a file.
 struct Log(PathBuf);
@@ -126,25 +116,6 @@ impl Drop for Host {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "sluice did not exit");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
