@@ -418,16 +418,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                 work = None;
             }
             acked = acked_rx.recv() => match acked {
-                Some(done) => {
-                    let moved = {
-                        let mut t = lock(&tracker);
-                        for d in &done { t.acknowledged(d.end_lsn); }
-                        t.confirmed()
-                    };
-                    if let Some(last) = done.last() {
-                        flusher.advance(moved, Some(*last)).await?;
-                    }
-                }
+                Some(done) => flusher.acknowledged(&tracker, &done).await?,
                 None => break,
             },
             event = events.next(), if work.is_some() => {
@@ -491,16 +482,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
             Ok(Ok(())) => {}
         }
         while let Some(done) = acked_rx.recv().await {
-            let moved = {
-                let mut t = lock(&tracker);
-                for d in &done {
-                    t.acknowledged(d.end_lsn);
-                }
-                t.confirmed()
-            };
-            if let Some(last) = done.last()
-                && let Err(e) = flusher.advance(moved, Some(*last)).await
-            {
+            if let Err(e) = flusher.acknowledged(&tracker, &done).await {
                 first_error = first_error.or(Some(e));
             }
         }
@@ -555,6 +537,26 @@ struct Flusher {
 }
 
 impl Flusher {
+    /// Transactions `done` are stored: tell the tracker, then move the
+    /// offset and the slot as far as the acknowledged prefix allows.
+    async fn acknowledged(
+        &mut self,
+        tracker: &Mutex<Tracker>,
+        done: &[CommitInfo],
+    ) -> Result<(), RunError> {
+        let moved = {
+            let mut t = lock(tracker);
+            for d in done {
+                t.acknowledged(d.end_lsn);
+            }
+            t.confirmed()
+        };
+        match done.last() {
+            Some(last) => self.advance(moved, Some(*last)).await,
+            None => Ok(()),
+        }
+    }
+
     async fn advance(&mut self, to: Lsn, last: Option<CommitInfo>) -> Result<(), RunError> {
         if to <= self.last {
             return Ok(());
