@@ -377,6 +377,12 @@ impl PgCluster {
             .next()
             .and_then(|l| l.trim().parse().ok())
             .expect("a pid in postmaster.pid");
+        // Freeze the postmaster first: once a child dies it would otherwise
+        // start crash recovery with new children this list does not have,
+        // which outlive it and keep the shared memory the restart needs.
+        let _ = Command::new("kill")
+            .args(["-STOP", &postmaster.to_string()])
+            .status();
         let mut pids = children_of(postmaster);
         pids.push(postmaster);
         for pid in &pids {
