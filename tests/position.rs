@@ -184,6 +184,7 @@ impl<'a> Fixture<'a> {
             flush,
             create_slot: true,
             resnapshot: false,
+            export_snapshot: false,
         }
     }
 

@@ -46,6 +46,7 @@ fn settings(url: &str, publication: &str, slot: &str) -> SourceSettings {
         slot: SlotName::new(slot).expect("slot name"),
         create_slot: true,
         create_publication: None,
+        snapshot: sluice_host::config::SnapshotMode::Never,
     }
 }
 

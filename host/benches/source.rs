@@ -123,6 +123,7 @@ async fn sluice(url: &str, slot: &str, end: Lsn) -> Duration {
         slot: SlotName::new(slot).expect("slot"),
         create_slot: false,
         create_publication: None,
+        snapshot: sluice_host::config::SnapshotMode::Never,
     };
     let started = Instant::now();
     let options = SourceOptions::new(NonZeroUsize::new(256).expect("non-zero"));

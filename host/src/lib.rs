@@ -20,6 +20,8 @@
 //!   pre-flight setup checks.
 //! - [`publish`]: NATS connection, stream set-up, publish permissions and the
 //!   ordered, windowed JetStream publisher.
+//! - [`snapshot`]: initial snapshots and their resume: existing rows as
+//!   `read` events, placed consistently in the stream.
 //! - [`source`]: the replication source shared by the pipeline and
 //!   `sluice tail`: setup, slot, reconnection, decoded batches.
 //! - [`tail`]: `sluice tail`, decoded changes as JSON lines.
@@ -34,5 +36,6 @@ pub mod plugin;
 pub mod position;
 pub mod publish;
 pub mod replication;
+pub mod snapshot;
 pub mod source;
 pub mod tail;

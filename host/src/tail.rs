@@ -108,6 +108,7 @@ impl TailOptions {
                 slot: slot.unwrap_or_else(temporary_slot_name),
                 create_slot: false,
                 create_publication: None,
+                snapshot: crate::config::SnapshotMode::Never,
             },
             from_start,
             confirm: false,

@@ -83,6 +83,10 @@ pub struct ManifestParts {
     pub nats: String,
     /// Extra lines for the `[position]` table.
     pub position: String,
+    /// Extra lines for the `[source]` table.
+    pub source: String,
+    /// Extra sections at the end of the manifest.
+    pub sections: String,
 }
 
 impl Default for ManifestParts {
@@ -91,6 +95,8 @@ impl Default for ManifestParts {
             plugins: mask_then_json(),
             nats: String::new(),
             position: String::new(),
+            source: String::new(),
+            sections: String::new(),
         }
     }
 }
@@ -132,6 +138,7 @@ url = "{url}"
 publication = "pub_{name}"
 slot = "{slot}"
 create-publication = [{tables}]
+{source_extra}
 
 [position]
 status-interval = "100ms"
@@ -147,6 +154,8 @@ subjects = ["cdc.>"]
 
 [pipeline]
 shutdown-timeout = "10s"
+
+{sections}
 "#,
             url = pg.superuser_url(&db),
             nats = nats.url(),
@@ -154,6 +163,8 @@ shutdown-timeout = "10s"
             position = parts.position,
             nats_extra = parts.nats,
             plugins = parts.plugins,
+            source_extra = parts.source,
+            sections = parts.sections,
         );
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, manifest).unwrap();

@@ -29,8 +29,8 @@ pub use fields::Problem;
 pub(crate) use sections::subject_matches;
 pub use sections::{
     BatchSettings, ErrorPolicy, FlushMode, Heartbeat, LogFormat, LogSettings, MismatchStrategy,
-    NatsAuth, NatsSettings, NatsTls, OffsetStoreSpec, PositionSettings, Secret, SourceSettings,
-    StorageKind,
+    NatsAuth, NatsSettings, NatsTls, OffsetStoreSpec, PositionSettings, Secret, SnapshotMode,
+    SnapshotSettings, SourceSettings, StorageKind,
 };
 pub use values::{Identifier, PipelineName, PluginName, StreamName};
 
@@ -48,6 +48,8 @@ pub struct Manifest {
     pub transforms: Vec<PluginSpec>,
     pub sink: PluginSpec,
     pub batch: BatchSettings,
+    /// How snapshots read tables (`source.snapshot` says when).
+    pub snapshot: SnapshotSettings,
     pub errors: ErrorPolicy,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,

@@ -48,6 +48,58 @@ pub struct SourceSettings {
     pub create_slot: bool,
     /// Create the publication when it does not exist.
     pub create_publication: Option<PublicationScope>,
+    /// When the published tables' existing rows are copied into the stream.
+    pub snapshot: SnapshotMode,
+}
+
+/// `source.snapshot`: when the existing rows of the published tables are
+/// read into the stream as `read` events (see `crate::snapshot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Never: only changes are streamed (the default, and the behaviour of
+    /// pipelines written before snapshots existed).
+    Never,
+    /// When the slot is created, then stream.
+    Initial,
+    /// As `initial`, and also when the stored offset's WAL is gone.
+    WhenNeeded,
+    /// Snapshot when the slot is created, then exit without streaming.
+    InitialOnly,
+}
+
+impl SnapshotMode {
+    /// The mode as the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMode::Never => "never",
+            SnapshotMode::Initial => "initial",
+            SnapshotMode::WhenNeeded => "when-needed",
+            SnapshotMode::InitialOnly => "initial-only",
+        }
+    }
+
+    /// Whether a new slot is followed by a snapshot.
+    pub fn on_new_slot(self) -> bool {
+        self != SnapshotMode::Never
+    }
+}
+
+/// `[snapshot]`: how snapshots and backfills read tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// Rows per chunk (one keyset-paginated SELECT, one batch of events).
+    pub chunk_rows: usize,
+    /// Tables copied at the same time, each on its own connection.
+    pub parallel_tables: usize,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        SnapshotSettings {
+            chunk_rows: 10_000,
+            parallel_tables: 2,
+        }
+    }
 }
 
 /// Where the offset is stored (DESIGN §3).
@@ -180,6 +232,7 @@ const TOP: &[&str] = &[
     "sink",
     "limits",
     "batch",
+    "snapshot",
     "errors",
     "metrics",
     "log",
@@ -229,6 +282,9 @@ pub(crate) fn read(
                 max_events: max.unwrap_or(256),
             })
         });
+    let snapshot = top
+        .table("snapshot", p)
+        .map_or_else(SnapshotSettings::default, |t| snapshot_settings(t, p));
     let errors = top
         .table("errors", p)
         .map_or(Some(ErrorPolicy::Stop), |t| errors(t, p));
@@ -255,10 +311,23 @@ pub(crate) fn read(
     );
     top.finish(TOP, p);
 
+    if let (Some(source), Some(position)) = (&source, &position)
+        && source.snapshot != SnapshotMode::Never
+        && position.store == OffsetStoreSpec::Memory
+    {
+        p.push(
+            "source.snapshot",
+            format!(
+                "\"{}\" needs a durable position.store (\"file\" or \"nats-kv\"): snapshot progress must survive a crash, or an interrupted snapshot would be skipped",
+                source.snapshot.as_str()
+            ),
+        );
+    }
     let (source, position, nats, sink, batch, errors) =
         (source?, position?, nats?, sink?, batch?, errors?);
     let transforms: Vec<PluginSpec> = transforms.into_iter().collect::<Option<_>>()?;
     cross_checks(&nats, &transforms, &sink, &errors, &position, p);
+
     let (name, timeout) = pipeline_name.unwrap_or((None, None));
     let pipeline = name.unwrap_or_else(|| {
         PipelineName::try_from(source.slot.as_str().to_owned())
@@ -273,6 +342,7 @@ pub(crate) fn read(
         transforms,
         sink,
         batch,
+        snapshot,
         errors,
         metrics,
         log,
@@ -303,6 +373,17 @@ fn source(
         SlotName::new(s).map_err(|e| e.to_string())
     });
     let create_slot = t.opt("create-slot", p).unwrap_or(true);
+    let snapshot = t
+        .opt_parsed("snapshot", p, |s: String| match s.as_str() {
+            "never" => Ok(SnapshotMode::Never),
+            "initial" => Ok(SnapshotMode::Initial),
+            "when-needed" => Ok(SnapshotMode::WhenNeeded),
+            "initial-only" => Ok(SnapshotMode::InitialOnly),
+            _ => Err(format!(
+                "`{s}` is not a snapshot mode: use \"never\", \"initial\", \"when-needed\" or \"initial-only\""
+            )),
+        })
+        .unwrap_or(SnapshotMode::Never);
     let create_publication = t.opt_parsed("create-publication", p, |v: toml::Value| match v {
         toml::Value::String(s) if s == "all-tables" => Ok(PublicationScope::AllTables),
         toml::Value::Array(items) if !items.is_empty() => items
@@ -325,6 +406,7 @@ fn source(
             "slot",
             "create-slot",
             "create-publication",
+            "snapshot",
         ],
         p,
     );
@@ -334,7 +416,29 @@ fn source(
         slot: slot?,
         create_slot,
         create_publication,
+        snapshot,
     })
+}
+
+fn snapshot_settings(mut t: Fields, p: &mut Problems) -> SnapshotSettings {
+    let d = SnapshotSettings::default();
+    let chunk_rows = t.opt_parsed("chunk-rows", p, |n: i64| match usize::try_from(n) {
+        Ok(n @ 1..=1_000_000) => Ok(n),
+        _ => Err(format!(
+            "{n} is out of range: a chunk holds 1 to 1000000 rows"
+        )),
+    });
+    let parallel_tables = t.opt_parsed("parallel-tables", p, |n: i64| match usize::try_from(n) {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err(format!(
+            "{n} is out of range: 1 to 64 tables may be copied at once"
+        )),
+    });
+    t.finish(&["chunk-rows", "parallel-tables"], p);
+    SnapshotSettings {
+        chunk_rows: chunk_rows.unwrap_or(d.chunk_rows),
+        parallel_tables: parallel_tables.unwrap_or(d.parallel_tables),
+    }
 }
 
 /// `schema.table`, or `table` in `public`. Names are taken as written

@@ -76,6 +76,9 @@ pub mod names {
     /// Counter `{policy}`: events a plugin failed on, by the error policy
     /// that handled them (`stop`, `dead-letter`, `skip`).
     pub const ERRORS: &str = "sluice_errors";
+    /// Counter `{table}`: rows a snapshot read and handed to the plugin
+    /// chain, by `schema.table`.
+    pub const SNAPSHOT_ROWS: &str = "sluice_snapshot_rows";
 }
 
 type PluginLabels = [(&'static str, String); 1];
@@ -93,6 +96,7 @@ pub struct Metrics {
     reloads: Counter,
     reload_failures: Counter,
     errors: Family<[(&'static str, &'static str); 1], Counter>,
+    snapshot_rows: Family<[(&'static str, String); 1], Counter>,
     sampled: std::sync::Arc<Sampled>,
 }
 
@@ -189,6 +193,12 @@ impl Metrics {
             "Events a plugin failed on, by the error policy that handled them",
             errors.clone(),
         );
+        let snapshot_rows = Family::<[(&'static str, String); 1], Counter>::default();
+        registry.register(
+            names::SNAPSHOT_ROWS,
+            "Rows a snapshot read and handed to the plugin chain, by table",
+            snapshot_rows.clone(),
+        );
         let sampled = std::sync::Arc::new(Sampled::default());
         registry.register_collector(Box::new(sampled.clone()));
         Metrics {
@@ -202,6 +212,7 @@ impl Metrics {
             reloads,
             reload_failures,
             errors,
+            snapshot_rows,
             sampled,
         }
     }
@@ -215,6 +226,13 @@ impl Metrics {
             tracing::warn!(error = %e, "cannot encode the metrics");
         }
         out
+    }
+
+    /// A snapshot handed `n` rows of `table` (`schema.table`) on.
+    pub fn snapshot_rows(&self, table: &str, n: u64) {
+        self.snapshot_rows
+            .get_or_create_owned(&[("table", table.to_owned())])
+            .inc_by(n);
     }
 
     pub fn events_decoded(&self, n: usize) {

@@ -106,6 +106,42 @@ impl CachedRelation {
     }
 }
 
+impl CachedRelation {
+    /// Converts a row read by an SQL query (text format, as `SELECT` under
+    /// the host's session settings prints it, `None` for NULL) into one
+    /// value per column: the same conversion as for the stream, so that a
+    /// snapshot row and a streamed row of the same data are equal.
+    pub fn decode_text_row<'a>(
+        &self,
+        columns: impl ExactSizeIterator<Item = Option<&'a str>>,
+    ) -> Result<Vec<Value>, RelationError> {
+        if columns.len() != self.kinds.len() {
+            return Err(RelationError::ColumnCount {
+                relation: self.qualified_name(),
+                expected: self.kinds.len(),
+                found: columns.len(),
+            });
+        }
+        let mut values = Vec::with_capacity(self.kinds.len());
+        for (index, (text, kind)) in columns.zip(self.kinds.iter()).enumerate() {
+            let value = match text {
+                None => Ok(Value::Null),
+                Some(text) => decode_text(*kind, text.as_bytes()),
+            };
+            values.push(value.map_err(|source| {
+                let column = &self.relation.columns[index];
+                RelationError::Value {
+                    relation: self.qualified_name(),
+                    column: column.name.clone(),
+                    type_name: column.type_name.clone(),
+                    source,
+                }
+            })?);
+        }
+        Ok(values)
+    }
+}
+
 /// Relations and type names announced so far in this replication session.
 #[derive(Clone, Debug, Default)]
 pub struct RelationCache {

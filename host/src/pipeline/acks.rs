@@ -20,6 +20,9 @@ pub struct CommitInfo {
     /// The commit record's end: the offset.
     pub end_lsn: Lsn,
     pub commit_time: i64,
+    /// Set for the end of a snapshot chunk (no transaction): the chunk's
+    /// sequence number, whose progress the flusher records once stored.
+    pub chunk: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -87,6 +90,7 @@ mod tests {
             commit_lsn: Lsn(n * 10),
             end_lsn: Lsn(n * 10 + 1),
             commit_time: 0,
+            chunk: None,
         }
     }
 

@@ -42,17 +42,18 @@ use tokio_util::sync::CancellationToken;
 use super::acks::{AckQueue, CommitInfo};
 use super::chain::{Chain, ChainError};
 use super::reload::{ReloadSettings, Reloader};
-use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, StorageKind};
+use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, SnapshotMode, StorageKind};
 use crate::lsn::Lsn;
 use crate::metrics::{self, Metrics};
 use crate::model::Batch;
 use crate::plugin::{EngineConfig, PluginError, PluginRuntime, RuntimeConfig};
 use crate::position::startup::{self, StartupSettings};
 use crate::position::store::{self, OffsetStore};
-use crate::position::{OffsetRecord, StoreError, Tracker};
+use crate::position::{OffsetRecord, SnapshotProgress, StoreError, Tracker};
 use crate::publish::{self, HostMeta, NatsOptions, Publisher, PublisherConfig, SubjectFilter};
 use crate::replication::setup::{self, SetupSpec};
 use crate::replication::{ReplicationConnection, SystemIdentity};
+use crate::snapshot::{self, Chunk, ChunkDone, Injector, ReadId, Snapshot, SnapshotError};
 use crate::source::{self, SlotKind, SourceEvent, SourceOptions, StartPosition};
 
 /// Why the pipeline stopped with an error.
@@ -84,6 +85,15 @@ pub enum RunError {
     Task(String),
     #[error(transparent)]
     Metrics(#[from] metrics::ServeError),
+    /// Boxed: a snapshot's errors are large, and rare.
+    #[error("snapshot failed: {0}")]
+    Snapshot(Box<SnapshotError>),
+}
+
+impl From<SnapshotError> for RunError {
+    fn from(e: SnapshotError) -> Self {
+        RunError::Snapshot(Box::new(e))
+    }
 }
 
 impl From<source::SourceError> for RunError {
@@ -164,7 +174,12 @@ pub fn plugin_runtime(m: &Manifest) -> Result<PluginRuntime, PluginError> {
 /// What goes from the source to the plugin thread, and on to the publisher.
 #[derive(Debug)]
 enum Work {
-    Batch { batch: Batch, first_event: u64 },
+    Batch {
+        batch: Batch,
+        first_event: u64,
+        /// Set for a snapshot chunk's batches: their messages' ids.
+        read: Option<ReadId>,
+    },
     End(CommitInfo),
 }
 
@@ -174,6 +189,7 @@ enum Published {
         outgoing: Vec<super::chain::Outgoing>,
         commit_lsn: Lsn,
         xid: u32,
+        read: Option<ReadId>,
     },
     End(CommitInfo),
 }
@@ -243,7 +259,20 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         store.as_mut(),
     )
     .await?;
+    // A snapshot imports the new slot's exported snapshot before the
+    // replication session runs its next command (closing it).
+    let snapshot = snapshot::prepare(&m, &start, &mut repl, store.as_mut()).await?;
     repl.close().await;
+    let initial_only = m.source.snapshot == SnapshotMode::InitialOnly;
+    if initial_only && snapshot.is_none() {
+        tracing::info!(slot = %m.source.slot,
+            "source.snapshot = \"initial-only\" and no snapshot is due: nothing to do");
+        return Ok(());
+    }
+    let progress = match &snapshot {
+        Some(s) => Some(s.progress().clone()),
+        None => start.offset.as_ref().and_then(|o| o.snapshot.clone()),
+    };
     let skip_through = start
         .offset
         .as_ref()
@@ -277,6 +306,8 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         server: start.server.clone(),
         last: start.start.max(skip_through),
         metrics: metrics.clone(),
+        progress,
+        chunks: std::collections::HashMap::new(),
     };
     // Until the first flush, the slot's own position is what is confirmed.
     let slot_confirmed = events.slot().confirmed_flush_lsn.unwrap_or(Lsn::ZERO);
@@ -299,7 +330,11 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                 .with_metrics(chain_metrics.clone());
             while let Some(work) = work_rx.blocking_recv() {
                 let out = match work {
-                    Work::Batch { batch, first_event } => {
+                    Work::Batch {
+                        batch,
+                        first_event,
+                        read,
+                    } => {
                         if batch.first
                             && let Some(reloaded) = replacements.latest()
                         {
@@ -312,6 +347,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                                 outgoing: o.messages,
                                 commit_lsn,
                                 xid,
+                                read,
                             })
                     }
                     Work::End(info) => Ok(Published::End(info)),
@@ -350,16 +386,27 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                     outgoing,
                     commit_lsn,
                     xid,
+                    read,
                 } => {
                     for o in outgoing {
-                        let meta = HostMeta {
-                            msg_id: publish::msg_id(
+                        let msg_id = match read {
+                            Some(r) => publish::read_msg_id(
+                                &pipeline,
+                                r.table_oid,
+                                r.digest,
+                                o.event_index,
+                                u64::from(o.output_index),
+                            ),
+                            None => publish::msg_id(
                                 &pipeline,
                                 commit_lsn,
                                 xid,
                                 o.event_index,
                                 u64::from(o.output_index),
                             ),
+                        };
+                        let meta = HostMeta {
+                            msg_id,
                             commit_lsn,
                             lsn: None,
                             table: None,
@@ -406,10 +453,24 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
     });
 
     // The source loop: feeds the plugin thread and the tracker, and flushes.
+    // A snapshot's chunks are fed at its point: at once when that is where
+    // streaming starts, otherwise in front of the first event at or past
+    // it, which is held back meanwhile (see `crate::snapshot`).
     let mut flusher = flusher;
-    let mut first_event = 0u64;
+    let mut feeder = Feeder {
+        tracker: tracker.clone(),
+        metrics: metrics.clone(),
+        first_event: 0,
+    };
     let mut outcome: Result<(), RunError> = Ok(());
     let mut work = Some(work_tx);
+    let mut waiting = snapshot;
+    let mut injector: Option<Injector> = None;
+    let mut held = None;
+    if waiting.as_ref().is_some_and(|s| s.point() <= start.start) {
+        injector = waiting.take().map(Snapshot::start);
+    }
+    let mut chunks = 0u64;
     loop {
         tokio::select! {
             biased;
@@ -421,45 +482,54 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                 Some(done) => flusher.acknowledged(&tracker, &done).await?,
                 None => break,
             },
-            event = events.next(), if work.is_some() => {
+            chunk = next_chunk(&mut injector), if work.is_some() => {
                 let Some(tx) = work.as_ref() else { continue };
-                match event {
-                    Some(Ok(SourceEvent::Batch(batch))) => {
-                        if batch.first {
-                            lock(&tracker).transaction_begun();
-                            first_event = 0;
-                        }
-                        let n = batch.events.len() as u64;
-                        metrics.events_decoded(batch.events.len());
-                        if tx.send(Work::Batch { batch, first_event }).await.is_err() {
+                match chunk {
+                    Some(Ok(chunk)) => {
+                        chunks += 1;
+                        if !feed_chunk(tx, chunk, chunks, &mut flusher, &metrics).await {
                             work = None;
                         }
-                        first_event += n;
-                    }
-                    Some(Ok(SourceEvent::TransactionEnd(end))) => {
-                        let info = CommitInfo { xid: end.xid, commit_lsn: end.commit_lsn, end_lsn: end.end_lsn, commit_time: end.commit_time };
-                        lock(&tracker).transaction_complete(end.end_lsn);
-                        if tx.send(Work::End(info)).await.is_err() {
-                            work = None;
-                        }
-                    }
-                    Some(Ok(SourceEvent::Keepalive { wal_end })) => {
-                        if flusher.mode == FlushMode::ConnectorAndDriver {
-                            let moved = lock(&tracker).idle_until(wal_end);
-                            if let Some(lsn) = moved {
-                                flusher.advance(lsn, None).await?;
-                            }
-                        }
-                    }
-                    Some(Ok(SourceEvent::Restarted(r))) => {
-                        tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
-                            "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
                     }
                     Some(Err(e)) => {
                         outcome = Err(e.into());
                         work = None;
                     }
-                    None => work = None,
+                    None => {
+                        injector = None;
+                        tracing::info!(chunks, "snapshot read and handed to the pipeline");
+                        if initial_only {
+                            tracing::info!("source.snapshot = \"initial-only\": stopping once the snapshot is stored");
+                            work = None;
+                        } else if let Some(event) = held.take() {
+                            match feeder.forward(event, tx, &mut flusher).await? {
+                                Flow::Continue => {}
+                                Flow::Stop => work = None,
+                                Flow::Failed(e) => {
+                                    outcome = Err(e);
+                                    work = None;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            event = events.next(), if work.is_some() && injector.is_none() => {
+                let Some(tx) = work.as_ref() else { continue };
+                if let Some(point) = waiting.as_ref().map(Snapshot::point)
+                    && reaches(&event, point)
+                {
+                    held = Some(event);
+                    injector = waiting.take().map(Snapshot::start);
+                    continue;
+                }
+                match feeder.forward(event, tx, &mut flusher).await? {
+                    Flow::Continue => {}
+                    Flow::Stop => work = None,
+                    Flow::Failed(e) => {
+                        outcome = Err(e);
+                        work = None;
+                    }
                 }
             }
         }
@@ -520,6 +590,137 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
     Ok(())
 }
 
+/// What the source loop does after an event.
+enum Flow {
+    Continue,
+    /// The plugin thread is gone: stop feeding, drain.
+    Stop,
+    /// The source failed: stop feeding, drain, then fail with this.
+    Failed(RunError),
+}
+
+/// Feeds source events to the plugin thread and the tracker.
+struct Feeder {
+    tracker: Arc<Mutex<Tracker>>,
+    metrics: Arc<Metrics>,
+    /// The index of the next event in its transaction.
+    first_event: u64,
+}
+
+impl Feeder {
+    async fn forward(
+        &mut self,
+        event: Option<Result<SourceEvent, source::SourceError>>,
+        tx: &mpsc::Sender<Work>,
+        flusher: &mut Flusher,
+    ) -> Result<Flow, RunError> {
+        match event {
+            Some(Ok(SourceEvent::Batch(batch))) => {
+                if batch.first {
+                    lock(&self.tracker).transaction_begun();
+                    self.first_event = 0;
+                }
+                let n = batch.events.len() as u64;
+                self.metrics.events_decoded(batch.events.len());
+                let first_event = self.first_event;
+                self.first_event += n;
+                let work = Work::Batch {
+                    batch,
+                    first_event,
+                    read: None,
+                };
+                if tx.send(work).await.is_err() {
+                    return Ok(Flow::Stop);
+                }
+            }
+            Some(Ok(SourceEvent::TransactionEnd(end))) => {
+                let info = CommitInfo {
+                    xid: end.xid,
+                    commit_lsn: end.commit_lsn,
+                    end_lsn: end.end_lsn,
+                    commit_time: end.commit_time,
+                    chunk: None,
+                };
+                lock(&self.tracker).transaction_complete(end.end_lsn);
+                if tx.send(Work::End(info)).await.is_err() {
+                    return Ok(Flow::Stop);
+                }
+            }
+            Some(Ok(SourceEvent::Keepalive { wal_end })) => {
+                if flusher.mode == FlushMode::ConnectorAndDriver {
+                    let moved = lock(&self.tracker).idle_until(wal_end);
+                    if let Some(lsn) = moved {
+                        flusher.advance(lsn, None).await?;
+                    }
+                }
+            }
+            Some(Ok(SourceEvent::Restarted(r))) => {
+                tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
+                    "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
+            }
+            Some(Err(e)) => return Ok(Flow::Failed(e.into())),
+            None => return Ok(Flow::Stop),
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// Whether `event` is at or past a snapshot's `point`: the first event of
+/// a transaction committing there or later, or the server having sent
+/// everything up to it. Errors and the end of the stream pass through.
+fn reaches(event: &Option<Result<SourceEvent, source::SourceError>>, point: Lsn) -> bool {
+    match event {
+        Some(Ok(SourceEvent::Batch(b))) => b.first && b.commit_lsn >= point,
+        Some(Ok(SourceEvent::TransactionEnd(e))) => e.commit_lsn >= point,
+        Some(Ok(SourceEvent::Keepalive { wal_end })) => *wal_end >= point,
+        _ => false,
+    }
+}
+
+/// The running snapshot's next chunk; never ready without one.
+async fn next_chunk(injector: &mut Option<Injector>) -> Option<Result<Chunk, SnapshotError>> {
+    match injector {
+        Some(i) => i.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands a chunk's batches and its end to the plugin thread; the end
+/// carries sequence number `seq`, under which the flusher keeps what to
+/// record once it is stored. False when the plugin thread is gone.
+async fn feed_chunk(
+    tx: &mpsc::Sender<Work>,
+    chunk: Chunk,
+    seq: u64,
+    flusher: &mut Flusher,
+    metrics: &Metrics,
+) -> bool {
+    let Chunk { batches, id, done } = chunk;
+    let end = CommitInfo {
+        xid: 0,
+        commit_lsn: done.point,
+        end_lsn: done.point,
+        commit_time: batches.first().map_or(0, |b| b.commit_time),
+        chunk: Some(seq),
+    };
+    metrics.snapshot_rows(&format!("{}.{}", done.schema, done.table), done.rows);
+    flusher.chunks.insert(seq, done);
+    let mut first_event = 0u64;
+    for batch in batches {
+        let n = batch.events.len() as u64;
+        let work = Work::Batch {
+            batch,
+            first_event,
+            read: Some(id),
+        };
+        if tx.send(work).await.is_err() {
+            return false;
+        }
+        first_event += n;
+    }
+    tx.send(Work::End(end)).await.is_ok()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -534,6 +735,10 @@ struct Flusher {
     server: SystemIdentity,
     last: Lsn,
     metrics: Arc<Metrics>,
+    /// The snapshot's progress, carried in every record written.
+    progress: Option<SnapshotProgress>,
+    /// Chunks handed to the pipeline and not yet stored, by sequence.
+    chunks: std::collections::HashMap<u64, ChunkDone>,
 }
 
 impl Flusher {
@@ -544,16 +749,34 @@ impl Flusher {
         tracker: &Mutex<Tracker>,
         done: &[CommitInfo],
     ) -> Result<(), RunError> {
+        let mut chunks_stored = false;
         let moved = {
             let mut t = lock(tracker);
             for d in done {
-                t.acknowledged(d.end_lsn);
+                match d.chunk {
+                    Some(seq) => {
+                        if let (Some(chunk), Some(progress)) =
+                            (self.chunks.remove(&seq), self.progress.as_mut())
+                        {
+                            chunk.apply(progress);
+                            chunks_stored = true;
+                        }
+                    }
+                    None => {
+                        t.acknowledged(d.end_lsn);
+                    }
+                }
             }
             t.confirmed()
         };
-        match done.last() {
-            Some(last) => self.advance(moved, Some(*last)).await,
-            None => Ok(()),
+        let last = done.iter().rev().find(|d| d.chunk.is_none()).copied();
+        if moved > self.last {
+            self.advance(moved, last).await
+        } else if chunks_stored {
+            // The position did not move, the snapshot did: record it.
+            self.write(self.last, None).await
+        } else {
+            Ok(())
         }
     }
 
@@ -561,22 +784,32 @@ impl Flusher {
         if to <= self.last {
             return Ok(());
         }
+        self.write(to, last).await?;
+        self.last = to;
+        self.metrics.confirmed(to);
+        if self.mode != FlushMode::Manual {
+            let _ = self.flushed.send(to);
+        }
+        Ok(())
+    }
+}
+
+impl Flusher {
+    /// Writes the offset record for `to` (with the snapshot's progress) to
+    /// a durable store.
+    async fn write(&mut self, to: Lsn, last: Option<CommitInfo>) -> Result<(), RunError> {
         if self.store.is_durable() {
             let mut record = OffsetRecord::new(
                 self.slot.clone(),
                 to,
                 self.server.system_id,
                 self.server.timeline,
-            );
+            )
+            .with_snapshot(self.progress.clone());
             if let Some(c) = last.filter(|c| c.end_lsn == to) {
                 record = record.with_transaction(c.xid, c.commit_lsn, c.commit_time);
             }
             self.store.store(&record).await?;
-        }
-        self.last = to;
-        self.metrics.confirmed(to);
-        if self.mode != FlushMode::Manual {
-            let _ = self.flushed.send(to);
         }
         Ok(())
     }

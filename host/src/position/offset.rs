@@ -11,17 +11,21 @@
 //! PostgreSQL's `X/Y` form and the system identifier as a decimal string
 //! (it exceeds 2^53, which JSON tools such as `jq` would round). A
 //! `version` field guards the format: a record from a newer sluice is
-//! refused by name rather than misread.
+//! refused by name rather than misread. Version 2 added the optional
+//! `snapshot` progress; version 1 records (without it) are still read.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::progress::SnapshotProgress;
 use crate::lsn::Lsn;
 use crate::replication::SlotName;
 
-/// The format version this host writes and reads.
-const VERSION: u32 = 1;
+/// The format version this host writes.
+const VERSION: u32 = 2;
+/// The oldest format version this host reads.
+const OLDEST_VERSION: u32 = 1;
 
 /// Why bytes are not an offset record.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +33,7 @@ pub enum OffsetError {
     #[error("not an offset record: {0}")]
     Malformed(#[source] serde_json::Error),
     #[error(
-        "offset record format version {found} is not supported by this sluice (it reads version {VERSION}); it was written by a newer sluice"
+        "offset record format version {found} is not supported by this sluice (it reads versions {OLDEST_VERSION} to {VERSION}); it was written by a newer sluice"
     )]
     UnsupportedVersion { found: u64 },
 }
@@ -60,6 +64,9 @@ pub struct OffsetRecord {
     pub timeline: u32,
     /// When the record was written, microseconds since the Unix epoch.
     pub written_at_us: i64,
+    /// The progress of the pipeline's snapshot, when it has taken one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
 }
 
 impl OffsetRecord {
@@ -75,7 +82,14 @@ impl OffsetRecord {
             system_id,
             timeline,
             written_at_us: now_us(),
+            snapshot: None,
         }
+    }
+
+    /// The same record, carrying `snapshot` progress.
+    pub fn with_snapshot(mut self, snapshot: Option<SnapshotProgress>) -> Self {
+        self.snapshot = snapshot;
+        self
     }
 
     /// The same record, for the transaction `xid` committed at
@@ -91,6 +105,7 @@ impl OffsetRecord {
     /// describe the old position), written now.
     pub fn moved_to(&self, lsn: Lsn) -> Self {
         OffsetRecord::new(self.slot.clone(), lsn, self.system_id, self.timeline)
+            .with_snapshot(self.snapshot.clone())
     }
 
     /// The record as JSON, with `written_at_us` set to now.
@@ -119,7 +134,7 @@ impl OffsetRecord {
             .and_then(|map| map.remove("version"))
             .and_then(|v| v.as_u64());
         match version {
-            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) if (u64::from(OLDEST_VERSION)..=u64::from(VERSION)).contains(&v) => {}
             Some(found) => return Err(OffsetError::UnsupportedVersion { found }),
             None => {
                 return Err(OffsetError::Malformed(serde::de::Error::missing_field(
@@ -173,7 +188,7 @@ mod tests {
         let bytes = r.encode();
         let text = std::str::from_utf8(&bytes).unwrap();
         for field in [
-            r#""version": 1"#,
+            r#""version": 2"#,
             r#""slot": "orders""#,
             r#""commit_end_lsn": "1/16B3748""#,
             r#""event_lsn": "1/16B3700""#,
@@ -196,10 +211,10 @@ mod tests {
 
     #[test]
     fn refuses_malformed_and_newer_records() {
-        let err = OffsetRecord::decode(b"{\"version\": 2, \"future\": true}").unwrap_err();
+        let err = OffsetRecord::decode(b"{\"version\": 3, \"future\": true}").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "offset record format version 2 is not supported by this sluice (it reads version 1); it was written by a newer sluice"
+            "offset record format version 3 is not supported by this sluice (it reads versions 1 to 2); it was written by a newer sluice"
         );
         for bad in [
             &b""[..],

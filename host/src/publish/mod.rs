@@ -23,7 +23,7 @@ pub mod stream;
 pub mod subject;
 
 pub use connect::{ConnectError, NatsAuth, NatsOptions, Secret, TlsOptions, connect};
-pub use msg_id::{MsgId, msg_id};
+pub use msg_id::{MsgId, msg_id, read_msg_id};
 pub use outgoing::{HostMeta, MessageError, Outgoing};
 pub use publisher::{
     Completed, Completion, Completions, PublishError, Publisher, PublisherConfig, PublisherMonitor,

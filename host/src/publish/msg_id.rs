@@ -44,6 +44,24 @@ pub fn msg_id(
     .to_string()
 }
 
+/// The id of the message `output_index` that the sink produced for event
+/// `event_index` of a snapshot chunk of table `table_oid` whose rows hash
+/// to `digest` (see `crate::snapshot`): a chunk read again with the same
+/// rows gets the same ids, so JetStream drops the repeat.
+///
+/// ```text
+/// <pipeline>:read:<table OID>:<digest as 16 hex digits>:<event index>:<output index>
+/// ```
+pub fn read_msg_id(
+    pipeline: &str,
+    table_oid: u32,
+    digest: u64,
+    event_index: u64,
+    output_index: u64,
+) -> String {
+    format!("{pipeline}:read:{table_oid}:{digest:016X}:{event_index}:{output_index}")
+}
+
 /// The parts of a `Nats-Msg-Id` written by Sluice.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MsgId {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use tokio_postgres::Client;
 
 use super::{Decision, Inputs, NoticeLevel, Refusal, ServerState, SlotState, Start, decide};
-use crate::config::{FlushMode, Manifest, MismatchStrategy};
+use crate::config::{FlushMode, Manifest, MismatchStrategy, SnapshotMode};
 use crate::lsn::Lsn;
 use crate::position::offset::OffsetRecord;
 use crate::position::store::{OffsetStore, StoreError};
@@ -31,8 +31,11 @@ pub struct StartupSettings {
     pub flush: FlushMode,
     pub create_slot: bool,
     /// Whether the snapshot mode re-snapshots when the offset's WAL is gone
-    /// (no snapshot mode does yet).
+    /// (`when-needed`).
     pub resnapshot: bool,
+    /// Whether a slot created now exports its snapshot, for the initial
+    /// snapshot to read the tables under (every mode but `never`).
+    pub export_snapshot: bool,
 }
 
 impl StartupSettings {
@@ -43,7 +46,8 @@ impl StartupSettings {
             strategy: m.position.mismatch,
             flush: m.position.flush,
             create_slot: m.source.create_slot,
-            resnapshot: false,
+            resnapshot: m.source.snapshot == SnapshotMode::WhenNeeded,
+            export_snapshot: m.source.snapshot.on_new_slot(),
         }
     }
 }
@@ -220,11 +224,18 @@ pub async fn apply(
         Start::At(lsn) => (lsn, None, false),
         Start::Resnapshot(lsn) => (lsn, None, true),
         Start::CreateSlot => {
-            // No snapshot is exported: nothing reads one yet. The slot
-            // streams from its consistent point.
+            // With a snapshot mode, the slot exports its snapshot: the
+            // initial snapshot reads the tables under it, and it lives only
+            // until this session's next command, so the caller keeps `repl`
+            // open until the readers imported it. The slot streams from its
+            // consistent point.
             let options = CreateSlotOptions {
                 temporary: false,
-                snapshot: SnapshotAction::Nothing,
+                snapshot: if settings.export_snapshot {
+                    SnapshotAction::Export
+                } else {
+                    SnapshotAction::Nothing
+                },
             };
             let created = repl.create_slot(slot, options).await?;
             tracing::info!(slot = %slot, lsn = %created.consistent_point, "created the replication slot");
