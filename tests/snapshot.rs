@@ -64,7 +64,7 @@ fn snapshot_pipeline(
             plugins: passthrough_then_json(),
             position: "store = \"file\"\nstore-path = \"offset.json\"".into(),
             source: format!("snapshot = \"{mode}\""),
-            sections: format!("[snapshot]\nchunk-rows = {chunk_rows}\nparallel-tables = 2\n"),
+            extra: format!("[snapshot]\nchunk-rows = {chunk_rows}\nparallel-tables = 2\n"),
             nats: "duplicate-window = \"10m\"".into(),
         },
     );

@@ -85,8 +85,8 @@ pub struct ManifestParts {
     pub position: String,
     /// Extra lines for the `[source]` table.
     pub source: String,
-    /// Extra sections at the end of the manifest.
-    pub sections: String,
+    /// Further top-level tables (`[errors]`, say).
+    pub extra: String,
 }
 
 impl Default for ManifestParts {
@@ -96,7 +96,7 @@ impl Default for ManifestParts {
             nats: String::new(),
             position: String::new(),
             source: String::new(),
-            sections: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -155,7 +155,7 @@ subjects = ["cdc.>"]
 [pipeline]
 shutdown-timeout = "10s"
 
-{sections}
+{extra}
 "#,
             url = pg.superuser_url(&db),
             nats = nats.url(),
@@ -164,7 +164,7 @@ shutdown-timeout = "10s"
             nats_extra = parts.nats,
             plugins = parts.plugins,
             source_extra = parts.source,
-            sections = parts.sections,
+            extra = parts.extra,
         );
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, manifest).unwrap();

@@ -389,6 +389,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                     read,
                 } => {
                     for o in outgoing {
+                        let source = o.source;
                         let msg_id = match read {
                             Some(r) => publish::read_msg_id(
                                 &pipeline,
@@ -408,9 +409,10 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                         let meta = HostMeta {
                             msg_id,
                             commit_lsn,
-                            lsn: None,
-                            table: None,
-                            op: None,
+                            lsn: source.as_ref().map(|s| s.lsn),
+                            op: source.as_ref().map(|s| s.op),
+                            table: source.and_then(|s| s.table),
+                            error: o.error,
                         };
                         lock(&publish_acks).message();
                         publisher
