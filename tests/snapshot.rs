@@ -13,6 +13,9 @@
 //!   resumes after the last stored chunk under a new point, same outcome.
 //! - `initial-only` copies and exits 0 without streaming.
 //! - Bad `source.snapshot` settings are refused with the manifest path.
+//! - A backfill (`sluice backfill`) of a table while ~1,000 updates a
+//!   second hit it: the stream never pauses, and replaying it reproduces
+//!   the table (`BACKFILL_ROWS`, default 500,000 rows: about 20 s).
 //!
 //! Size: `SNAPSHOT_ROWS` (default 100,000 rows) keeps the debug-build test
 //! at tens of seconds; set it to 1000000 to run the issue's full case.
@@ -93,14 +96,20 @@ struct Writers {
 
 impl Writers {
     async fn start(pg: &PgCluster, db: &str) -> Writers {
+        Writers::paced(pg, db, rows(), None).await
+    }
+
+    /// Writers over `n` initial rows, at most `per_second` transactions a
+    /// second when given.
+    async fn paced(pg: &PgCluster, db: &str, n: i64, per_second: Option<u64>) -> Writers {
         let (client, conn) = tokio_postgres::connect(&pg.superuser_url(db), tokio_postgres::NoTls)
             .await
             .expect("connect the writer");
         tokio::spawn(conn);
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
-        let n = rows();
         let (s, d) = (stop.clone(), done.clone());
+        let started = tokio::time::Instant::now();
         let task = tokio::spawn(async move {
             let mut x: u64 = 0x2545_f491_4f6c_dd1d;
             let mut next_id = n + 1;
@@ -133,6 +142,10 @@ impl Writers {
                     .await
                     .expect("a writer statement");
                 i += 1;
+                if let Some(rate) = per_second {
+                    tokio::time::sleep_until(started + Duration::from_micros(i * 1_000_000 / rate))
+                        .await;
+                }
                 d.store(i, Ordering::SeqCst);
             }
         });
@@ -336,9 +349,20 @@ async fn assert_stream_reproduces_tables(
     js: &jetstream::Context,
     strict: bool,
 ) {
+    assert_stream_reproduces(pg, p, js, strict, &["items", "small"]).await;
+}
+
+/// Asserts that replaying the stream reproduces `tables`.
+async fn assert_stream_reproduces(
+    pg: &'static PgCluster,
+    p: &Pipeline,
+    js: &jetstream::Context,
+    strict: bool,
+    tables: &[&str],
+) {
     let changes = read_changes(js, &p.stream).await;
     let replayed = replay(&changes, strict);
-    for table in ["items", "small"] {
+    for &table in tables {
         let expected = table_rows(pg, &p.db, table).await;
         let got = replayed.get(table).cloned().unwrap_or_default();
         assert_eq!(
@@ -512,4 +536,106 @@ path = "json.wasm"
         stderr.contains("source.snapshot") && stderr.contains("`sometimes` is not a snapshot mode"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let js = nats.jetstream().await;
+    let cache = tempfile::tempdir().unwrap();
+    let n: i64 = std::env::var("BACKFILL_ROWS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500_000);
+    let p = Pipeline::with(
+        pg,
+        &nats,
+        "backfill",
+        &["items", "marker"],
+        ManifestParts {
+            plugins: passthrough_then_json(),
+            extra: "[snapshot]\nchunk-rows = 5000\n".into(),
+            ..ManifestParts::default()
+        },
+    );
+    // The rows exist before the pipeline does: only a backfill brings
+    // them into the stream.
+    pg.psql(
+        &p.db,
+        &format!(
+            "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);
+             INSERT INTO items SELECT g, 0, 'note ' || g FROM generate_series(1, {n}) g;
+             CREATE TABLE marker (id int PRIMARY KEY);
+             INSERT INTO marker VALUES (1);
+             CREATE TABLE small (a text, b int, v int NOT NULL, PRIMARY KEY (a, b));"
+        ),
+    );
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let out = Command::new(sluice_binary())
+        .args(["backfill", p.manifest.to_str().unwrap(), "items"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("backfill of items requested at"), "{said}");
+    // Backfills run one after the other: once the marker table's backfill
+    // shows, the one of `items` is complete.
+    let out = Command::new(sluice_binary())
+        .args(["backfill", p.manifest.to_str().unwrap(), "public.marker"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stream = js.get_stream(&p.stream).await.unwrap();
+    wait_until(
+        "the backfills to complete",
+        Duration::from_secs(600),
+        || {
+            let stream = stream.clone();
+            async move {
+                stream
+                    .get_last_raw_message_by_subject("cdc.public.marker")
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    let written = writers.stop().await;
+    eprintln!("backfill of {n} rows took {took:?} with {written} writer transactions running");
+    pg.psql(&p.db, "INSERT INTO marker VALUES (2)");
+    wait_until(
+        "the last change to reach the stream",
+        Duration::from_secs(120),
+        || {
+            let stream = stream.clone();
+            async move {
+                stream
+                    .get_last_raw_message_by_subject("cdc.public.marker")
+                    .await
+                    .is_ok_and(|m| String::from_utf8_lossy(&m.payload).contains("\"op\":\"c\""))
+            }
+        },
+    )
+    .await;
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    assert_stream_reproduces(pg, &p, &js, false, &["items"]).await;
+    // An unknown table is refused by the command, naming it.
+    let out = Command::new(sluice_binary())
+        .args(["backfill", p.manifest.to_str().unwrap(), "nope"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("public.nope"), "{stderr}");
 }

@@ -5,6 +5,7 @@
 //! returns an error naming the file, flag or plugin at fault, which `main`
 //! prints before exiting non-zero.
 
+mod backfill;
 mod input;
 mod message_view;
 mod offset;
@@ -50,6 +51,17 @@ enum Command {
     /// Shows, sets or clears the manifest's stored offset.
     #[command(subcommand)]
     Offset(offset::OffsetCommand),
+    /// Asks the running pipeline to read a table's current rows into the
+    /// stream (as `read` events) without pausing it.
+    Backfill {
+        /// The manifest (TOML).
+        manifest: PathBuf,
+        /// The table, `schema.table` or `table` (in `public`).
+        table: String,
+        /// An SQL condition: only rows matching it are read.
+        #[arg(long = "where", value_name = "SQL")]
+        condition: Option<String>,
+    },
     /// Shows what the manifest's JetStream stream holds.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
@@ -86,7 +98,10 @@ impl Cli {
     /// commands that print their answer on stdout log only warnings.
     pub(crate) fn default_log_level(&self) -> &'static str {
         match &self.command {
-            Command::Stream(_) | Command::Slot(_) | Command::Offset(_) => "warn",
+            Command::Stream(_)
+            | Command::Slot(_)
+            | Command::Offset(_)
+            | Command::Backfill { .. } => "warn",
             _ => "info",
         }
     }
@@ -94,6 +109,11 @@ impl Cli {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run { manifest } => pipeline::run(&manifest),
+            Command::Backfill {
+                manifest,
+                table,
+                condition,
+            } => backfill::run(&manifest, table, condition),
             Command::Check { manifest } => pipeline::check(&manifest),
             Command::Plugin(PluginCommand::Inspect { file, runtime }) => {
                 plugin::inspect(&file, &runtime)

@@ -53,7 +53,9 @@ use crate::position::{OffsetRecord, SnapshotProgress, StoreError, Tracker};
 use crate::publish::{self, HostMeta, NatsOptions, Publisher, PublisherConfig, SubjectFilter};
 use crate::replication::setup::{self, SetupSpec};
 use crate::replication::{ReplicationConnection, SystemIdentity};
-use crate::snapshot::{self, Chunk, ChunkDone, Injector, ReadId, Snapshot, SnapshotError};
+use crate::snapshot::{
+    self, Backfills, Chunk, ChunkDone, Injector, ReadId, Snapshot, SnapshotError,
+};
 use crate::source::{self, SlotKind, SourceEvent, SourceOptions, StartPosition};
 
 /// Why the pipeline stopped with an error.
@@ -463,6 +465,13 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
         tracker: tracker.clone(),
         metrics: metrics.clone(),
         first_event: 0,
+        backfills: Backfills::new(
+            m.pipeline.as_str(),
+            m.source.conninfo.clone(),
+            m.source.publication.as_str(),
+            m.snapshot.chunk_rows,
+            m.batch.max_events,
+        ),
     };
     let mut outcome: Result<(), RunError> = Ok(());
     let mut work = Some(work_tx);
@@ -607,6 +616,8 @@ struct Feeder {
     metrics: Arc<Metrics>,
     /// The index of the next event in its transaction.
     first_event: u64,
+    /// Backfills asked for in the stream (see `crate::snapshot`).
+    backfills: Backfills,
 }
 
 impl Feeder {
@@ -617,7 +628,8 @@ impl Feeder {
         flusher: &mut Flusher,
     ) -> Result<Flow, RunError> {
         match event {
-            Some(Ok(SourceEvent::Batch(batch))) => {
+            Some(Ok(SourceEvent::Batch(mut batch))) => {
+                self.backfills.observe(&mut batch);
                 if batch.first {
                     lock(&self.tracker).transaction_begun();
                     self.first_event = 0;
@@ -646,6 +658,24 @@ impl Feeder {
                 lock(&self.tracker).transaction_complete(end.end_lsn);
                 if tx.send(Work::End(info)).await.is_err() {
                     return Ok(Flow::Stop);
+                }
+                // A backfill chunk goes right after its high watermark's
+                // transaction, before anything committed later.
+                if let Some(chunk) = self.backfills.due(end.commit_lsn, end.commit_time).await {
+                    self.metrics.snapshot_rows(&chunk.table, chunk.rows);
+                    let mut first_event = 0u64;
+                    for batch in chunk.batches {
+                        let n = batch.events.len() as u64;
+                        let work = Work::Batch {
+                            batch,
+                            first_event,
+                            read: Some(chunk.id),
+                        };
+                        if tx.send(work).await.is_err() {
+                            return Ok(Flow::Stop);
+                        }
+                        first_event += n;
+                    }
                 }
             }
             Some(Ok(SourceEvent::Keepalive { wal_end })) => {

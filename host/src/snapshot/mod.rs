@@ -61,9 +61,12 @@
 //! index>`, where the digest is a hash of the chunk's rows: a chunk read
 //! again with the same content gets the same ids and JetStream drops it.
 
+mod backfill;
 mod catalog;
 mod display;
 mod reader;
+
+pub use backfill::{BackfillRequest, Backfills, request_backfill};
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
@@ -358,46 +361,11 @@ impl Worker {
         rows: Vec<Vec<crate::model::Value>>,
         last_key: Option<Vec<String>>,
     ) -> Chunk {
-        let digest = digest(table.oid, &rows);
         let count = rows.len() as u64;
-        let relation = (**table.relation.relation()).clone();
-        let mut batches = Vec::new();
-        let mut events = Vec::with_capacity(self.max_events.min(rows.len()));
-        for values in rows {
-            events.push(Event::Row(RowChange {
-                op: Operation::Read,
-                relation: 0,
-                lsn: self.point,
-                old: None,
-                new: Some(values),
-            }));
-            if events.len() == self.max_events {
-                batches.push(std::mem::take(&mut events));
-            }
-        }
-        if !events.is_empty() {
-            batches.push(events);
-        }
-        let n = batches.len();
-        let batches = batches
-            .into_iter()
-            .enumerate()
-            .map(|(i, events)| Batch {
-                xid: 0,
-                commit_lsn: self.point,
-                commit_time: self.taken_at,
-                first: i == 0,
-                last: i + 1 == n,
-                relations: vec![relation.clone()],
-                events,
-            })
-            .collect();
+        let (batches, id) = read_batches(table, rows, self.point, self.taken_at, self.max_events);
         Chunk {
             batches,
-            id: ReadId {
-                table_oid: table.oid,
-                digest,
-            },
+            id,
             done: ChunkDone {
                 schema: table.schema.clone(),
                 table: table.name.clone(),
@@ -407,6 +375,57 @@ impl Worker {
             },
         }
     }
+}
+
+/// Rows of `table` as `read` events at `lsn`, in batches of at most
+/// `max_events`, and the ids of their messages.
+fn read_batches(
+    table: &TableInfo,
+    rows: Vec<Vec<crate::model::Value>>,
+    lsn: Lsn,
+    commit_time: i64,
+    max_events: usize,
+) -> (Vec<Batch>, ReadId) {
+    let digest = digest(table.oid, &rows);
+    let relation = (**table.relation.relation()).clone();
+    let mut batches = Vec::new();
+    let mut events = Vec::with_capacity(max_events.min(rows.len()));
+    for values in rows {
+        events.push(Event::Row(RowChange {
+            op: Operation::Read,
+            relation: 0,
+            lsn,
+            old: None,
+            new: Some(values),
+        }));
+        if events.len() == max_events {
+            batches.push(std::mem::take(&mut events));
+        }
+    }
+    if !events.is_empty() {
+        batches.push(events);
+    }
+    let n = batches.len();
+    let batches = batches
+        .into_iter()
+        .enumerate()
+        .map(|(i, events)| Batch {
+            xid: 0,
+            commit_lsn: lsn,
+            commit_time,
+            first: i == 0,
+            last: i + 1 == n,
+            relations: vec![relation.clone()],
+            events,
+        })
+        .collect();
+    (
+        batches,
+        ReadId {
+            table_oid: table.oid,
+            digest,
+        },
+    )
 }
 
 /// A hash of a chunk's rows, for its messages' ids.

@@ -45,11 +45,7 @@ impl Reader {
     /// returned).
     pub(super) async fn open(info: &ConnInfo, snapshot: &str) -> Result<Reader, SnapshotError> {
         let client = setup::connect_sql(info).await?;
-        let mut sql = String::new();
-        for (name, value) in SESSION_SETTINGS {
-            sql.push_str(&format!("SET {name} = {};", quote_literal(value)));
-        }
-        sql.push_str("SET bytea_output = 'hex';");
+        let mut sql = session_settings();
         sql.push_str("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;");
         sql.push_str(&format!(
             "SET TRANSACTION SNAPSHOT {};",
@@ -58,6 +54,17 @@ impl Reader {
         client.batch_execute(&sql).await.map_err(|e| {
             SnapshotError::sql(format!("cannot import the exported snapshot {snapshot}"), e)
         })?;
+        Ok(Reader { client })
+    }
+
+    /// Connects without a snapshot: every chunk is read in its own
+    /// transaction, as of when it runs (backfills).
+    pub(super) async fn plain(info: &ConnInfo) -> Result<Reader, SnapshotError> {
+        let client = setup::connect_sql(info).await?;
+        client
+            .batch_execute(&session_settings())
+            .await
+            .map_err(|e| SnapshotError::sql("cannot set up a backfill connection".into(), e))?;
         Ok(Reader { client })
     }
 
@@ -107,6 +114,17 @@ impl Reader {
         }
         Ok(Rows { rows, last_key })
     }
+}
+
+/// The settings under which values print as the replication stream prints
+/// them (see [`SESSION_SETTINGS`]), as SQL.
+fn session_settings() -> String {
+    let mut sql = String::new();
+    for (name, value) in SESSION_SETTINGS {
+        sql.push_str(&format!("SET {name} = {};", quote_literal(value)));
+    }
+    sql.push_str("SET bytea_output = 'hex';");
+    sql
 }
 
 /// The keyset query for one chunk.
