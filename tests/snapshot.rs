@@ -17,8 +17,10 @@
 //!   second hit it: the stream never pauses, and replaying it reproduces
 //!   the table (`BACKFILL_ROWS`, default 500,000 rows: about 20 s).
 //!
-//! Size: `SNAPSHOT_ROWS` (default 100,000 rows) keeps the debug-build test
-//! at tens of seconds; set it to 1000000 to run the issue's full case.
+//! Sizes (environment variables, for quicker runs while iterating):
+//! `SNAPSHOT_ROWS` (default 1,000,000), `KILL_ROWS` (200,000),
+//! `BACKFILL_ROWS` (500,000). Writers run at about 1,000 transactions a
+//! second throughout.
 
 #[path = "support/nats.rs"]
 mod nats;
@@ -43,11 +45,13 @@ use pipeline::{
 };
 use postgres::PgCluster;
 
-fn rows() -> i64 {
-    std::env::var("SNAPSHOT_ROWS")
+/// The size of a test's large table: `var` from the environment, or
+/// `default`.
+fn rows(var: &str, default: i64) -> i64 {
+    std::env::var(var)
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000)
+        .unwrap_or(default)
 }
 
 /// A pipeline over `items` (large) and `small`, with a file offset store.
@@ -57,6 +61,7 @@ fn snapshot_pipeline(
     name: &str,
     mode: &str,
     chunk_rows: usize,
+    n: i64,
 ) -> Pipeline {
     let p = Pipeline::with(
         pg,
@@ -75,12 +80,11 @@ fn snapshot_pipeline(
         &p.db,
         &format!(
             "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);
-             INSERT INTO items SELECT g, 0, 'note ' || g FROM generate_series(1, {}) g;
+             INSERT INTO items SELECT g, 0, 'note ' || g FROM generate_series(1, {n}) g;
              CREATE TABLE small (a text, b int, v int NOT NULL, PRIMARY KEY (a, b));
              INSERT INTO small SELECT 'k' || (g % 7), g, 0 FROM generate_series(1, 2000) g;
              CREATE TABLE marker (id int PRIMARY KEY);
-             ANALYZE items;",
-            rows()
+             ANALYZE items;"
         ),
     );
     p
@@ -95,10 +99,6 @@ struct Writers {
 }
 
 impl Writers {
-    async fn start(pg: &PgCluster, db: &str) -> Writers {
-        Writers::paced(pg, db, rows(), None).await
-    }
-
     /// Writers over `n` initial rows, at most `per_second` transactions a
     /// second when given.
     async fn paced(pg: &PgCluster, db: &str, n: i64, per_second: Option<u64>) -> Writers {
@@ -384,8 +384,9 @@ async fn an_initial_snapshot_with_writers_running_reproduces_the_tables() {
     let nats = NatsServer::launch();
     let js = nats.jetstream().await;
     let cache = tempfile::tempdir().unwrap();
-    let p = snapshot_pipeline(pg, &nats, "snapinit", "initial", 5_000);
-    let writers = Writers::start(pg, &p.db).await;
+    let n = rows("SNAPSHOT_ROWS", 1_000_000);
+    let p = snapshot_pipeline(pg, &nats, "snapinit", "initial", 5_000, n);
+    let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
     let started = std::time::Instant::now();
     let mut child = p.start(cache.path());
     wait_until(
@@ -399,8 +400,7 @@ async fn an_initial_snapshot_with_writers_running_reproduces_the_tables() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let written = writers.stop().await;
     eprintln!(
-        "snapshot of {} + 2000 rows took {took:?} (sluice start-up included); {written} writer transactions",
-        rows()
+        "snapshot of {n} + 2000 rows took {took:?} (sluice start-up included); {written} writer transactions"
     );
     wait_for_marker(pg, &p, &js).await;
     signal(&child, "-TERM");
@@ -415,10 +415,11 @@ async fn a_snapshot_killed_midway_resumes_and_reproduces_the_tables() {
     let nats = NatsServer::launch();
     let js = nats.jetstream().await;
     let cache = tempfile::tempdir().unwrap();
-    let p = snapshot_pipeline(pg, &nats, "snapkill", "initial", 1_000);
-    let writers = Writers::start(pg, &p.db).await;
+    let n = rows("KILL_ROWS", 200_000);
+    let p = snapshot_pipeline(pg, &nats, "snapkill", "initial", 2_000, n);
+    let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
     let mut child = p.start(cache.path());
-    let third = (rows() / 3) as u64;
+    let third = (n / 3) as u64;
     wait_until(
         "a third of the snapshot to be stored",
         Duration::from_secs(600),
@@ -465,18 +466,19 @@ async fn initial_only_copies_the_tables_and_exits() {
     let nats = NatsServer::launch();
     let js = nats.jetstream().await;
     let cache = tempfile::tempdir().unwrap();
-    let p = snapshot_pipeline(pg, &nats, "snaponly", "initial-only", 50_000);
+    let n = rows("SNAPSHOT_ROWS", 1_000_000).min(100_000);
+    let p = snapshot_pipeline(pg, &nats, "snaponly", "initial-only", 50_000, n);
     let mut child = p.start(cache.path());
     let status = wait_exit(&mut child, Duration::from_secs(300));
     assert!(status.success(), "sluice exited with {status}");
     assert!(snapshot_complete(&p));
-    let n = stream_len(&js, &p.stream).await;
-    assert_eq!(n, rows() as u64 + 2000, "every row once, nothing else");
+    let stored = stream_len(&js, &p.stream).await;
+    assert_eq!(stored, n as u64 + 2000, "every row once, nothing else");
     assert_stream_reproduces_tables(pg, &p, &js, true).await;
     // A second run has nothing to do and says so by exiting at once.
     let mut child = p.start(cache.path());
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
-    assert_eq!(stream_len(&js, &p.stream).await, n);
+    assert_eq!(stream_len(&js, &p.stream).await, stored);
 }
 
 #[test]
@@ -544,10 +546,7 @@ async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
     let nats = NatsServer::launch();
     let js = nats.jetstream().await;
     let cache = tempfile::tempdir().unwrap();
-    let n: i64 = std::env::var("BACKFILL_ROWS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(500_000);
+    let n = rows("BACKFILL_ROWS", 500_000);
     let p = Pipeline::with(
         pg,
         &nats,

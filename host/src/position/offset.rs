@@ -210,6 +210,24 @@ mod tests {
     }
 
     #[test]
+    fn reads_version_1_and_carries_snapshot_progress() {
+        let v1 = String::from_utf8(record().encode())
+            .unwrap()
+            .replace(r#""version": 2"#, r#""version": 1"#);
+        let back = OffsetRecord::decode(v1.as_bytes()).unwrap();
+        assert_eq!(back.snapshot, None);
+        let progress = crate::position::SnapshotProgress {
+            tables: vec![crate::position::TableProgress::new("public", "orders")],
+        };
+        let with = record().with_snapshot(Some(progress.clone()));
+        let text = String::from_utf8(with.encode()).unwrap();
+        assert!(text.contains(r#""table": "orders""#), "{text}");
+        let back = OffsetRecord::decode(text.as_bytes()).unwrap();
+        assert_eq!(back.snapshot, Some(progress.clone()));
+        assert_eq!(back.moved_to(Lsn(1)).snapshot, Some(progress));
+    }
+
+    #[test]
     fn refuses_malformed_and_newer_records() {
         let err = OffsetRecord::decode(b"{\"version\": 3, \"future\": true}").unwrap_err();
         assert_eq!(

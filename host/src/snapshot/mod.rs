@@ -526,7 +526,18 @@ pub async fn prepare(
     let mut counts = display::Counts::default();
     for t in progress.tables.iter_mut().filter(|t| !t.done) {
         let table =
-            catalog::describe(readers[0].client(), publication, &t.schema, &t.table).await?;
+            match catalog::describe(readers[0].client(), publication, &t.schema, &t.table).await {
+                Ok(table) => table,
+                // A table taken out of the publication since the snapshot
+                // began (say, because it has no primary key) is not read.
+                Err(SnapshotError::NotPublished { table, publication }) => {
+                    tracing::warn!(table = %table, publication = %publication,
+                        "the table left the publication: its snapshot is abandoned");
+                    t.done = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
         let counts = counts.add(table.qualified(), table.estimated_rows, t.rows);
         jobs.push_back(Job {
             table,
