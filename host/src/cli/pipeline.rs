@@ -105,7 +105,21 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
         let mut store =
             store::open(&m.position.store, &m.pipeline, Some(&js), m.nats.replicas).await?;
         match store.load().await? {
-            Some(o) => println!("offset ({}): {}", store.describe(), o.commit_end_lsn),
+            Some(o) => {
+                println!("offset ({}): {}", store.describe(), o.commit_end_lsn);
+                if let Some(p) = &o.snapshot {
+                    let done = p.tables.iter().filter(|t| t.done).count();
+                    println!(
+                        "snapshot: {done} of {} table(s) copied{}",
+                        p.tables.len(),
+                        if p.is_complete() {
+                            ""
+                        } else {
+                            "; run resumes the rest"
+                        }
+                    );
+                }
+            }
             None => println!(
                 "offset ({}): none; the slot decides where streaming starts",
                 store.describe()
@@ -113,6 +127,19 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+    if m.source.snapshot != sluice_host::config::SnapshotMode::Never {
+        println!(
+            "source.snapshot = \"{}\": the published tables are copied when the slot is created{}",
+            m.source.snapshot.as_str(),
+            match m.source.snapshot {
+                sluice_host::config::SnapshotMode::WhenNeeded => {
+                    ", and again when the stored offset's WAL is gone"
+                }
+                sluice_host::config::SnapshotMode::InitialOnly => ", then run exits",
+                _ => "",
+            }
+        );
+    }
     println!(
         "run would stream publication \"{}\" through {} transform(s) and sink \"{}\" to stream \"{}\" (flush mode {:?}, mismatch strategy {:?})",
         m.source.publication,

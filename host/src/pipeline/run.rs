@@ -25,6 +25,13 @@
 //!   reconnect is de-duplicated by JetStream.
 //! - `manual` flush never moves the slot; `connector-and-driver` also
 //!   confirms a keepalive's WAL end, but only when nothing is in flight.
+//! - Snapshot and backfill rows ([`crate::snapshot`]) take the same path
+//!   as `read` batches, at their place in the stream: a snapshot's chunks
+//!   before the first event at or past its point (which is held back
+//!   meanwhile), a backfill chunk right after its high watermark's
+//!   transaction. A snapshot chunk's end sits in the same ordered ack
+//!   queue as the transactions, and its progress is written with the
+//!   offset once JetStream stored it.
 //!
 //! Metrics ([`Metrics`]) are counted at the stages that see them: decoded
 //! events in the source loop, plugin calls in the chain, acknowledgements in

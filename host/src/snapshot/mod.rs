@@ -30,7 +30,13 @@
 //! - **Re-snapshot** (`when-needed`, when the stored offset's WAL is gone),
 //!   and a snapshot of a slot that existed without any stored offset: P
 //!   comes from a TEMPORARY slot created for the purpose (dropped with its
-//!   session), and the stream resumes from the main slot, before P.
+//!   session), and the stream resumes from the main slot, before P. A
+//!   non-transactional logical message `sluice.snapshot` (content: P) is
+//!   written after P, so that the stream reaches P even when the database
+//!   is quiet; it also tells consumers where a re-snapshot begins. A
+//!   re-snapshot repairs rows changed while the WAL was lost, but a row
+//!   deleted then has no delete event: a consumer that keeps state should
+//!   take a re-snapshot's reads as the table's whole content.
 //!
 //! # Crash resume
 //!
@@ -467,10 +473,13 @@ pub async fn prepare(
             .clone()
             .map(|name| (name, s.consistent_point))
     });
+    // `never` also leaves an unfinished snapshot alone: the operator
+    // switched snapshots off.
+    if mode == SnapshotMode::Never {
+        return Ok(None);
+    }
     // Whether this is a fresh snapshot of every table, or a resume.
-    let fresh = if mode == SnapshotMode::Never {
-        false
-    } else if new_slot.is_some() || start.resnapshot {
+    let fresh = if new_slot.is_some() || start.resnapshot {
         true
     } else if start.offset.is_none() {
         tracing::warn!(slot = %m.source.slot, mode = mode.as_str(),
