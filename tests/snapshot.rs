@@ -712,3 +712,66 @@ async fn when_needed_re_snapshots_once_the_offsets_wal_is_gone() {
     // insert are in the stream again, as reads.
     assert_stream_reproduces_tables(pg, &p, &js, false).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_reads_only_the_rows_its_condition_selects() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let js = nats.jetstream().await;
+    let cache = tempfile::tempdir().unwrap();
+    let p = Pipeline::with(
+        pg,
+        &nats,
+        "backwhere",
+        &["items", "marker"],
+        ManifestParts {
+            plugins: passthrough_then_json(),
+            extra: "[snapshot]\nchunk-rows = 3\n".into(),
+            ..ManifestParts::default()
+        },
+    );
+    pg.psql(
+        &p.db,
+        "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);
+         INSERT INTO items SELECT g, 0, 'note ' || g FROM generate_series(1, 1000) g;
+         CREATE TABLE marker (id int PRIMARY KEY);
+         INSERT INTO marker VALUES (1);",
+    );
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    let manifest = p.manifest.to_str().unwrap();
+    for args in [
+        &["backfill", manifest, "items", "--where", "id % 100 = 7"][..],
+        &["backfill", manifest, "marker"][..],
+    ] {
+        let out = Command::new(sluice_binary()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stream = js.get_stream(&p.stream).await.unwrap();
+    wait_until("the backfills", Duration::from_secs(120), || {
+        let stream = stream.clone();
+        async move {
+            stream
+                .get_last_raw_message_by_subject("cdc.public.marker")
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let changes = read_changes(&js, &p.stream).await;
+    let ids: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.table == "items")
+        .inspect(|c| assert_eq!(c.op, "r"))
+        .map(|c| c.key.as_str())
+        .collect();
+    // Ten rows, in key order, over four chunks of at most three.
+    let expected: Vec<String> = (0..10).map(|i| (i * 100 + 7).to_string()).collect();
+    assert_eq!(ids, expected);
+}
