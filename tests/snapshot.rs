@@ -719,6 +719,9 @@ async fn a_backfill_reads_only_the_rows_its_condition_selects() {
     let nats = NatsServer::launch();
     let js = nats.jetstream().await;
     let cache = tempfile::tempdir().unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
     let p = Pipeline::with(
         pg,
         &nats,
@@ -726,7 +729,7 @@ async fn a_backfill_reads_only_the_rows_its_condition_selects() {
         &["items", "marker"],
         ManifestParts {
             plugins: passthrough_then_json(),
-            extra: "[snapshot]\nchunk-rows = 3\n".into(),
+            extra: format!("[snapshot]\nchunk-rows = 3\n\n[metrics]\naddress = \"{metrics}\"\n"),
             ..ManifestParts::default()
         },
     );
@@ -762,6 +765,11 @@ async fn a_backfill_reads_only_the_rows_its_condition_selects() {
         }
     })
     .await;
+    let exposition = scrape(metrics);
+    assert!(
+        exposition.contains("sluice_snapshot_rows_total{table=\"public.items\"} 10"),
+        "{exposition}"
+    );
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     let changes = read_changes(&js, &p.stream).await;
@@ -774,4 +782,14 @@ async fn a_backfill_reads_only_the_rows_its_condition_selects() {
     // Ten rows, in key order, over four chunks of at most three.
     let expected: Vec<String> = (0..10).map(|i| (i * 100 + 7).to_string()).collect();
     assert_eq!(ids, expected);
+}
+
+/// The body of `GET /metrics` (HTTP/1.0, no client library needed).
+fn scrape(address: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
