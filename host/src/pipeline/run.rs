@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::acks::{AckQueue, CommitInfo};
 use super::chain::{Chain, ChainError};
+use super::feed::{Feeder, Flow, feed_chunk, next_chunk, reaches};
 use super::reload::{ReloadSettings, Reloader};
 use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, SnapshotMode, StorageKind};
 use crate::lsn::Lsn;
@@ -60,10 +61,8 @@ use crate::position::{OffsetRecord, SnapshotProgress, StoreError, Tracker};
 use crate::publish::{self, HostMeta, NatsOptions, Publisher, PublisherConfig, SubjectFilter};
 use crate::replication::setup::{self, SetupSpec};
 use crate::replication::{ReplicationConnection, SystemIdentity};
-use crate::snapshot::{
-    self, Backfills, Chunk, ChunkDone, Injector, ReadId, Snapshot, SnapshotError,
-};
-use crate::source::{self, SlotKind, SourceEvent, SourceOptions, StartPosition};
+use crate::snapshot::{self, Backfills, ChunkDone, Injector, ReadId, Snapshot, SnapshotError};
+use crate::source::{self, SlotKind, SourceOptions, StartPosition};
 
 /// Why the pipeline stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +181,7 @@ pub fn plugin_runtime(m: &Manifest) -> Result<PluginRuntime, PluginError> {
 
 /// What goes from the source to the plugin thread, and on to the publisher.
 #[derive(Debug)]
-enum Work {
+pub(super) enum Work {
     Batch {
         batch: Batch,
         first_event: u64,
@@ -608,168 +607,16 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
     Ok(())
 }
 
-/// What the source loop does after an event.
-enum Flow {
-    Continue,
-    /// The plugin thread is gone: stop feeding, drain.
-    Stop,
-    /// The source failed: stop feeding, drain, then fail with this.
-    Failed(RunError),
-}
-
-/// Feeds source events to the plugin thread and the tracker.
-struct Feeder {
-    tracker: Arc<Mutex<Tracker>>,
-    metrics: Arc<Metrics>,
-    /// The index of the next event in its transaction.
-    first_event: u64,
-    /// Backfills asked for in the stream (see `crate::snapshot`).
-    backfills: Backfills,
-}
-
-impl Feeder {
-    async fn forward(
-        &mut self,
-        event: Option<Result<SourceEvent, source::SourceError>>,
-        tx: &mpsc::Sender<Work>,
-        flusher: &mut Flusher,
-    ) -> Result<Flow, RunError> {
-        match event {
-            Some(Ok(SourceEvent::Batch(mut batch))) => {
-                self.backfills.observe(&mut batch);
-                if batch.first {
-                    lock(&self.tracker).transaction_begun();
-                    self.first_event = 0;
-                }
-                let n = batch.events.len() as u64;
-                self.metrics.events_decoded(batch.events.len());
-                let first_event = self.first_event;
-                self.first_event += n;
-                let work = Work::Batch {
-                    batch,
-                    first_event,
-                    read: None,
-                };
-                if tx.send(work).await.is_err() {
-                    return Ok(Flow::Stop);
-                }
-            }
-            Some(Ok(SourceEvent::TransactionEnd(end))) => {
-                let info = CommitInfo {
-                    xid: end.xid,
-                    commit_lsn: end.commit_lsn,
-                    end_lsn: end.end_lsn,
-                    commit_time: end.commit_time,
-                    chunk: None,
-                };
-                lock(&self.tracker).transaction_complete(end.end_lsn);
-                if tx.send(Work::End(info)).await.is_err() {
-                    return Ok(Flow::Stop);
-                }
-                // A backfill chunk goes right after its high watermark's
-                // transaction, before anything committed later.
-                if let Some(chunk) = self.backfills.due(end.commit_lsn, end.commit_time).await {
-                    self.metrics.snapshot_rows(&chunk.table, chunk.rows);
-                    let mut first_event = 0u64;
-                    for batch in chunk.batches {
-                        let n = batch.events.len() as u64;
-                        let work = Work::Batch {
-                            batch,
-                            first_event,
-                            read: Some(chunk.id),
-                        };
-                        if tx.send(work).await.is_err() {
-                            return Ok(Flow::Stop);
-                        }
-                        first_event += n;
-                    }
-                }
-            }
-            Some(Ok(SourceEvent::Keepalive { wal_end })) => {
-                if flusher.mode == FlushMode::ConnectorAndDriver {
-                    let moved = lock(&self.tracker).idle_until(wal_end);
-                    if let Some(lsn) = moved {
-                        flusher.advance(lsn, None).await?;
-                    }
-                }
-            }
-            Some(Ok(SourceEvent::Restarted(r))) => {
-                tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
-                    "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
-            }
-            Some(Err(e)) => return Ok(Flow::Failed(e.into())),
-            None => return Ok(Flow::Stop),
-        }
-        Ok(Flow::Continue)
-    }
-}
-
-/// Whether `event` is at or past a snapshot's `point`: the first event of
-/// a transaction committing there or later, or the server having sent
-/// everything up to it. Errors and the end of the stream pass through.
-fn reaches(event: &Option<Result<SourceEvent, source::SourceError>>, point: Lsn) -> bool {
-    match event {
-        Some(Ok(SourceEvent::Batch(b))) => b.first && b.commit_lsn >= point,
-        Some(Ok(SourceEvent::TransactionEnd(e))) => e.commit_lsn >= point,
-        Some(Ok(SourceEvent::Keepalive { wal_end })) => *wal_end >= point,
-        _ => false,
-    }
-}
-
-/// The running snapshot's next chunk; never ready without one.
-async fn next_chunk(injector: &mut Option<Injector>) -> Option<Result<Chunk, SnapshotError>> {
-    match injector {
-        Some(i) => i.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Hands a chunk's batches and its end to the plugin thread; the end
-/// carries sequence number `seq`, under which the flusher keeps what to
-/// record once it is stored. False when the plugin thread is gone.
-async fn feed_chunk(
-    tx: &mpsc::Sender<Work>,
-    chunk: Chunk,
-    seq: u64,
-    flusher: &mut Flusher,
-    metrics: &Metrics,
-) -> bool {
-    let Chunk { batches, id, done } = chunk;
-    let end = CommitInfo {
-        xid: 0,
-        commit_lsn: done.point,
-        end_lsn: done.point,
-        commit_time: batches.first().map_or(0, |b| b.commit_time),
-        chunk: Some(seq),
-    };
-    metrics.snapshot_rows(&format!("{}.{}", done.schema, done.table), done.rows);
-    flusher.chunks.insert(seq, done);
-    let mut first_event = 0u64;
-    for batch in batches {
-        let n = batch.events.len() as u64;
-        let work = Work::Batch {
-            batch,
-            first_event,
-            read: Some(id),
-        };
-        if tx.send(work).await.is_err() {
-            return false;
-        }
-        first_event += n;
-    }
-    tx.send(Work::End(end)).await.is_ok()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Writes the offset, then tells the slot: in that order, so that slot and
 /// offset never disagree in a way a restart could not resolve.
-struct Flusher {
+pub(super) struct Flusher {
     store: Box<dyn OffsetStore>,
     flushed: watch::Sender<Lsn>,
-    mode: FlushMode,
+    pub(super) mode: FlushMode,
     slot: crate::replication::SlotName,
     server: SystemIdentity,
     last: Lsn,
@@ -777,7 +624,7 @@ struct Flusher {
     /// The snapshot's progress, carried in every record written.
     progress: Option<SnapshotProgress>,
     /// Chunks handed to the pipeline and not yet stored, by sequence.
-    chunks: std::collections::HashMap<u64, ChunkDone>,
+    pub(super) chunks: std::collections::HashMap<u64, ChunkDone>,
 }
 
 impl Flusher {
@@ -819,7 +666,11 @@ impl Flusher {
         }
     }
 
-    async fn advance(&mut self, to: Lsn, last: Option<CommitInfo>) -> Result<(), RunError> {
+    pub(super) async fn advance(
+        &mut self,
+        to: Lsn,
+        last: Option<CommitInfo>,
+    ) -> Result<(), RunError> {
         if to <= self.last {
             return Ok(());
         }
