@@ -5,6 +5,7 @@
 mod support;
 
 use sluice_host::config::ErrorPolicy;
+use sluice_host::lsn::Lsn;
 use sluice_host::model::{Batch, Value};
 use sluice_host::pipeline::chain::{Chain, Outgoing};
 use support::*;
@@ -54,8 +55,9 @@ fn ids(messages: &[Outgoing]) -> Vec<String> {
     messages
         .iter()
         .map(|m| {
-            if m.dead_letter {
-                return format!("dead-letter:{}", m.event_index);
+            if m.error.is_some() {
+                let body: serde_json::Value = serde_json::from_slice(&m.message.payload).unwrap();
+                return format!("dead-letter:{}", body["event-index"]);
             }
             let v: serde_json::Value = serde_json::from_slice(&m.message.payload).unwrap();
             v["after"]["id"].to_string()
@@ -95,15 +97,11 @@ fn dead_letter_isolates_the_failing_row_and_keeps_the_rest_in_order() {
         assert_eq!((out.dead_lettered, out.skipped), (1, 0));
         let dl = &out.messages[2].message;
         assert_eq!(dl.subject, "cdc.dead");
-        let header = |name: &str| {
-            dl.headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(header("Sluice-Table"), Some("public.users"));
-        assert_eq!(header("Sluice-Op"), Some("insert"));
-        let error = header("Sluice-Error").unwrap();
+        assert!(dl.headers.is_empty(), "the publisher adds the headers");
+        let source = out.messages[2].source.as_ref().unwrap();
+        assert_eq!(source.table.as_deref(), Some("public.users"));
+        assert_eq!((source.op, source.lsn), ("insert", Lsn(0x103)));
+        let error = out.messages[2].error.as_deref().unwrap();
         assert!(error.starts_with("plugin \"misbehave\""), "{error}");
         let body: serde_json::Value = serde_json::from_slice(&dl.payload).unwrap();
         assert_eq!(body["event-index"], 12);
@@ -112,11 +110,21 @@ fn dead_letter_isolates_the_failing_row_and_keeps_the_rest_in_order() {
             serde_json::json!({"int": 3})
         );
         assert_eq!(body["relations"][0]["name"], "users");
-        // Other messages keep their subject, and each names its event.
+        // Other messages keep their subject and their event's source; all
+        // are numbered within the batch, as if it had gone through whole.
         assert_eq!(out.messages[0].message.subject, "cdc.public.users");
-        let events: Vec<u64> = out.messages.iter().map(|m| m.event_index).collect();
-        assert_eq!(events, [10, 11, 12, 13, 14]);
-        assert!(out.messages.iter().all(|m| m.split));
+        let lsns: Vec<u64> = out
+            .messages
+            .iter()
+            .map(|m| m.source.as_ref().unwrap().lsn.0)
+            .collect();
+        assert_eq!(lsns, [0x101, 0x102, 0x103, 0x104, 0x105]);
+        let identity: Vec<(u64, u32)> = out
+            .messages
+            .iter()
+            .map(|m| (m.event_index, m.output_index))
+            .collect();
+        assert_eq!(identity, [(10, 0), (10, 1), (10, 2), (10, 3), (10, 4)]);
     }
 }
 
@@ -135,20 +143,26 @@ fn a_batch_without_failures_goes_through_whole() {
     let mut c = chain(dir.path(), "{}", "cdc", ErrorPolicy::Skip);
     let out = c.process(five_rows(), 7).unwrap();
     assert_eq!(ids(&out.messages), ["1", "2", "3", "4", "5"]);
-    let identity: Vec<(u64, u32, bool)> = out
+    let identity: Vec<(u64, u32)> = out
         .messages
         .iter()
-        .map(|m| (m.event_index, m.output_index, m.split))
+        .map(|m| (m.event_index, m.output_index))
+        .collect();
+    assert_eq!(identity, [(7, 0), (7, 1), (7, 2), (7, 3), (7, 4)]);
+    // Each message names its event: table, operation and LSN for the headers.
+    let sources: Vec<(Option<&str>, &str, u64)> = out
+        .messages
+        .iter()
+        .map(|m| {
+            let s = m.source.as_ref().unwrap();
+            (s.table.as_deref(), s.op, s.lsn.0)
+        })
         .collect();
     assert_eq!(
-        identity,
-        [
-            (7, 0, false),
-            (7, 1, false),
-            (7, 2, false),
-            (7, 3, false),
-            (7, 4, false)
-        ]
+        sources,
+        (1..=5)
+            .map(|i| (Some("public.users"), "insert", 0x100 + i))
+            .collect::<Vec<_>>()
     );
 }
 

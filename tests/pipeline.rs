@@ -15,7 +15,7 @@ mod support;
 use std::time::Duration;
 
 use nats::{NatsServer, read_stream};
-use pipeline::{Pipeline, signal, wait_exit, wait_until};
+use pipeline::{ManifestParts, Pipeline, parse_lsn, signal, wait_exit, wait_until};
 use postgres::PgCluster;
 
 fn json(payload: &[u8]) -> serde_json::Value {
@@ -87,6 +87,25 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
         let commit = m.header("Sluice-Commit-Lsn").unwrap();
         assert!(commit.contains('/'), "{commit}");
     }
+    // Each message names its event: table, operation and the event's own
+    // LSN, which lies before its transaction's commit.
+    let tables: Vec<Option<&str>> = messages.iter().map(|m| m.header("Sluice-Table")).collect();
+    let users = Some("public.users");
+    let orders = Some("public.orders");
+    assert_eq!(tables, [users, users, orders, users, orders, orders]);
+    let ops: Vec<Option<&str>> = messages.iter().map(|m| m.header("Sluice-Op")).collect();
+    assert_eq!(
+        ops,
+        ["insert", "insert", "insert", "update", "delete", "truncate"].map(Some)
+    );
+    let lsns: Vec<u64> = messages
+        .iter()
+        .map(|m| parse_lsn(m.header("Sluice-Lsn").unwrap()))
+        .collect();
+    assert!(lsns.windows(2).all(|w| w[0] < w[1]), "{lsns:?}");
+    for (m, lsn) in messages.iter().zip(&lsns) {
+        assert!(*lsn < parse_lsn(m.header("Sluice-Commit-Lsn").unwrap()));
+    }
     // The two inserts of one statement share a transaction, one id each.
     assert_eq!(
         messages[0].header("Sluice-Commit-Lsn"),
@@ -153,9 +172,9 @@ async fn heartbeats_move_a_quiet_slot() {
     let pg = PgCluster::shared();
     let nats = NatsServer::launch();
     let cache = tempfile::tempdir().unwrap();
-    let parts = pipeline::ManifestParts {
+    let parts = ManifestParts {
         position: r#"heartbeat = { interval = "200ms" }"#.to_owned(),
-        ..pipeline::ManifestParts::default()
+        ..ManifestParts::default()
     };
     let p = Pipeline::with(pg, &nats, "beat", &["quiet"], parts);
     pg.psql(&p.db, "CREATE TABLE quiet (id int PRIMARY KEY)");
@@ -180,4 +199,78 @@ async fn heartbeats_move_a_quiet_slot() {
     }
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_row_goes_to_the_dead_letter_subject_and_the_rest_flows_on() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let parts = ManifestParts {
+        plugins: format!(
+            r#"
+[[transform]]
+name = "picky"
+path = "{misbehave}"
+config = {{ fail-on = {{ column = "id", equals = 3 }} }}
+
+[sink]
+name = "json"
+path = "{json}"
+config = {{ subject-prefix = "cdc" }}
+"#,
+            misbehave = support::plugin_path("misbehave").display(),
+            json = support::plugin_path("json-sink").display(),
+        ),
+        extra: "[errors]\npolicy = \"dead-letter\"\ndead-letter-subject = \"cdc.dead\"\n".into(),
+        ..ManifestParts::default()
+    };
+    let p = Pipeline::with(pg, &nats, "dlq", &["items"], parts);
+    pg.psql(&p.db, "CREATE TABLE items (id int PRIMARY KEY, v text)");
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    pg.psql(
+        &p.db,
+        "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 5) g;
+         INSERT INTO items VALUES (6, 'after');",
+    );
+    let js = nats.jetstream().await;
+    wait_until("6 messages", Duration::from_secs(60), || async {
+        nats::stream_len(&js, &p.stream).await >= 6
+    })
+    .await;
+    let messages = read_stream(&js, &p.stream).await;
+    let subjects: Vec<&str> = messages.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "cdc.public.items",
+            "cdc.public.items",
+            "cdc.dead",
+            "cdc.public.items",
+            "cdc.public.items",
+            "cdc.public.items"
+        ]
+    );
+    let dead = &messages[2];
+    let error = dead.header("Sluice-Error").unwrap();
+    assert!(
+        error.starts_with("plugin \"picky\" could not process event"),
+        "{error}"
+    );
+    assert_eq!(dead.header("Sluice-Table"), Some("public.items"));
+    assert_eq!(dead.header("Sluice-Op"), Some("insert"));
+    // The dead letter sits between its neighbours in the WAL.
+    let lsn = |m: &nats::StoredMessage| parse_lsn(m.header("Sluice-Lsn").unwrap());
+    assert!(lsn(&messages[1]) < lsn(dead) && lsn(dead) < lsn(&messages[3]));
+    let body = json(&dead.payload);
+    assert_eq!(
+        body["event"]["row"]["new"][0],
+        serde_json::json!({"int": 3})
+    );
+    assert_eq!(json(&messages[5].payload)["after"]["v"], "after");
+    // The failure is counted, not fatal: the host drains and exits cleanly.
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
 }

@@ -532,9 +532,9 @@ fn cli_runs_a_chain_into_a_sink() {
     assert_eq!(
         stdout,
         concat!(
-            r#"{"subject":"cdc.public.customers","headers":[],"payload":{"op":"c","source":{"schema":"public","table":"customers","lsn":"0/16B3600","commit_lsn":"0/16B3748","xid":750,"commit_time":"2023-11-14T22:13:20Z","commit_time_us":1700000000000000},"before":null,"after":{"id":1,"email":"***","balance":"1234.50","active":true,"created":"2023-11-14T22:13:10Z"}}}"#,
+            r#"{"subject":"cdc.public.customers","headers":[],"payload":{"op":"c","source":{"schema":"public","table":"customers","lsn":"0/16B3600","commit_lsn":"0/16B3748","xid":750,"commit_time":"2023-11-14T22:13:20Z","commit_time_us":1700000000000000},"before":null,"after":{"id":1,"email":"***","balance":"1234.50","active":true,"created":"2023-11-14T22:13:10Z"}},"event":0}"#,
             "\n",
-            r#"{"subject":"cdc.public.customers","headers":[],"payload":{"op":"d","source":{"schema":"public","table":"customers","lsn":"0/16B3900","commit_lsn":"0/16B39A0","xid":751,"commit_time":"2023-11-14T22:14:20Z","commit_time_us":1700000060000000},"before":{"id":-9223372036854775808,"email":null,"balance":null,"active":null,"created":null},"after":null}}"#,
+            r#"{"subject":"cdc.public.customers","headers":[],"payload":{"op":"d","source":{"schema":"public","table":"customers","lsn":"0/16B3900","commit_lsn":"0/16B39A0","xid":751,"commit_time":"2023-11-14T22:14:20Z","commit_time_us":1700000060000000},"before":{"id":-9223372036854775808,"email":null,"balance":null,"active":null,"created":null},"after":null},"event":0}"#,
             "\n",
         )
     );

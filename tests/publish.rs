@@ -32,6 +32,7 @@ fn message(subject: &str, i: u64, payload_len: usize) -> Outgoing {
             subject: subject.to_owned(),
             headers: vec![("Content-Type".into(), "application/json".into())],
             payload,
+            event: Some(0),
         },
         meta: HostMeta {
             msg_id: msg_id(PIPELINE, commit_lsn, 1, i % 10, 0),
@@ -39,6 +40,7 @@ fn message(subject: &str, i: u64, payload_len: usize) -> Outgoing {
             lsn: Some(Lsn(commit_lsn.0 - 0x80 + i % 10)),
             table: Some("public.orders".into()),
             op: Some("insert"),
+            error: None,
         },
     }
 }

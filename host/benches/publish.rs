@@ -69,6 +69,7 @@ async fn run(server: &nats::NatsServer, window: usize, messages: u64) {
                 subject: format!("{prefix}.public.orders"),
                 headers: Vec::new(),
                 payload: payload.clone(),
+                event: Some(0),
             },
             meta: HostMeta {
                 msg_id: msg_id("bench", commit_lsn, 1, i % 10, 0),
@@ -76,6 +77,7 @@ async fn run(server: &nats::NatsServer, window: usize, messages: u64) {
                 lsn: Some(commit_lsn),
                 table: Some("public.orders".into()),
                 op: Some("insert"),
+                error: None,
             },
         };
         publisher.publish(message, i).await.expect("publish");

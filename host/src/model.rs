@@ -165,6 +165,16 @@ impl Event {
             Event::Message(m) => m.lsn,
         }
     }
+
+    /// What the event does, as the `Sluice-Op` header names it:
+    /// [`Operation::as_str`], `truncate` or `message`.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            Event::Row(r) => r.op.as_str(),
+            Event::Truncate(_) => "truncate",
+            Event::Message(_) => "message",
+        }
+    }
 }
 
 /// Consecutive events of one transaction.
@@ -198,6 +208,10 @@ pub struct Message {
     /// `MessageView` in the CLI), here it is always bytes.
     #[serde(with = "hex_bytes")]
     pub payload: Vec<u8>,
+    /// Index, in the batch given to the sink, of the event the message was
+    /// made from (`None` for a message made from several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<u32>,
 }
 
 /// Floats as JSON numbers when finite and as `"NaN"`, `"Infinity"`,

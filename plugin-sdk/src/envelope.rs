@@ -209,7 +209,8 @@ impl Encoder {
     /// Encodes every event of `batch` with `serialize`, which appends one
     /// envelope to the buffer it is given (e.g. `serde_json::to_writer`).
     /// Row changes give one message each, truncates one per truncated
-    /// table, logical messages one each; in event order.
+    /// table, logical messages one each; in event order, each naming its
+    /// event in `Message::event`.
     pub fn encode<E: fmt::Display>(
         &self,
         batch: &Batch,
@@ -219,7 +220,7 @@ impl Encoder {
         self.each_envelope(batch, |index, envelope, subject| {
             let mut payload = Vec::with_capacity(envelope.size_hint());
             serialize(&envelope, &mut payload).map_err(|error| cannot_serialise(index, error))?;
-            messages.push(self.message(subject, payload));
+            messages.push(self.message(index, subject, payload));
             Ok(())
         })?;
         Ok(messages)
@@ -232,11 +233,13 @@ impl Encoder {
         json::encode(self, batch)
     }
 
-    fn message(&self, subject: String, payload: Vec<u8>) -> Message {
+    /// The message for the batch's event at `event`.
+    fn message(&self, event: usize, subject: String, payload: Vec<u8>) -> Message {
         Message {
             subject,
             headers: self.headers.clone(),
             payload,
+            event: u32::try_from(event).ok(),
         }
     }
 

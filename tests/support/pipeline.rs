@@ -83,6 +83,8 @@ pub struct ManifestParts {
     pub nats: String,
     /// Extra lines for the `[position]` table.
     pub position: String,
+    /// Further top-level tables (`[errors]`, say).
+    pub extra: String,
 }
 
 impl Default for ManifestParts {
@@ -91,6 +93,7 @@ impl Default for ManifestParts {
             plugins: mask_then_json(),
             nats: String::new(),
             position: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -147,6 +150,8 @@ subjects = ["cdc.>"]
 
 [pipeline]
 shutdown-timeout = "10s"
+
+{extra}
 "#,
             url = pg.superuser_url(&db),
             nats = nats.url(),
@@ -154,6 +159,7 @@ shutdown-timeout = "10s"
             position = parts.position,
             nats_extra = parts.nats,
             plugins = parts.plugins,
+            extra = parts.extra,
         );
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, manifest).unwrap();

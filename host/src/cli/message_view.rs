@@ -19,6 +19,9 @@ pub(crate) struct MessageView<'a> {
     headers: &'a [(String, String)],
     #[serde(flatten)]
     payload: PayloadView<'a>,
+    /// The index of the event in the sink's input the message names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,6 +40,7 @@ impl<'a> MessageView<'a> {
             subject: &message.subject,
             headers: &message.headers,
             payload: PayloadView::of(&message.payload),
+            event: message.event,
         }
     }
 }
@@ -93,6 +97,7 @@ mod tests {
             subject: "cdc.t".into(),
             headers: vec![("k".into(), "v".into())],
             payload: payload.to_vec(),
+            event: None,
         };
         serde_json::to_string(&MessageView::new(&message)).unwrap()
     }

@@ -10,10 +10,15 @@
 //! - A message for a subject outside the pipeline's allowed subjects is
 //!   never returned for publishing: it is a failure of the sink, handled by
 //!   the error policy like any other.
-//! - Every message leaves with a deterministic identity (commit LSN, event
-//!   index in the transaction, output index), so that a replay after a
-//!   restart produces the same `Nats-Msg-Id`s and JetStream drops the
-//!   duplicates.
+//! - Every message leaves with a deterministic identity (commit LSN, index
+//!   of its batch's first event in the transaction, position among the
+//!   batch's messages), so that a replay after a restart produces the same
+//!   `Nats-Msg-Id`s and JetStream drops the duplicates. A batch that had to
+//!   be split numbers its messages the same way, so its ids never collide
+//!   with another batch's.
+//! - A message that names its event (WIT `message.event`) leaves with that
+//!   event's table, operation and LSN, as the sink saw them; a dead-letter
+//!   message with the failing event's, as the failing plugin saw it.
 //!
 //! On a failure, `stop` returns the error; `dead-letter` and `skip` retry the
 //! batch one event at a time to find the events that fail (a plugin may name
@@ -29,6 +34,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::ErrorPolicy;
+use crate::lsn::Lsn;
 use crate::metrics::{Metrics, PluginProbe};
 use crate::model::{Batch, Event, Message, Relation};
 use crate::plugin::{CallError, PluginError, Sink, Transform};
@@ -37,17 +43,60 @@ use crate::plugin::{CallError, PluginError, Sink, Transform};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outgoing {
     pub message: Message,
-    /// Index, within its transaction, of the first event the message came
-    /// from (for a batch that went through whole: the batch's first event).
+    /// Index, within its transaction, of the first event of the batch the
+    /// message came from.
     pub event_index: u64,
-    /// Position of the message among those produced for `event_index`.
+    /// Position of the message among its batch's messages.
     pub output_index: u32,
-    /// The message came from a batch split after a failure; its id gets a
-    /// distinct suffix so it can never collide with one from the whole
-    /// batch.
-    pub split: bool,
-    /// A dead-letter message rather than the sink's output.
-    pub dead_letter: bool,
+    /// The event the message was made from, when the sink named it.
+    pub source: Option<EventSource>,
+    /// For a dead-letter message: why the event failed.
+    pub error: Option<String>,
+}
+
+/// The event a message was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSource {
+    /// `schema.table`; for a truncate of several tables, their names joined
+    /// by `,`; `None` for a logical message.
+    pub table: Option<Arc<str>>,
+    /// [`Event::op_name`].
+    pub op: &'static str,
+    pub lsn: Lsn,
+}
+
+impl EventSource {
+    /// The source of each event of `batch`, by index.
+    fn of_batch(batch: &Batch) -> Vec<EventSource> {
+        // One shared name per relation, not one allocation per event.
+        let names: Vec<Arc<str>> = batch
+            .relations
+            .iter()
+            .map(|r| Arc::from(format!("{}.{}", r.schema, r.name)))
+            .collect();
+        let name = |i: u32| names.get(i as usize).cloned();
+        batch
+            .events
+            .iter()
+            .map(|event| EventSource {
+                table: match event {
+                    Event::Row(row) => name(row.relation),
+                    Event::Truncate(t) => {
+                        let tables: Vec<Arc<str>> =
+                            t.relations.iter().filter_map(|&r| name(r)).collect();
+                        match tables.as_slice() {
+                            [one] => Some(one.clone()),
+                            [] => None,
+                            many => Some(Arc::from(many.join(","))),
+                        }
+                    }
+                    Event::Message(_) => None,
+                },
+                op: event.op_name(),
+                lsn: event.lsn(),
+            })
+            .collect()
+    }
 }
 
 /// What a batch produced.
@@ -127,9 +176,10 @@ impl Chain {
     /// transaction.
     pub fn process(&mut self, batch: Batch, first_event: u64) -> Result<Output, ChainError> {
         let failure = match self.run(batch, 0) {
-            Ok(messages) => {
+            Ok(encoded) => {
                 let mut out = Output::default();
-                out.messages.extend(outgoing(messages, first_event, false));
+                out.messages.extend(encoded.outgoing());
+                number(&mut out.messages, first_event);
                 return Ok(out);
             }
             Err(failure) => failure,
@@ -150,7 +200,8 @@ impl Chain {
         }
         tracing::warn!(error = %error, xid = input.xid, events = input.events.len(),
             "plugin chain failed; retrying the batch one event at a time to isolate the failure");
-        let out = self.split(*input, stage, first_event);
+        let mut out = self.split(*input, stage, first_event);
+        number(&mut out.messages, first_event);
         if let Some(m) = &self.metrics {
             m.errors(&self.policy, out.skipped + out.dead_lettered);
         }
@@ -178,7 +229,7 @@ impl Chain {
 
     /// Runs the stages from `stage` on (transforms by index, then the sink
     /// at index `transforms.len()`).
-    fn run(&mut self, batch: Batch, stage: usize) -> Result<Vec<Message>, Failure> {
+    fn run(&mut self, batch: Batch, stage: usize) -> Result<Encoded, Failure> {
         let mut current = batch;
         for i in stage..self.transforms.len() {
             let (input, started) = (current.events.len(), Instant::now());
@@ -196,6 +247,7 @@ impl Chain {
         // its output. To split the batch then, the other policies keep a
         // copy of the input; `stop` needs none.
         let sink_input = (self.policy != ErrorPolicy::Stop).then(|| current.clone());
+        let sources = EventSource::of_batch(&current);
         let (input, started) = (current.events.len(), Instant::now());
         let result = self.sink.encode(current);
         let output = result.as_ref().map_or(0, Vec::len);
@@ -216,7 +268,7 @@ impl Chain {
                 },
             });
         }
-        Ok(messages)
+        Ok(Encoded { messages, sources })
     }
 
     fn may_publish(&self, subject: &str) -> bool {
@@ -257,7 +309,7 @@ impl Chain {
             };
             let index = first_event + k as u64;
             match self.run(single.clone(), stage) {
-                Ok(messages) => out.messages.extend(outgoing(messages, index, true)),
+                Ok(encoded) => out.messages.extend(encoded.outgoing()),
                 Err(Failure { error, .. }) => self.failed_event(&single, index, &error, &mut out),
             }
         }
@@ -275,12 +327,13 @@ impl Chain {
                 out.skipped += 1;
             }
             ErrorPolicy::DeadLetter { subject } => {
+                let error = err.to_string();
                 out.messages.push(Outgoing {
-                    message: dead_letter(subject, failed, index, err),
+                    message: dead_letter(subject, failed, index, &error),
                     event_index: index,
                     output_index: 0,
-                    split: true,
-                    dead_letter: true,
+                    source: EventSource::of_batch(failed).pop(),
+                    error: Some(error),
                 });
                 out.dead_lettered += 1;
             }
@@ -295,27 +348,39 @@ struct Failure {
     error: ChainError,
 }
 
-/// Numbers the messages produced for the event at `event_index`.
-fn outgoing(
+/// What the sink returned, with the sources of the events it was given.
+struct Encoded {
     messages: Vec<Message>,
-    event_index: u64,
-    split: bool,
-) -> impl Iterator<Item = Outgoing> {
-    messages
-        .into_iter()
-        .enumerate()
-        .map(move |(i, message)| Outgoing {
+    sources: Vec<EventSource>,
+}
+
+impl Encoded {
+    /// The messages, each with the source of the event it names (the
+    /// plugin layer has checked the indexes); numbered later by [`number`].
+    fn outgoing(self) -> impl Iterator<Item = Outgoing> {
+        let Encoded { messages, sources } = self;
+        messages.into_iter().map(move |message| Outgoing {
+            source: message.event.and_then(|i| sources.get(i as usize).cloned()),
             message,
-            event_index,
-            output_index: u32::try_from(i).unwrap_or(u32::MAX),
-            split,
-            dead_letter: false,
+            event_index: 0,
+            output_index: 0,
+            error: None,
         })
+    }
+}
+
+/// Gives the messages of the batch whose first event is `first_event` their
+/// identities: the batch's first event, and their position in the batch.
+fn number(messages: &mut [Outgoing], first_event: u64) {
+    for (i, m) in messages.iter_mut().enumerate() {
+        m.event_index = first_event;
+        m.output_index = u32::try_from(i).unwrap_or(u32::MAX);
+    }
 }
 
 const EMPTY: Batch = Batch {
     xid: 0,
-    commit_lsn: crate::lsn::Lsn::ZERO,
+    commit_lsn: Lsn::ZERO,
     commit_time: 0,
     first: true,
     last: true,
@@ -324,47 +389,31 @@ const EMPTY: Batch = Batch {
 };
 
 /// The dead-letter message for one event: the event (with the relation it
-/// refers to) as JSON, and the error in headers.
-fn dead_letter(subject: &str, failed: &Batch, index: u64, err: &ChainError) -> Message {
+/// refers to) and the error, as JSON. The publisher adds the headers
+/// (`Sluice-Error`, and the event's table, operation and LSN).
+fn dead_letter(subject: &str, failed: &Batch, index: u64, error: &str) -> Message {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "kebab-case")]
     struct Body<'a> {
-        error: String,
+        error: &'a str,
         xid: u32,
-        commit_lsn: crate::lsn::Lsn,
+        commit_lsn: Lsn,
         event_index: u64,
         relations: &'a [Relation],
         event: Option<&'a Event>,
     }
-    let error = err.to_string();
     let body = Body {
-        error: error.clone(),
+        error,
         xid: failed.xid,
         commit_lsn: failed.commit_lsn,
         event_index: index,
         relations: &failed.relations,
         event: failed.events.first(),
     };
-    let payload = serde_json::to_vec(&body).unwrap_or_default();
-    // Header values are single lines; keep them short.
-    let header: String = error
-        .replace(['\r', '\n'], " ")
-        .chars()
-        .take(1000)
-        .collect();
-    let mut headers = vec![("Sluice-Error".to_owned(), header)];
-    if let Some(Event::Row(row)) = failed.events.first() {
-        if let Some(rel) = failed.relations.get(row.relation as usize) {
-            headers.push((
-                "Sluice-Table".to_owned(),
-                format!("{}.{}", rel.schema, rel.name),
-            ));
-        }
-        headers.push(("Sluice-Op".to_owned(), row.op.as_str().to_owned()));
-    }
     Message {
         subject: subject.to_owned(),
-        headers,
-        payload,
+        headers: Vec::new(),
+        payload: serde_json::to_vec(&body).unwrap_or_default(),
+        event: Some(0),
     }
 }

@@ -352,6 +352,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                     xid,
                 } => {
                     for o in outgoing {
+                        let source = o.source;
                         let meta = HostMeta {
                             msg_id: publish::msg_id(
                                 &pipeline,
@@ -361,9 +362,10 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                                 u64::from(o.output_index),
                             ),
                             commit_lsn,
-                            lsn: None,
-                            table: None,
-                            op: None,
+                            lsn: source.as_ref().map(|s| s.lsn),
+                            op: source.as_ref().map(|s| s.op),
+                            table: source.and_then(|s| s.table),
+                            error: o.error,
                         };
                         lock(&publish_acks).message();
                         publisher

@@ -258,6 +258,7 @@ impl From<wit::Message> for model::Message {
             subject: m.subject,
             headers: m.headers,
             payload: m.payload,
+            event: m.event,
         }
     }
 }

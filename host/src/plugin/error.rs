@@ -103,7 +103,7 @@ pub enum PluginError {
     },
     #[error("plugin \"{plugin}\" failed: {message}")]
     Failed { plugin: String, message: String },
-    #[error("plugin \"{plugin}\" returned an invalid batch: {source}")]
+    #[error("plugin \"{plugin}\" returned invalid output: {source}")]
     InvalidOutput {
         plugin: String,
         #[source]

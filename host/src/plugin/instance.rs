@@ -394,14 +394,23 @@ impl Sink {
 
     /// Turns one batch into the messages to publish, in order.
     pub fn encode(&mut self, batch: Batch) -> Result<Vec<Message>, CallError> {
+        let count = batch.events.len();
         let input = wit::Batch::from(batch);
-        match self.slot.call(|b, store| b.call_encode(store, &input)) {
-            Ok(messages) => Ok(messages.into_iter().map(Message::from).collect()),
-            Err(error) => Err(CallError {
+        let fail = |error, input: wit::Batch| {
+            Err(CallError {
                 error,
                 input: Box::new(input.into()),
-            }),
+            })
+        };
+        let messages: Vec<Message> = match self.slot.call(|b, store| b.call_encode(store, &input)) {
+            Ok(messages) => messages.into_iter().map(Message::from).collect(),
+            Err(error) => return fail(error, input),
+        };
+        if let Err(source) = validate::check_messages(count, &messages) {
+            let plugin = self.slot.prepared.plugin.to_string();
+            return fail(PluginError::InvalidOutput { plugin, source }, input);
         }
+        Ok(messages)
     }
 }
 

@@ -1,4 +1,4 @@
-//! Checks on what a transform returns, before the batch goes any further.
+//! Checks on what a plugin returns, before it goes any further.
 //!
 //! A transform may reshape events and relations freely, but what it returns
 //! must still be a well-formed batch: every relation index in range, every
@@ -6,11 +6,13 @@
 //! operation requires, and the transaction's identity (xid, commit LSN,
 //! commit time, first/last flags) unchanged — the position tracker measures
 //! progress in commit LSNs, so a plugin must not be able to move them.
+//! A sink's message may name the event it was made from; the name must be
+//! an event of the batch the sink was given.
 
 use crate::lsn::Lsn;
-use crate::model::{Batch, Event, Operation};
+use crate::model::{Batch, Event, Message, Operation};
 
-/// What is wrong with a batch a transform returned.
+/// What is wrong with a batch a transform returned, or a sink's messages.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InvalidOutput {
     #[error("it changed the batch's {field} (a transform may change events and relations only)")]
@@ -31,6 +33,12 @@ pub enum InvalidOutput {
         relation: u32,
         table: String,
         columns: usize,
+    },
+    #[error("message {message} names event {event}, but the batch had {count} events")]
+    EventOutOfRange {
+        message: usize,
+        event: u32,
+        count: usize,
     },
     #[error("event {event} is {article} {op} {problem}")]
     MissingOrExtraValues {
@@ -60,6 +68,23 @@ impl TransactionId {
             first: batch.first,
             last: batch.last,
         }
+    }
+}
+
+/// Checks that every message a sink returned for a batch of `count` events
+/// names an event of that batch, if any.
+pub(super) fn check_messages(count: usize, messages: &[Message]) -> Result<(), InvalidOutput> {
+    let bad = messages
+        .iter()
+        .enumerate()
+        .find_map(|(i, m)| m.event.filter(|&e| e as usize >= count).map(|e| (i, e)));
+    match bad {
+        Some((message, event)) => Err(InvalidOutput::EventOutOfRange {
+            message,
+            event,
+            count,
+        }),
+        None => Ok(()),
     }
 }
 

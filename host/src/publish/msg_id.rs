@@ -13,19 +13,21 @@
 //! for example `orders:00000000016B3748:750:12:0`. The xid is there because a
 //! commit LSN alone is not unique: a non-transactional logical message (xid 0)
 //! is identified by the LSN where its record ends, and the next transaction's
-//! commit record may start at exactly that LSN. The event index counts the events of
-//! the transaction from 0 (across all its batches, after transforms ran); the output
-//! index counts the messages the sink returned for that event from 0. The LSN has a
-//! fixed width so that ids of one pipeline sort in commit order. The pipeline name may
-//! itself contain `:`; [`MsgId::from_str`] reads the four other fields from the
-//! right.
+//! commit record may start at exactly that LSN. The event index is the index, among
+//! the transaction's decoded events (from 0, before transforms), of the first event
+//! of the batch the message came from; the output index counts that batch's
+//! messages from 0. Batches are cut at the same events on every replay, so both are
+//! deterministic, and a batch split to isolate a failing event numbers its messages
+//! the same way. The LSN has a fixed width so that ids of one pipeline sort in
+//! commit order. The pipeline name may itself contain `:`; [`MsgId::from_str`]
+//! reads the four other fields from the right.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::lsn::Lsn;
 
-/// The id of the message `output_index` that the sink produced for event
+/// The id of message `output_index` of the batch starting at event
 /// `event_index` of transaction `xid`, committed at `commit_lsn`.
 pub fn msg_id(
     pipeline: &str,

@@ -10,6 +10,8 @@
 //! error goes through the pipeline's error policy (stop, dead-letter or skip). Header
 //! names are compared without regard to case, as NATS clients disagree on case.
 
+use std::sync::Arc;
+
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 
@@ -25,10 +27,16 @@ pub const EXPECTED_STREAM: &str = "Nats-Expected-Stream";
 pub const COMMIT_LSN: &str = "Sluice-Commit-Lsn";
 /// The LSN of the event the message was made from.
 pub const LSN: &str = "Sluice-Lsn";
-/// `schema.table` of the row the message was made from.
+/// `schema.table` of the row the message was made from (for a truncate of
+/// several tables, their names joined by `,`).
 pub const TABLE: &str = "Sluice-Table";
 /// What happened: `insert`, `update`, `delete`, `read`, `truncate` or `message`.
 pub const OP: &str = "Sluice-Op";
+/// On a dead-letter message: why a plugin failed on the event (one line, at
+/// most [`MAX_ERROR_HEADER`] characters; the payload has it in full).
+pub const ERROR: &str = "Sluice-Error";
+/// The longest `Sluice-Error` header value, in characters.
+pub const MAX_ERROR_HEADER: usize = 1000;
 
 /// Header prefixes reserved for JetStream and the host.
 const RESERVED_PREFIXES: [&str; 2] = ["nats-", "sluice-"];
@@ -62,10 +70,12 @@ pub struct HostMeta {
     pub commit_lsn: Lsn,
     /// The LSN of the event, when the message was made from one.
     pub lsn: Option<Lsn>,
-    /// `schema.table`, when the event concerned one table.
-    pub table: Option<String>,
+    /// `schema.table`, when the event concerned tables.
+    pub table: Option<Arc<str>>,
     /// The operation (`Operation::as_str()`, `"truncate"` or `"message"`), when known.
     pub op: Option<&'static str>,
+    /// For a dead-letter message, the error.
+    pub error: Option<String>,
 }
 
 /// A message ready to go: the sink's message and the host's metadata.
@@ -139,10 +149,18 @@ impl Outgoing {
             host(LSN, lsn.to_string());
         }
         if let Some(table) = meta.table {
-            host(TABLE, table);
+            host(TABLE, table.to_string());
         }
         if let Some(op) = meta.op {
             host(OP, op.to_owned());
+        }
+        if let Some(error) = meta.error {
+            let line = error
+                .replace(['\r', '\n'], " ")
+                .chars()
+                .take(MAX_ERROR_HEADER)
+                .collect();
+            host(ERROR, line);
         }
         if let Some(stream) = stream {
             host(EXPECTED_STREAM, stream.to_owned());
@@ -172,6 +190,7 @@ mod tests {
                     .map(|(n, v)| (n.into(), v.into()))
                     .collect(),
                 payload: b"{}".to_vec(),
+                event: Some(0),
             },
             meta: HostMeta {
                 msg_id: "p:0000000000000010:0:0".into(),
@@ -179,6 +198,7 @@ mod tests {
                 lsn: Some(Lsn(0x8)),
                 table: Some("public.t".into()),
                 op: Some("insert"),
+                error: None,
             },
         }
     }
@@ -201,6 +221,17 @@ mod tests {
         assert_eq!(get(EXPECTED_STREAM).as_deref(), Some("CDC"));
         assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
         assert!(p.size > 2);
+        assert_eq!(get(ERROR), None);
+    }
+
+    #[test]
+    fn a_dead_letter_error_is_one_bounded_line() {
+        let mut o = outgoing(vec![]);
+        o.meta.error = Some(format!("first\r\nsecond {}", "x".repeat(5000)));
+        let p = o.prepare(&filter(), None).unwrap();
+        let error = p.headers.get(ERROR).unwrap().as_str().to_owned();
+        assert!(error.starts_with("first  second x"), "{error}");
+        assert_eq!(error.chars().count(), MAX_ERROR_HEADER);
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub(super) fn encode(encoder: &Encoder, batch: &Batch) -> Result<Vec<Message>> {
                 payload
             }
         };
-        messages.push(encoder.message(subject, payload));
+        messages.push(encoder.message(index, subject, payload));
         Ok::<_, PluginError>(())
     })?;
     Ok(messages)
