@@ -1,0 +1,423 @@
+//! The plugins written in Python, JavaScript and C against their Rust
+//! originals: the same input batches (every value variant, see
+//! `support::arbitrary`) must give exactly the same output — the mask's
+//! batches value for value, the JSON sink's messages byte for byte — and
+//! each runs inside `sluice run` with a real PostgreSQL and NATS. Also the
+//! WASI grants: a component that uses a capability it was not granted fails
+//! at load, naming the capability.
+//!
+//! Python and JavaScript components take seconds to compile, so every test
+//! here shares one compiled-component cache (`support::shared_runtime`).
+
+#[path = "support/nats.rs"]
+mod nats;
+#[path = "support/pipeline.rs"]
+mod pipeline;
+#[path = "support/postgres.rs"]
+mod postgres;
+mod support;
+
+use std::cell::RefCell;
+use std::process::Command;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use sha2::{Digest, Sha256};
+use sluice_host::model::{Batch, Message};
+use sluice_host::plugin::{Capability, Limits, PluginSpec, WasiGrants};
+use support::arbitrary::batch_strategy;
+use support::*;
+
+/// The transforms that re-implement `mask`, by component name.
+const MASKS: &[&str] = &["py-mask"];
+/// The sinks that re-implement `json-sink`, by component name.
+const JSON_SINKS: &[&str] = &["py-json-sink"];
+
+/// Column names the mask configurations below act on, given to the
+/// arbitrary batches' columns so that every action is exercised.
+const NAMES: [&str; 6] = ["email", "phone", "ssn", "id", "note", "avatar"];
+
+const MASK_CONFIGS: [&str; 3] = [
+    r#"{"columns": {"email": "hash", "phone": "redact", "ssn": "drop", "avatar": "hash"}}"#,
+    r#"{"columns": {"note": "hash", "id": "drop"}, "salt": "pepper", "redaction": "", "tables": ["public.*", "users"]}"#,
+    r#"{"columns": {"email": "redact", "note": "drop", "avatar": "drop"}, "tables": ["nowhere.users"]}"#,
+];
+
+/// An arbitrary batch whose columns are named from [`NAMES`] and whose
+/// first relation is `public.users`, so that the configurations match.
+fn named(mut batch: Batch) -> Batch {
+    for (r, relation) in batch.relations.iter_mut().enumerate() {
+        for (c, column) in relation.columns.iter_mut().enumerate() {
+            let pick = (relation.oid as usize).wrapping_add(c * 7 + r);
+            column.name = NAMES[pick % NAMES.len()].to_owned();
+        }
+        if r == 0 {
+            relation.schema = "public".into();
+            relation.name = "users".into();
+        }
+    }
+    batch
+}
+
+/// A spec for a plugin in another language, with room for its runtime:
+/// CPython and SpiderMonkey start with tens of MiB of heap, and the
+/// arbitrary batches hold values of up to a MiB that a sink escapes.
+fn other(name: &str, config: &str) -> PluginSpec {
+    spec_with(
+        name,
+        config,
+        Limits {
+            memory: 256 << 20,
+            ..Limits::default()
+        },
+    )
+}
+
+fn cases(n: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases: n,
+        failure_persistence: None,
+        ..Config::default()
+    })
+}
+
+#[test]
+fn mask_in_every_language_matches_the_rust_mask() {
+    let runtime = shared_runtime();
+    for config in MASK_CONFIGS {
+        for name in MASKS {
+            // A Rust mask per language, named after it, so that their
+            // counters can be compared.
+            let mut rust = runtime
+                .load_transform(PluginSpec {
+                    name: format!("rust-for-{name}"),
+                    ..spec("mask", config)
+                })
+                .unwrap()
+                .instantiate()
+                .unwrap();
+            let other = RefCell::new(
+                runtime
+                    .load_transform(other(name, config))
+                    .unwrap()
+                    .instantiate()
+                    .unwrap(),
+            );
+            let expected = RefCell::new(&mut rust);
+            cases(48)
+                .run(&batch_strategy().prop_map(named), |batch| {
+                    let want = expected
+                        .borrow_mut()
+                        .transform(batch.clone())
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let got = other
+                        .borrow_mut()
+                        .transform(batch)
+                        .map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
+                    prop_assert_eq!(floats_as_bits(got), floats_as_bits(want), "{}", name);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(other.borrow().instances_started(), 1, "{name}");
+            for counter in ["values_hashed", "values_redacted"] {
+                assert_eq!(
+                    runtime.counters().get(name, counter),
+                    runtime.counters().get(&format!("rust-for-{name}"), counter),
+                    "{name}: {counter}"
+                );
+            }
+        }
+    }
+}
+
+/// A message as (subject, headers, payload as text, event), so that a
+/// failure shows readable JSON.
+type Shown = (String, Vec<(String, String)>, String, Option<u32>);
+
+fn shown(messages: Vec<Message>) -> Vec<Shown> {
+    messages
+        .into_iter()
+        .map(|m| {
+            (
+                m.subject,
+                m.headers,
+                String::from_utf8(m.payload).expect("JSON is UTF-8"),
+                m.event,
+            )
+        })
+        .collect()
+}
+
+const SINK_CONFIGS: [&str; 2] = [
+    "{}",
+    r#"{"subject-prefix": "db1", "subject": "{prefix}.{table}.{schema}.x", "message-subject": "{prefix}.m.{prefix}", "headers": {"Content-Type": "application/json", "A": "1"}}"#,
+];
+
+#[test]
+fn json_sink_in_every_language_matches_the_rust_json_sink_byte_for_byte() {
+    let runtime = shared_runtime();
+    for config in SINK_CONFIGS {
+        let mut rust = runtime
+            .load_sink(spec("json-sink", config))
+            .unwrap()
+            .instantiate()
+            .unwrap();
+        for name in JSON_SINKS {
+            let other = RefCell::new(
+                runtime
+                    .load_sink(other(name, config))
+                    .unwrap()
+                    .instantiate()
+                    .unwrap(),
+            );
+            let expected = RefCell::new(&mut rust);
+            cases(64)
+                .run(&batch_strategy(), |batch| {
+                    let want = expected
+                        .borrow_mut()
+                        .encode(batch.clone())
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let got = other
+                        .borrow_mut()
+                        .encode(batch)
+                        .map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
+                    prop_assert_eq!(shown(got), shown(want), "{}", name);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(other.borrow().instances_started(), 1, "{name}");
+        }
+    }
+}
+
+#[test]
+fn bad_configurations_are_refused_by_key_in_every_language() {
+    let runtime = shared_runtime();
+    for name in MASKS {
+        let err = runtime
+            .load_transform(spec(name, r#"{"columns": {"email": "encrypt"}}"#))
+            .unwrap()
+            .instantiate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "plugin \"{name}\" rejected its configuration: config key `columns.email`: \
+                 unknown variant `encrypt`, expected one of `hash`, `redact`, `drop`"
+            )
+        );
+    }
+    for name in JSON_SINKS {
+        let err = runtime
+            .load_sink(spec(name, r#"{"subject": "{prefix}.{nope}"}"#))
+            .unwrap()
+            .instantiate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "plugin \"{name}\" rejected its configuration: config key `subject`: \
+                 unknown placeholder `{{nope}}`; use {{prefix}}, {{schema}}, {{table}}"
+            )
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// WASI grants.
+
+/// The probe fixtures: transforms that use, in `init`, the WASI capability
+/// their configuration names.
+const PROBES: &[&str] = &["py-wasi-probe"];
+
+fn probe(name: &str, config: &str, grants: WasiGrants) -> PluginSpec {
+    PluginSpec {
+        wasi: grants,
+        ..spec(name, config)
+    }
+}
+
+#[test]
+fn an_ungranted_capability_fails_at_load_naming_it() {
+    let runtime = shared_runtime();
+    for name in PROBES {
+        let load = |config: &str, grants| {
+            runtime
+                .load_transform(probe(name, config, grants))
+                .unwrap()
+                .instantiate()
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        load("{}", WasiGrants::NONE).unwrap();
+
+        let err = load(r#"{"read": "/etc/hostname"}"#, WasiGrants::NONE).unwrap_err();
+        assert!(
+            err.starts_with(&format!("plugin \"{name}\" called wasi:filesystem/")),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("but Sluice grants no file system to plugins"),
+            "{err}"
+        );
+
+        let err = load(r#"{"connect": ["127.0.0.1", 9]}"#, WasiGrants::NONE).unwrap_err();
+        assert!(
+            err.starts_with(&format!("plugin \"{name}\" called wasi:sockets/")),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(
+                "without the \"network\" WASI grant: add \"network\" to the `wasi` list of its manifest entry"
+            ),
+            "{err}"
+        );
+
+        let err = load(r#"{"clock": true}"#, WasiGrants::NONE).unwrap_err();
+        assert!(
+            err.contains("wasi:clocks/wall-clock@") && err.contains("the \"clocks\" WASI grant"),
+            "{err}"
+        );
+        // Granted, the same call works.
+        load(
+            r#"{"clock": true}"#,
+            WasiGrants::NONE.with(Capability::Clocks),
+        )
+        .unwrap();
+    }
+}
+
+/// Standard output reaches the host's log, tagged with the plugin's name:
+/// print debugging works.
+#[test]
+fn plugin_output_goes_to_the_log_tagged_with_the_plugin() {
+    for name in PROBES {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["plugin", "run", "--transform"])
+            .arg(plugin_path(name))
+            .args([
+                "--config",
+                &format!(r#"{name}={{"clock": true}}"#),
+                "--wasi",
+                &format!("{name}=clocks"),
+                "--input",
+                "examples/events.json",
+            ])
+            .env("XDG_CACHE_HOME", shared_xdg_cache())
+            .env("SLUICE_LOG", "info")
+            .current_dir(repo_root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("the time is"))
+            .unwrap_or_else(|| panic!("no output line in {stderr}"));
+        assert!(line.contains(&format!("plugin=\"{name}\"")), "{line}");
+        assert!(line.contains("stream=\"stdout\""), "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// End to end: `sluice run` with each language's plugins.
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Runs a pipeline through `mask` (hashing `email`, redacting `name`) and
+/// `sink`, and checks what reaches the stream.
+async fn end_to_end(name: &str, mask: &str, sink: &str) {
+    use nats::{NatsServer, read_stream};
+    use pipeline::{ManifestParts, Pipeline, signal, wait_exit, wait_until};
+    use postgres::PgCluster;
+
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let plugins = format!(
+        r#"
+[[transform]]
+name = "mask"
+path = "{mask}"
+config = {{ columns = {{ email = "hash", name = "redact" }} }}
+
+[sink]
+name = "json"
+path = "{sink}"
+"#,
+        mask = plugin_path(mask).display(),
+        sink = plugin_path(sink).display(),
+    );
+    let parts = ManifestParts {
+        plugins,
+        ..ManifestParts::default()
+    };
+    let p = Pipeline::with(pg, &nats, name, &["users"], parts);
+    pg.psql(
+        &p.db,
+        "CREATE TABLE users (id int PRIMARY KEY, email text, name text, score float8, seen timestamptz)",
+    );
+    let mut child = p.start(&shared_xdg_cache());
+    p.wait_streaming(pg).await;
+    pg.psql(
+        &p.db,
+        "INSERT INTO users VALUES (1, 'ann@example.com', 'Ann', 0.1, '2024-02-29 12:34:56.5+00'),
+                                  (2, 'bob@example.com', 'Bob', -1e300, 'infinity');
+         UPDATE users SET score = 'NaN' WHERE id = 1;
+         DELETE FROM users WHERE id = 2;
+         TRUNCATE users;",
+    );
+    let js = nats.jetstream().await;
+    wait_until("5 messages", Duration::from_secs(60), || async {
+        nats::stream_len(&js, &p.stream).await >= 5
+    })
+    .await;
+    let messages = read_stream(&js, &p.stream).await;
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+
+    assert_eq!(messages.len(), 5);
+    assert!(messages.iter().all(|m| m.subject == "cdc.public.users"));
+    let ops: Vec<&str> = messages
+        .iter()
+        .map(|m| m.header("Sluice-Op").unwrap())
+        .collect();
+    assert_eq!(ops.len(), 5, "every message names its event");
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.header("Sluice-Table") == Some("public.users"))
+    );
+    let bodies: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    let kinds: Vec<&str> = bodies.iter().map(|b| b["op"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["c", "c", "u", "d", "t"]);
+    let first = &bodies[0]["after"];
+    assert_eq!(first["email"], sha256_hex("ann@example.com"));
+    assert_eq!(first["name"], "***");
+    assert_eq!(first["score"], 0.1);
+    assert_eq!(first["seen"], "2024-02-29T12:34:56.500000Z");
+    assert_eq!(bodies[1]["after"]["score"], -1e300);
+    assert_eq!(bodies[1]["after"]["seen"], "infinity");
+    assert_eq!(bodies[2]["after"]["score"], "NaN");
+    assert_eq!(bodies[3]["before"]["id"], 2);
+    assert_eq!(bodies[4]["truncate"]["cascade"], false);
+    assert!(
+        messages
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.payload).contains("example.com"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_plugins_run_end_to_end() {
+    end_to_end("lang_py", "py-mask", "py-json-sink").await;
+}
