@@ -24,15 +24,15 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sha2::{Digest, Sha256};
-use sluice_host::model::{Batch, Message};
+use sluice_host::model::{Batch, Event, Message, Value};
 use sluice_host::plugin::{Capability, Limits, PluginSpec, WasiGrants};
 use support::arbitrary::batch_strategy;
 use support::*;
 
 /// The transforms that re-implement `mask`, by component name.
-const MASKS: &[&str] = &["py-mask"];
+const MASKS: &[&str] = &["py-mask", "js-mask"];
 /// The sinks that re-implement `json-sink`, by component name.
-const JSON_SINKS: &[&str] = &["py-json-sink"];
+const JSON_SINKS: &[&str] = &["py-json-sink", "js-json-sink"];
 
 /// Column names the mask configurations below act on, given to the
 /// arbitrary batches' columns so that every action is exercised.
@@ -61,17 +61,68 @@ fn named(mut batch: Batch) -> Batch {
 }
 
 /// A spec for a plugin in another language, with room for its runtime:
-/// CPython and SpiderMonkey start with tens of MiB of heap, and the
-/// arbitrary batches hold values of up to a MiB that a sink escapes.
+/// CPython and SpiderMonkey start with tens of MiB of heap, the arbitrary
+/// batches hold values of up to a MiB that a sink escapes or a mask hashes,
+/// and interpreted JavaScript hashes a MiB in about a second.
 fn other(name: &str, config: &str) -> PluginSpec {
     spec_with(
         name,
         config,
         Limits {
             memory: 256 << 20,
+            deadline: Duration::from_secs(20),
             ..Limits::default()
         },
     )
+}
+
+/// What a JavaScript plugin can see of a batch. componentize-js 0.23
+/// decodes strings with a TextDecoder that drops a leading U+FEFF (byte
+/// order mark), and JavaScript has one NaN (payload and sign are not kept).
+/// The JavaScript plugins are compared on input without those (known
+/// limitations, see plugins/README.md); every other language on the input
+/// as it is.
+fn as_seen_by(plugin: &str, mut batch: Batch) -> Batch {
+    if !plugin.starts_with("js-") {
+        return batch;
+    }
+    let strip = |s: &mut String| {
+        while let Some(rest) = s.strip_prefix('\u{feff}') {
+            *s = rest.to_owned();
+        }
+    };
+    for relation in &mut batch.relations {
+        strip(&mut relation.schema);
+        strip(&mut relation.name);
+        for column in &mut relation.columns {
+            strip(&mut column.name);
+            strip(&mut column.type_name);
+        }
+    }
+    for event in &mut batch.events {
+        match event {
+            Event::Row(row) => {
+                for value in row.old.iter_mut().chain(row.new.iter_mut()).flatten() {
+                    if let Value::Float(f) = value
+                        && f.is_nan()
+                    {
+                        *f = f64::NAN;
+                    }
+                    if let Value::Text(s)
+                    | Value::Numeric(s)
+                    | Value::Json(s)
+                    | Value::Uuid(s)
+                    | Value::Other(s) = value
+                    {
+                        strip(s);
+                    }
+                }
+            }
+            Event::Message(message) => strip(&mut message.prefix),
+            Event::Truncate(_) => {}
+        }
+    }
+    batch
 }
 
 fn cases(n: u32) -> TestRunner {
@@ -107,6 +158,7 @@ fn mask_in_every_language_matches_the_rust_mask() {
             let expected = RefCell::new(&mut rust);
             cases(48)
                 .run(&batch_strategy().prop_map(named), |batch| {
+                    let batch = as_seen_by(name, batch);
                     let want = expected
                         .borrow_mut()
                         .transform(batch.clone())
@@ -174,6 +226,7 @@ fn json_sink_in_every_language_matches_the_rust_json_sink_byte_for_byte() {
             let expected = RefCell::new(&mut rust);
             cases(64)
                 .run(&batch_strategy(), |batch| {
+                    let batch = as_seen_by(name, batch);
                     let want = expected
                         .borrow_mut()
                         .encode(batch.clone())
@@ -227,72 +280,67 @@ fn bad_configurations_are_refused_by_key_in_every_language() {
 // ---------------------------------------------------------------------------
 // WASI grants.
 
-/// The probe fixtures: transforms that use, in `init`, the WASI capability
-/// their configuration names.
-const PROBES: &[&str] = &["py-wasi-probe"];
-
-fn probe(name: &str, config: &str, grants: WasiGrants) -> PluginSpec {
-    PluginSpec {
-        wasi: grants,
-        ..spec(name, config)
-    }
-}
+/// The probe fixture: a Python transform that uses, in `init`, the WASI
+/// capability its configuration names. (JavaScript components have no file
+/// or socket API, and are built with a frozen clock: nothing to probe.)
+const PROBE: &str = "py-wasi-probe";
 
 #[test]
 fn an_ungranted_capability_fails_at_load_naming_it() {
     let runtime = shared_runtime();
-    for name in PROBES {
-        let load = |config: &str, grants| {
-            runtime
-                .load_transform(probe(name, config, grants))
-                .unwrap()
-                .instantiate()
-                .map(drop)
-                .map_err(|e| e.to_string())
+    let load = |config: &str, grants| {
+        let spec = PluginSpec {
+            wasi: grants,
+            ..spec(PROBE, config)
         };
-        load("{}", WasiGrants::NONE).unwrap();
+        runtime
+            .load_transform(spec)
+            .unwrap()
+            .instantiate()
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    load("{}", WasiGrants::NONE).unwrap();
 
-        let err = load(r#"{"read": "/etc/hostname"}"#, WasiGrants::NONE).unwrap_err();
-        assert!(
-            err.starts_with(&format!("plugin \"{name}\" called wasi:filesystem/")),
-            "{err}"
-        );
-        assert!(
-            err.ends_with("but Sluice grants no file system to plugins"),
-            "{err}"
-        );
+    let err = load(r#"{"connect": ["127.0.0.1", 9]}"#, WasiGrants::NONE).unwrap_err();
+    assert_eq!(
+        err,
+        "plugin \"py-wasi-probe\" called wasi:sockets/tcp-create-socket@0.2.9#create-tcp-socket \
+         without the \"network\" WASI grant: add \"network\" to the `wasi` list of its manifest entry"
+    );
 
-        let err = load(r#"{"connect": ["127.0.0.1", 9]}"#, WasiGrants::NONE).unwrap_err();
-        assert!(
-            err.starts_with(&format!("plugin \"{name}\" called wasi:sockets/")),
-            "{err}"
-        );
-        assert!(
-            err.ends_with(
-                "without the \"network\" WASI grant: add \"network\" to the `wasi` list of its manifest entry"
-            ),
-            "{err}"
-        );
+    let err = load(r#"{"clock": true}"#, WasiGrants::NONE).unwrap_err();
+    assert_eq!(
+        err,
+        "plugin \"py-wasi-probe\" called wasi:clocks/wall-clock@0.2.9#now \
+         without the \"clocks\" WASI grant: add \"clocks\" to the `wasi` list of its manifest entry"
+    );
+    // Granted, the same call works.
+    load(
+        r#"{"clock": true}"#,
+        WasiGrants::NONE.with(Capability::Clocks),
+    )
+    .unwrap();
 
-        let err = load(r#"{"clock": true}"#, WasiGrants::NONE).unwrap_err();
-        assert!(
-            err.contains("wasi:clocks/wall-clock@") && err.contains("the \"clocks\" WASI grant"),
-            "{err}"
-        );
-        // Granted, the same call works.
-        load(
-            r#"{"clock": true}"#,
-            WasiGrants::NONE.with(Capability::Clocks),
-        )
-        .unwrap();
-    }
+    // The file system is linked but holds no directory, whatever the grants:
+    // the plugin's own open fails.
+    let all = Capability::ALL
+        .into_iter()
+        .fold(WasiGrants::NONE, WasiGrants::with);
+    let err = load(r#"{"read": "/etc/hostname"}"#, all).unwrap_err();
+    assert_eq!(
+        err,
+        "plugin \"py-wasi-probe\" failed to initialise: \
+         FileNotFoundError: [Errno 44] No such file or directory: '/etc/hostname'"
+    );
 }
 
 /// Standard output reaches the host's log, tagged with the plugin's name:
 /// print debugging works.
 #[test]
 fn plugin_output_goes_to_the_log_tagged_with_the_plugin() {
-    for name in PROBES {
+    {
+        let name = PROBE;
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["plugin", "run", "--transform"])
             .arg(plugin_path(name))
@@ -420,4 +468,9 @@ path = "{sink}"
 #[tokio::test(flavor = "multi_thread")]
 async fn python_plugins_run_end_to_end() {
     end_to_end("lang_py", "py-mask", "py-json-sink").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_plugins_run_end_to_end() {
+    end_to_end("lang_js", "js-mask", "js-json-sink").await;
 }

@@ -90,14 +90,11 @@ pub(super) fn inspect(file: &Path, args: &RuntimeArgs) -> anyhow::Result<()> {
             inspection.imports.join(", ")
         }
     )?;
-    let mut wasi: Vec<String> = inspection
+    let wasi: Vec<String> = inspection
         .capabilities
         .iter()
         .map(|c| format!("{c} (refused unless granted)"))
         .collect();
-    if inspection.file_system {
-        wasi.push("filesystem (always refused)".to_owned());
-    }
     if !wasi.is_empty() {
         writeln!(out, "wasi: {}", wasi.join(", "))?;
     }

@@ -45,9 +45,6 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// The WASI capabilities its imports can use, when granted.
     pub capabilities: Vec<Capability>,
-    /// Whether it imports the file system (which is never granted: every
-    /// call is refused).
-    pub file_system: bool,
 }
 
 /// Finds the world of `component`, checks it against `expected` when given,
@@ -115,7 +112,6 @@ pub(super) fn check(
         .collect();
     capabilities.sort_unstable();
     capabilities.dedup();
-    let file_system = needs.contains(&Need::FileSystem);
 
     let mismatch = |source| PluginError::Mismatch {
         plugin: plugin.to_owned(),
@@ -130,7 +126,6 @@ pub(super) fn check(
             imports,
             exports,
             capabilities,
-            file_system,
         },
         pre,
     ))

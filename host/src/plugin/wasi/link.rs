@@ -13,7 +13,8 @@ use wasmtime::component::{Component, HasData, Linker, LinkerInstance, ResourceTy
 use wasmtime::{Engine, StoreContextMut};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-use wasmtime_wasi::p2::bindings::{self, cli, clocks, random, sockets};
+use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings::{self, cli, clocks, filesystem, random, sockets};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, IoError};
 use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
@@ -37,9 +38,14 @@ fn rng(state: &mut HostState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
     state.ctx().ctx.random()
 }
 
-/// Adds the WASI interfaces every plugin gets: `wasi:io/*`, `wasi:cli/*`
-/// and `wasi:random/*`.
+/// Adds the WASI interfaces every plugin gets: `wasi:io/*`, `wasi:cli/*`,
+/// `wasi:filesystem/*` (with no preopened directory) and `wasi:random/*`.
 pub(in crate::plugin) fn add_always(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(l, HostState::filesystem)?;
+    bindings::sync::filesystem::types::add_to_linker::<HostState, WasiFilesystem>(
+        l,
+        HostState::filesystem,
+    )?;
     random::random::add_to_linker::<HostState, WasiRandom>(l, rng)?;
     random::insecure::add_to_linker::<HostState, WasiRandom>(l, rng)?;
     random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, rng)?;
@@ -100,8 +106,7 @@ pub(in crate::plugin) fn for_component(
     }
     for (name, item) in component.component_type().imports(engine) {
         let grant = match need_of(name) {
-            Need::Grant(capability) if !grants.contains(capability) => Some(capability),
-            Need::FileSystem => None,
+            Need::Grant(capability) if !grants.contains(capability) => capability,
             _ => continue,
         };
         let ComponentItem::ComponentInstance(instance) = item.ty else {
@@ -138,7 +143,7 @@ fn refuse(
     interface: &str,
     name: &str,
     item: &ComponentItem,
-    grant: Option<Capability>,
+    grant: Capability,
 ) -> wasmtime::Result<()> {
     match item {
         ComponentItem::ComponentFunc(_) => {

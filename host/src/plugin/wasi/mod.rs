@@ -7,11 +7,14 @@
 //! says little. The host therefore links every WASI 0.2 interface, in one of
 //! three ways (see [`link`]):
 //!
-//! - *harmless, always*: `wasi:io/*`, `wasi:cli/*` and `wasi:random/*` —
-//!   standard output and error go to the host's log tagged with the
-//!   plugin's name ([`stdio`]), standard input is empty, there is no
-//!   terminal, the environment and arguments are empty (unless `environment`
-//!   is granted), `exit` ends the instance like a trap, and random bytes
+//! - *harmless, always*: `wasi:io/*`, `wasi:cli/*`, `wasi:filesystem/*` and
+//!   `wasi:random/*` — standard output and error go to the host's log
+//!   tagged with the plugin's name ([`stdio`]), standard input is empty,
+//!   there is no terminal, the environment and arguments are empty (unless
+//!   `environment` is granted), `exit` ends the instance like a trap, the
+//!   file system has no preopened directory (so nothing can be opened:
+//!   SpiderMonkey and CPython list the directories when they start, and
+//!   find none), and random bytes
 //!   are a fixed, repeatable sequence (unless `random` is granted): CPython
 //!   and SpiderMonkey read a few to seed their hash tables before any plugin
 //!   code runs, and a fixed seed keeps a transform deterministic, so that a
@@ -22,8 +25,7 @@
 //! - *refused*: every function of an ungranted capability's interfaces
 //!   fails the call with [`Refused`], which names the plugin, the function
 //!   and the grant that would allow it. A plugin that does this in `init`
-//!   fails at load. The file system is never granted: plugins get no
-//!   preopened directories and no file system functions.
+//!   fails at load.
 //!
 //! Invariant: nothing is granted implicitly. No directory is preopened, no
 //! environment variable or socket is inherited, no clock or entropy is
@@ -91,7 +93,7 @@ impl std::str::FromStr for Capability {
             return Ok(c);
         }
         let hint = if matches!(s, "filesystem" | "fs" | "files") {
-            " (Sluice never grants a file system to plugins)"
+            " (Sluice never grants a file system to plugins: no directory is preopened)"
         } else {
             ""
         };
@@ -149,8 +151,6 @@ pub enum Need {
     Always,
     /// A WASI interface of a grantable capability.
     Grant(Capability),
-    /// A `wasi:filesystem` interface: linked, but every call is refused.
-    FileSystem,
     /// Anything else: the component cannot be run by this host.
     Unknown,
 }
@@ -188,7 +188,8 @@ pub fn need_of(import: &str) -> Need {
         | "wasi:sockets/udp"
         | "wasi:sockets/udp-create-socket"
         | "wasi:sockets/ip-name-lookup" => Need::Grant(Capability::Network),
-        "wasi:filesystem/types" | "wasi:filesystem/preopens" => Need::FileSystem,
+        // No directory is ever preopened, so no file can be reached.
+        "wasi:filesystem/types" | "wasi:filesystem/preopens" => Need::Always,
         _ => Need::Unknown,
     }
 }
@@ -199,25 +200,18 @@ pub fn need_of(import: &str) -> Need {
 pub struct Refused {
     /// The function, e.g. `wasi:sockets/tcp-create-socket@0.2.9#create-tcp-socket`.
     pub function: String,
-    /// The grant that would allow it; `None` for the file system, which is
-    /// never granted.
-    pub grant: Option<Capability>,
+    /// The grant that would allow it.
+    pub grant: Capability,
 }
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.grant {
-            Some(grant) => write!(
-                f,
-                "called {} without the \"{grant}\" WASI grant: add \"{grant}\" to the `wasi` list of its manifest entry",
-                self.function
-            ),
-            None => write!(
-                f,
-                "called {}, but Sluice grants no file system to plugins",
-                self.function
-            ),
-        }
+        let grant = self.grant;
+        write!(
+            f,
+            "called {} without the \"{grant}\" WASI grant: add \"{grant}\" to the `wasi` list of its manifest entry",
+            self.function
+        )
     }
 }
 
@@ -272,7 +266,7 @@ mod tests {
             Need::Grant(Capability::Network)
         );
         assert_eq!(need_of("wasi:random/random@0.2.9"), Need::Always);
-        assert_eq!(need_of("wasi:filesystem/preopens@0.2.9"), Need::FileSystem);
+        assert_eq!(need_of("wasi:filesystem/preopens@0.2.9"), Need::Always);
         assert_eq!(need_of("wasi:http/types@0.2.9"), Need::Unknown);
         assert_eq!(need_of("wasi:clocks/wall-clock@0.3.0"), Need::Unknown);
         assert_eq!(need_of("wasi:io/streams"), Need::Unknown);
@@ -288,7 +282,7 @@ mod tests {
         assert!(!grants.contains(Capability::Network));
         assert_eq!(
             WasiGrants::parse(&["filesystem"]).unwrap_err(),
-            "`filesystem` is not a WASI capability: use \"clocks\", \"random\", \"environment\" or \"network\" (Sluice never grants a file system to plugins)"
+            "`filesystem` is not a WASI capability: use \"clocks\", \"random\", \"environment\" or \"network\" (Sluice never grants a file system to plugins: no directory is preopened)"
         );
     }
 }
