@@ -30,7 +30,7 @@ use support::arbitrary::batch_strategy;
 use support::*;
 
 /// The transforms that re-implement `mask`, by component name.
-const MASKS: &[&str] = &["py-mask", "js-mask"];
+const MASKS: &[&str] = &["py-mask", "js-mask", "c-mask"];
 /// The sinks that re-implement `json-sink`, by component name.
 const JSON_SINKS: &[&str] = &["py-json-sink", "js-json-sink"];
 
@@ -473,4 +473,10 @@ async fn python_plugins_run_end_to_end() {
 #[tokio::test(flavor = "multi_thread")]
 async fn javascript_plugins_run_end_to_end() {
     end_to_end("lang_js", "js-mask", "js-json-sink").await;
+}
+
+/// C has a mask only; the Rust JSON sink publishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_c_mask_runs_end_to_end() {
+    end_to_end("lang_c", "c-mask", "json-sink").await;
 }
