@@ -113,6 +113,36 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     );
     assert_ne!(messages[0].msg_id(), messages[1].msg_id());
 
+    // `sluice stream show` reads the same messages back, as JSON lines.
+    let shown = std::process::Command::new(pipeline::sluice_binary())
+        .args(["stream", "show", "--last", "2"])
+        .arg(&p.manifest)
+        .output()
+        .unwrap();
+    assert!(shown.status.success(), "{shown:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(shown.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["seq"], 5);
+    assert_eq!(lines[1]["subject"], "cdc.public.orders");
+    assert_eq!(lines[1]["payload"], bodies[5]);
+    assert!(
+        lines[1]["headers"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(["Sluice-Op", "truncate"])),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        shown.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+
     signal(&child, "-TERM");
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}");

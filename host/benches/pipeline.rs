@@ -8,6 +8,9 @@
 //!
 //! The pipeline is passthrough → json-sink → JetStream (file storage), the
 //! rows have six columns (int, numeric, text, text, timestamptz, bool).
+//! The same backlog is then read by a second pipeline whose json-sink
+//! bundles each batch (up to 256 events of one transaction) into one
+//! message: how a user goes past nats-server's per-message cost.
 //! Latency is the time from a transaction's commit (`commit_time_us` in the
 //! payload, PostgreSQL's clock) to the JetStream timestamp of its last
 //! message (the server's clock; same machine).
@@ -77,6 +80,10 @@ async fn run(rows: u64) {
     pg.psql(
         &p.db,
         "SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')",
+    );
+    pg.psql(
+        &p.db,
+        "SELECT pg_create_logical_replication_slot('bench_bundle', 'pgoutput')",
     );
 
     let written = Instant::now();
@@ -149,6 +156,36 @@ async fn run(rows: u64) {
         "SELECT pg_drop_replication_slot('bench_recvlogical')",
     );
 
+    // The bundling sink over the same backlog, from its own slot.
+    let bundle = bundled_manifest(&p);
+    let started = Instant::now();
+    let mut bundler = std::process::Command::new(pipeline::sluice_binary())
+        .arg("run")
+        .arg(bundle.path())
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the bundling sluice");
+    wait_until(
+        "the backlog in bundles",
+        Duration::from_secs(1800),
+        || async { last_bundled_id(&js).await == Some(rows - 1) },
+    )
+    .await;
+    let bundled = started.elapsed();
+    signal(&bundler, "-TERM");
+    assert!(wait_exit(&mut bundler, Duration::from_secs(30)).success());
+    let bundle_messages = stream_len(&js, "BUNDLE").await;
+    let bundled_rate = rows as f64 / bundled.as_secs_f64();
+    println!(
+        "sluice, bundled: {rows} events in {bundle_messages} messages in {:.1} s from start \
+         ({bundled_rate:.0} events/s); ratio to pg_recvlogical {:.2}",
+        bundled.as_secs_f64(),
+        bundled_rate / recv_rate
+    );
+    pg.psql(&p.db, "SELECT pg_drop_replication_slot('bench_bundle')");
+
     // Live latency: small transactions committed every 10 ms while the
     // pipeline is caught up. The test cluster runs with
     // `synchronous_commit = off`, under which a commit reaches the WAL
@@ -189,6 +226,45 @@ async fn run(rows: u64) {
         pct(0.99),
         latencies.last().copied().unwrap_or(0.0)
     );
+}
+
+/// A manifest like `p`'s, reading slot `bench_bundle` into stream `BUNDLE`
+/// with a json-sink that bundles each batch into one message.
+fn bundled_manifest(p: &Pipeline) -> tempfile::NamedTempFile {
+    let text = std::fs::read_to_string(&p.manifest).unwrap();
+    let replace = |text: String, from: &str, to: &str| {
+        assert!(text.contains(from), "the manifest has no `{from}`");
+        text.replacen(from, to, 1)
+    };
+    let text = replace(
+        text,
+        &format!("slot = \"{}\"", p.slot),
+        "slot = \"bench_bundle\"",
+    );
+    let text = replace(
+        text,
+        &format!("stream = \"{}\"", p.stream),
+        "stream = \"BUNDLE\"",
+    );
+    // A stream's subjects may not overlap another's.
+    let text = replace(text, "subjects = [\"cdc.>\"]", "subjects = [\"bundle.>\"]");
+    let text = replace(
+        text,
+        "config = { subject-prefix = \"cdc\" }",
+        "config = { subject-prefix = \"bundle\", bundle = \"bundle.tx\" }",
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+/// The `id` of the last row in the last bundle stored in `BUNDLE`, if any.
+async fn last_bundled_id(js: &jetstream::Context) -> Option<u64> {
+    let mut stream = js.get_stream("BUNDLE").await.ok()?;
+    let last = stream.info().await.ok()?.state.last_sequence;
+    let message = stream.get_raw_message(last).await.ok()?;
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&message.payload).ok()?;
+    events.last()?["after"]["id"].as_u64()
 }
 
 /// Per transaction, milliseconds from its commit to the storing of its last

@@ -15,9 +15,12 @@ fn main() -> ExitCode {
     // SLUICE_LOG overrides the manifest's level; the manifest chooses the
     // format (human or JSON lines).
     let log = cli.log_settings();
-    let level = log.as_ref().map_or("info", |l| l.level.as_str());
+    let level = log
+        .as_ref()
+        .map_or(cli.default_log_level(), |l| l.level.as_str());
+    // The NATS client's own connection chatter repeats what Sluice logs.
     let filter = EnvFilter::try_from_env("SLUICE_LOG")
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(format!("{level},async_nats=warn")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a terminal: redirected logs stay plain text.
     let builder = tracing_subscriber::fmt()

@@ -46,6 +46,11 @@ struct Config {
     /// Headers added to every message.
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// When set, one message per batch on this subject (`{prefix}` allowed)
+    /// whose payload is the array of the batch's envelopes, instead of one
+    /// message per envelope. JSON only.
+    #[serde(default)]
+    bundle: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -179,14 +184,17 @@ pub struct Encoder {
     subject: Template,
     message_subject: String,
     headers: Vec<(String, String)>,
+    /// The subject of bundles, when the configuration asks for them.
+    bundle: Option<String>,
 }
 
 impl Encoder {
     /// Parses the sink configuration (JSON text):
     /// `subject-prefix` (default `cdc`), `subject` (default
     /// `{prefix}.{schema}.{table}`), `message-subject` (default
-    /// `{prefix}.messages`) and `headers` (a table of header names to
-    /// values, added to every message).
+    /// `{prefix}.messages`), `headers` (a table of header names to
+    /// values, added to every message) and `bundle` (a subject: one
+    /// message per batch, see [`Encoder::encode_json`]).
     pub fn from_config(config: &str) -> Result<Self> {
         let config: Config = crate::config::parse(config)?;
         let prefix = &config.subject_prefix;
@@ -199,10 +207,15 @@ impl Encoder {
         let message_subject =
             Template::parse("message-subject", &config.message_subject, prefix, false)?
                 .render("", "");
+        let bundle = match &config.bundle {
+            Some(text) => Some(Template::parse("bundle", text, prefix, false)?.render("", "")),
+            None => None,
+        };
         Ok(Encoder {
             subject,
             message_subject,
             headers: config.headers.into_iter().collect(),
+            bundle,
         })
     }
 
@@ -220,7 +233,7 @@ impl Encoder {
         self.each_envelope(batch, |index, envelope, subject| {
             let mut payload = Vec::with_capacity(envelope.size_hint());
             serialize(&envelope, &mut payload).map_err(|error| cannot_serialise(index, error))?;
-            messages.push(self.message(index, subject, payload));
+            messages.push(self.message(Some(index), subject, payload));
             Ok(())
         })?;
         Ok(messages)
@@ -228,18 +241,28 @@ impl Encoder {
 
     /// Encodes every event of `batch` as JSON: the same bytes as
     /// [`Encoder::encode`] with `serde_json::to_writer`, several times
-    /// faster for row changes (see `json.rs`).
+    /// faster for row changes (see `json.rs`). With `bundle` configured,
+    /// one message instead, on the bundle subject, whose payload is the
+    /// JSON array of those envelopes (none for an empty batch); it names no
+    /// single event.
     pub fn encode_json(&self, batch: &Batch) -> Result<Vec<Message>> {
         json::encode(self, batch)
     }
 
-    /// The message for the batch's event at `event`.
-    fn message(&self, event: usize, subject: String, payload: Vec<u8>) -> Message {
+    /// The subject of bundles, when the configuration asks for one message
+    /// per batch. Only [`Encoder::encode_json`] bundles: a sink that uses
+    /// [`Encoder::encode`] should refuse the key at `init`.
+    pub fn bundle_subject(&self) -> Option<&str> {
+        self.bundle.as_deref()
+    }
+
+    /// The message for the batch's event at `event` (`None`: a bundle).
+    fn message(&self, event: Option<usize>, subject: String, payload: Vec<u8>) -> Message {
         Message {
             subject,
             headers: self.headers.clone(),
             payload,
-            event: u32::try_from(event).ok(),
+            event: event.and_then(|e| u32::try_from(e).ok()),
         }
     }
 

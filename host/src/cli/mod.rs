@@ -11,6 +11,7 @@ mod offset;
 mod pipeline;
 mod plugin;
 mod slot;
+mod stream;
 mod tail;
 
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ enum Command {
     /// Shows, sets or clears the manifest's stored offset.
     #[command(subcommand)]
     Offset(offset::OffsetCommand),
+    /// Shows what the manifest's JetStream stream holds.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +82,15 @@ impl Cli {
         }
     }
 
+    /// The log level when neither `SLUICE_LOG` nor a manifest sets one:
+    /// commands that print their answer on stdout log only warnings.
+    pub(crate) fn default_log_level(&self) -> &'static str {
+        match &self.command {
+            Command::Stream(_) | Command::Slot(_) | Command::Offset(_) => "warn",
+            _ => "info",
+        }
+    }
+
     pub(crate) fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run { manifest } => pipeline::run(&manifest),
@@ -89,6 +102,7 @@ impl Cli {
             Command::Tail(args) => tail::run(args),
             Command::Slot(command) => slot::run(command),
             Command::Offset(command) => offset::run(command),
+            Command::Stream(command) => stream::run(command),
         }
     }
 }

@@ -17,7 +17,7 @@
 use serde::Serialize;
 
 use super::text::{Temporal, Text};
-use super::{Encoder, Kind, ValueOut, cannot_serialise, op_code};
+use super::{Encoder, Envelope, Kind, ValueOut, cannot_serialise, op_code};
 use crate::{Batch, Message, PluginError, Relation, Result, RowChange, Value};
 
 /// The JSON pieces of one relation, rendered on its first row in a batch.
@@ -75,9 +75,8 @@ pub(super) fn encode(encoder: &Encoder, batch: &Batch) -> Result<Vec<Message>> {
     let tail = source_tail(batch);
     let mut relations: Vec<Option<RelationJson>> = Vec::new();
     relations.resize_with(batch.relations.len(), || None);
-    let mut messages = Vec::with_capacity(batch.events.len());
-    encoder.each_envelope(batch, |index, envelope, subject| {
-        let payload = match &envelope.0 {
+    let mut write = |index: usize, envelope: &Envelope<'_>, payload: &mut Vec<u8>| {
+        match &envelope.0 {
             Kind::Row {
                 relation, change, ..
             } => {
@@ -88,22 +87,41 @@ pub(super) fn encode(encoder: &Encoder, batch: &Batch) -> Result<Vec<Message>> {
                         RelationJson::new(relation).map_err(|e| cannot_serialise(index, e))?,
                     ),
                 };
-                let mut payload = Vec::with_capacity(cached.last_len + 64);
-                write_row(&mut payload, cached, &tail, change)
+                payload.reserve(cached.last_len + 64);
+                let start = payload.len();
+                write_row(payload, cached, &tail, change)
                     .map_err(|e| cannot_serialise(index, e))?;
-                cached.last_len = payload.len();
-                payload
+                cached.last_len = payload.len() - start;
             }
             // Rare: serde_json writes them.
             Kind::Truncate { .. } | Kind::Message { .. } => {
-                let mut payload = Vec::with_capacity(envelope.size_hint());
-                serde_json::to_writer(&mut payload, &envelope)
+                payload.reserve(envelope.size_hint());
+                serde_json::to_writer(&mut *payload, envelope)
                     .map_err(|e| cannot_serialise(index, e))?;
-                payload
             }
-        };
-        messages.push(encoder.message(index, subject, payload));
+        }
         Ok::<_, PluginError>(())
+    };
+    if let Some(subject) = encoder.bundle_subject() {
+        if batch.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut payload = vec![b'['];
+        encoder.each_envelope(batch, |index, envelope, _| {
+            if payload.len() > 1 {
+                payload.push(b',');
+            }
+            write(index, &envelope, &mut payload)
+        })?;
+        payload.push(b']');
+        return Ok(vec![encoder.message(None, subject.to_owned(), payload)]);
+    }
+    let mut messages = Vec::with_capacity(batch.events.len());
+    encoder.each_envelope(batch, |index, envelope, subject| {
+        let mut payload = Vec::new();
+        write(index, &envelope, &mut payload)?;
+        messages.push(encoder.message(Some(index), subject, payload));
+        Ok(())
     })?;
     Ok(messages)
 }

@@ -259,6 +259,56 @@ fn truncates_and_messages() {
 }
 
 #[test]
+fn a_bundle_is_the_array_of_the_batch_envelopes() {
+    let mut batch = batch();
+    let a = batch.add_relation(orders());
+    let t = batch.add_relation(Relation::new(2, "public", "t", Vec::new()));
+    batch.push(RowChange::insert(
+        a,
+        8,
+        vec![1.into(), "n\"1".into(), Value::Numeric("1.50".into())],
+    ));
+    batch.push(Truncate {
+        relations: vec![t, a],
+        cascade: false,
+        restart_identity: false,
+        lsn: 9,
+    });
+    batch.push(LogicalMessage {
+        transactional: true,
+        prefix: "p".into(),
+        content: vec![0, 1],
+        lsn: 10,
+    });
+    let single = default_encoder().encode_json(&batch).unwrap();
+    let encoder =
+        Encoder::from_config(r#"{"subject-prefix": "db", "bundle": "{prefix}.tx"}"#).unwrap();
+    let bundled = encoder.encode_json(&batch).unwrap();
+    assert_eq!(bundled.len(), 1);
+    assert_eq!(bundled[0].subject, "db.tx");
+    assert_eq!(bundled[0].event, None, "a bundle names no single event");
+    let parts: Vec<&str> = single
+        .iter()
+        .map(|m| std::str::from_utf8(&m.payload).unwrap())
+        .collect();
+    assert_eq!(
+        std::str::from_utf8(&bundled[0].payload).unwrap(),
+        format!("[{}]", parts.join(","))
+    );
+    // An empty batch (a transform dropped everything) gives no bundle.
+    let mut empty = batch.clone();
+    empty.events.clear();
+    assert!(encoder.encode_json(&empty).unwrap().is_empty());
+    // Placeholders other than `{prefix}` make no sense for a bundle.
+    assert_eq!(
+        Encoder::from_config(r#"{"bundle": "{prefix}.{table}"}"#)
+            .unwrap_err()
+            .message(),
+        "config key `bundle`: unknown placeholder `{table}`; use {prefix}"
+    );
+}
+
+#[test]
 fn subject_templates() {
     let mut batch = batch();
     let t = batch.add_relation(Relation::new(1, "my schema", "*x>", vec![]));

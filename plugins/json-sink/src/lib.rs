@@ -81,7 +81,7 @@ mod tests {
         assert_eq!(
             JsonSink::init(r#"{"prefix": "x"}"#).unwrap_err(),
             PluginError::bad_config(
-                "config: unknown field `prefix`, expected one of `subject-prefix`, `subject`, `message-subject`, `headers`"
+                "config: unknown field `prefix`, expected one of `subject-prefix`, `subject`, `message-subject`, `headers`, `bundle`"
             )
         );
     }

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use sluice_plugin_sdk::envelope::Encoder;
-use sluice_plugin_sdk::{Batch, Message, Result, Sink, export_sink};
+use sluice_plugin_sdk::{Batch, Message, PluginError, Result, Sink, export_sink};
 
 /// The plugin: the parsed subject and header configuration.
 #[derive(Debug)]
@@ -13,7 +13,13 @@ pub struct MsgpackSink(Encoder);
 
 impl Sink for MsgpackSink {
     fn init(config: &str) -> Result<Self> {
-        Encoder::from_config(config).map(MsgpackSink)
+        let encoder = Encoder::from_config(config)?;
+        if encoder.bundle_subject().is_some() {
+            return Err(PluginError::bad_config(
+                "config key `bundle`: msgpack-sink publishes one message per event; only json-sink bundles",
+            ));
+        }
+        Ok(MsgpackSink(encoder))
     }
 
     fn encode(&mut self, batch: Batch) -> Result<Vec<Message>> {
@@ -32,6 +38,15 @@ mod tests {
     use sluice_plugin_sdk::{Column, Relation, RowChange, Value};
 
     use super::*;
+
+    #[test]
+    fn bundles_are_refused() {
+        let err = MsgpackSink::init(r#"{"bundle": "cdc.tx"}"#).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "config key `bundle`: msgpack-sink publishes one message per event; only json-sink bundles"
+        );
+    }
 
     #[test]
     fn envelope_in_messagepack() {
