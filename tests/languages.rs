@@ -7,7 +7,8 @@
 //! at load, naming the capability.
 //!
 //! Python and JavaScript components take seconds to compile, so every test
-//! here shares one compiled-component cache (`support::shared_runtime`).
+//! here shares one compiled-component cache, warmed once per process
+//! ([`warm_runtime`]).
 
 #[path = "support/nats.rs"]
 mod nats;
@@ -19,13 +20,14 @@ mod support;
 
 use std::cell::RefCell;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sha2::{Digest, Sha256};
 use sluice_host::model::{Batch, Event, Message, Value};
-use sluice_host::plugin::{Capability, Limits, PluginSpec, WasiGrants};
+use sluice_host::plugin::{Capability, Limits, PluginRuntime, PluginSpec, WasiGrants};
 use support::arbitrary::batch_strategy;
 use support::*;
 
@@ -33,6 +35,37 @@ use support::*;
 const MASKS: &[&str] = &["py-mask", "js-mask", "c-mask"];
 /// The sinks that re-implement `json-sink`, by component name.
 const JSON_SINKS: &[&str] = &["py-json-sink", "js-json-sink"];
+
+/// Every component these tests run.
+const COMPONENTS: &[&str] = &[
+    "mask",
+    "json-sink",
+    "py-mask",
+    "py-json-sink",
+    "py-wasi-probe",
+    "js-mask",
+    "js-json-sink",
+    "c-mask",
+];
+
+/// A runtime over the shared compiled-component cache, with every component
+/// of [`COMPONENTS`] in it. They are compiled once per test process, one at a
+/// time: with a cold cache the tests would otherwise compile the same
+/// 12–18 MB component in several threads and `sluice run` processes at once,
+/// which on two cores outlasts the end-to-end tests' waits.
+fn warm_runtime() -> PluginRuntime {
+    static WARM: OnceLock<PluginRuntime> = OnceLock::new();
+    WARM.get_or_init(|| {
+        let runtime = shared_runtime();
+        for name in COMPONENTS {
+            runtime
+                .inspect(&plugin_path(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        runtime
+    })
+    .clone()
+}
 
 /// Column names the mask configurations below act on, given to the
 /// arbitrary batches' columns so that every action is exercised.
@@ -135,7 +168,7 @@ fn cases(n: u32) -> TestRunner {
 
 #[test]
 fn mask_in_every_language_matches_the_rust_mask() {
-    let runtime = shared_runtime();
+    let runtime = warm_runtime();
     for config in MASK_CONFIGS {
         for name in MASKS {
             // A Rust mask per language, named after it, so that their
@@ -201,14 +234,15 @@ fn shown(messages: Vec<Message>) -> Vec<Shown> {
         .collect()
 }
 
-const SINK_CONFIGS: [&str; 2] = [
+const SINK_CONFIGS: [&str; 3] = [
     "{}",
+    r#"{"bundle": "{prefix}.bundles", "headers": {"X": "y"}}"#,
     r#"{"subject-prefix": "db1", "subject": "{prefix}.{table}.{schema}.x", "message-subject": "{prefix}.m.{prefix}", "headers": {"Content-Type": "application/json", "A": "1"}}"#,
 ];
 
 #[test]
 fn json_sink_in_every_language_matches_the_rust_json_sink_byte_for_byte() {
-    let runtime = shared_runtime();
+    let runtime = warm_runtime();
     for config in SINK_CONFIGS {
         let mut rust = runtime
             .load_sink(spec("json-sink", config))
@@ -246,7 +280,7 @@ fn json_sink_in_every_language_matches_the_rust_json_sink_byte_for_byte() {
 
 #[test]
 fn bad_configurations_are_refused_by_key_in_every_language() {
-    let runtime = shared_runtime();
+    let runtime = warm_runtime();
     for name in MASKS {
         let err = runtime
             .load_transform(spec(name, r#"{"columns": {"email": "encrypt"}}"#))
@@ -287,7 +321,7 @@ const PROBE: &str = "py-wasi-probe";
 
 #[test]
 fn an_ungranted_capability_fails_at_load_naming_it() {
-    let runtime = shared_runtime();
+    let runtime = warm_runtime();
     let load = |config: &str, grants| {
         let spec = PluginSpec {
             wasi: grants,
@@ -339,6 +373,7 @@ fn an_ungranted_capability_fails_at_load_naming_it() {
 /// print debugging works.
 #[test]
 fn plugin_output_goes_to_the_log_tagged_with_the_plugin() {
+    warm_runtime();
     {
         let name = PROBE;
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -385,6 +420,7 @@ async fn end_to_end(name: &str, mask: &str, sink: &str) {
     use pipeline::{ManifestParts, Pipeline, signal, wait_exit, wait_until};
     use postgres::PgCluster;
 
+    warm_runtime();
     let pg = PgCluster::shared();
     let nats = NatsServer::launch();
     let plugins = format!(

@@ -3,7 +3,9 @@
 // per truncated table and per logical message, in event order, each naming
 // its event. `new Encoder(configText)` parses the sink configuration and
 // throws `bad-config` errors naming the key; `encoder.encode(batch)` returns
-// the messages.
+// the messages — or, with `bundle`, one message on that subject whose
+// payload is the JSON array of the batch's envelopes (none for an empty
+// batch), naming no event.
 
 import {
   badConfig, badInput, base64, config, floatJson, isoText, lsnText, s64, timestampText,
@@ -103,6 +105,7 @@ export class Encoder {
       subject: '{prefix}.{schema}.{table}',
       'message-subject': '{prefix}.messages',
       headers: {},
+      bundle: null,
     });
     for (const key of ['subject-prefix', 'subject', 'message-subject']) {
       if (typeof c[key] !== 'string') throw badConfig(`config key \`${key}\`: expected a string`);
@@ -120,6 +123,10 @@ export class Encoder {
     this.messageSubject = new Template('message-subject', c['message-subject'], prefix, false).render('', '');
     // Sorted by name, as the Rust sink's BTreeMap (UTF-16 order equals byte
     // order outside the surrogate range, which header names do not use).
+    if (c.bundle !== null && typeof c.bundle !== 'string') {
+      throw badConfig('config key `bundle`: expected a string');
+    }
+    this.bundle = c.bundle === null ? null : new Template('bundle', c.bundle, prefix, false).render('', '');
     this.headers = Object.entries(c.headers).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
@@ -146,12 +153,7 @@ export class Encoder {
       return c;
     };
     const message = (event, subject, payload) =>
-      messages.push({
-        subject,
-        headers: this.headers.map(([k, v]) => [k, v]),
-        payload: utf8.encode(payload),
-        event,
-      });
+      messages.push({ subject, headers: this.headers.map(([k, v]) => [k, v]), payload, event });
     batch.events.forEach((event, index) => {
       if (event.tag === 'row') {
         const change = event.val;
@@ -184,6 +186,12 @@ export class Encoder {
           `"transactional":${m.transactional},"content":"${base64(m.content)}"}}`);
       }
     });
+    if (this.bundle !== null) {
+      if (batch.events.length === 0) return [];
+      const payload = '[' + messages.map((m) => m.payload).join(',') + ']';
+      return [{ subject: this.bundle, headers: this.headers.map(([k, v]) => [k, v]), payload: utf8.encode(payload) }];
+    }
+    for (const m of messages) m.payload = utf8.encode(m.payload);
     return messages;
   }
 }

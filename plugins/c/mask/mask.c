@@ -113,7 +113,7 @@ static int parse_tables(json_reader_t *r, char *error, size_t size) {
   return json_expect(r, ']');
 }
 
-bool exports_transform_init(transform_string_t *config, transform_plugin_error_t *err) {
+static bool init(transform_string_t *config, transform_plugin_error_t *err) {
   json_reader_t r = {(const char *)config->ptr, (const char *)config->ptr + config->len, ""};
   char error[300] = "";
   int has_columns = 0;
@@ -162,6 +162,14 @@ bool exports_transform_init(transform_string_t *config, transform_plugin_error_t
   transform_string_set(&message, "masking columns");
   sluice_plugin_host_log(SLUICE_PLUGIN_HOST_LEVEL_INFO, &message, &fields);
   return true;
+}
+
+// The configuration string is ours to free (wit-bindgen's C exports own
+// their arguments).
+bool exports_transform_init(transform_string_t *config, transform_plugin_error_t *err) {
+  bool ok = init(config, err);
+  transform_string_free(config);
+  return ok;
 }
 
 static int table_matches(const sluice_plugin_types_relation_t *relation) {

@@ -4,8 +4,10 @@ change, per truncated table and per logical message, in event order, each
 naming its event.
 
 `Encoder(config_text)` parses the sink configuration (`subject-prefix`,
-`subject`, `message-subject`, `headers`) and raises `bad-config` errors
-naming the key; `Encoder.encode(batch)` returns the messages.
+`subject`, `message-subject`, `headers`, `bundle`) and raises `bad-config`
+errors naming the key; `Encoder.encode(batch)` returns the messages — or,
+with `bundle`, one message on that subject whose payload is the JSON array
+of the batch's envelopes (none for an empty batch), naming no event.
 """
 
 import base64
@@ -134,6 +136,7 @@ class Encoder:
                 "subject": "{prefix}.{schema}.{table}",
                 "message-subject": "{prefix}.messages",
                 "headers": {},
+                "bundle": None,
             },
         )
         for key in ("subject-prefix", "subject", "message-subject"):
@@ -154,6 +157,11 @@ class Encoder:
             "message-subject", c["message-subject"], prefix, False
         ).render("", "")
         self.headers = sorted(c["headers"].items())
+        self.bundle = None
+        if c["bundle"] is not None:
+            if not isinstance(c["bundle"], str):
+                raise bad_config("config key `bundle`: expected a string")
+            self.bundle = _Template("bundle", c["bundle"], prefix, False).render("", "")
 
     def encode(self, batch):
         tail = (
@@ -249,6 +257,11 @@ class Encoder:
                     + '"}}'
                 )
                 message(index, self.message_subject, payload)
+        if self.bundle is not None:
+            if not batch.events:
+                return []
+            payload = b"[" + b",".join(m.payload for m in messages) + b"]"
+            return [types.Message(self.bundle, list(self.headers), payload, None)]
         return messages
 
 
