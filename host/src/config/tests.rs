@@ -131,7 +131,7 @@ fn each_mistake_is_reported_with_its_path() {
                 "path = \"mask.wasm\"",
                 "path = \"mask.wasm\"\nwasi = [\"clocks\", \"files\"]",
             ),
-            "transform[0].wasi: `files` is not a WASI capability: use \"clocks\", \"random\", \"environment\" or \"network\" (Sluice never grants a file system to plugins)",
+            "transform[0].wasi: `files` is not a WASI capability: use \"clocks\", \"random\", \"environment\" or \"network\" (Sluice never grants a file system to plugins: no directory is preopened)",
         ),
         (
             edit(

@@ -14,18 +14,17 @@
 //!   `environment` is granted), `exit` ends the instance like a trap, the
 //!   file system has no preopened directory (so nothing can be opened:
 //!   SpiderMonkey and CPython list the directories when they start, and
-//!   find none), and random bytes
-//!   are a fixed, repeatable sequence (unless `random` is granted): CPython
-//!   and SpiderMonkey read a few to seed their hash tables before any plugin
-//!   code runs, and a fixed seed keeps a transform deterministic, so that a
-//!   replay produces the same messages;
+//!   find none), and random bytes are a fixed, repeatable sequence (unless
+//!   `random` is granted): CPython reads a few to seed its hash tables
+//!   before any plugin code runs, and a fixed seed keeps a transform
+//!   deterministic, so that a replay produces the same messages;
 //! - *granted*: the real implementation, when the plugin's manifest entry
 //!   lists the capability (`wasi = ["clocks", "random", "environment",
 //!   "network"]`);
 //! - *refused*: every function of an ungranted capability's interfaces
-//!   fails the call with [`Refused`], which names the plugin, the function
-//!   and the grant that would allow it. A plugin that does this in `init`
-//!   fails at load.
+//!   fails the call with [`Refused`], which names the function and the
+//!   grant that would allow it (the runtime's error adds the plugin). A
+//!   plugin that does this in `init` fails at load.
 //!
 //! Invariant: nothing is granted implicitly. No directory is preopened, no
 //! environment variable or socket is inherited, no clock or entropy is
