@@ -349,10 +349,17 @@ fn an_ungranted_capability_fails_at_load_naming_it() {
         "plugin \"py-wasi-probe\" called wasi:clocks/wall-clock@0.2.9#now \
          without the \"clocks\" WASI grant: add \"clocks\" to the `wasi` list of its manifest entry"
     );
-    // Granted, the same call works.
+    // Granted, the same calls work.
     load(
         r#"{"clock": true}"#,
         WasiGrants::NONE.with(Capability::Clocks),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    load(
+        &format!(r#"{{"connect": ["127.0.0.1", {port}]}}"#),
+        WasiGrants::NONE.with(Capability::Network),
     )
     .unwrap();
 

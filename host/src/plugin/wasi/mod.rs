@@ -239,10 +239,12 @@ pub(super) fn context(plugin: &Arc<str>, grants: WasiGrants) -> WasiCtx {
             .insecure_random_seed(FIXED_SEED);
     }
     if grants.contains(Capability::Network) {
-        builder.inherit_network().allow_ip_name_lookup(true);
-    } else {
-        // Unreachable anyway (the interfaces are refused), but say it twice.
-        builder.allow_tcp(false).allow_udp(false);
+        // wasmtime-wasi allows neither TCP nor UDP by default.
+        builder
+            .inherit_network()
+            .allow_ip_name_lookup(true)
+            .allow_tcp(true)
+            .allow_udp(true);
     }
     builder.build()
 }
