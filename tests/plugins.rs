@@ -162,14 +162,19 @@ fn files_that_are_not_components_are_refused_by_name() {
 }
 
 #[test]
-fn a_component_that_imports_wasi_is_refused_by_the_interface_it_wants() {
+fn a_component_that_imports_an_unknown_interface_is_refused_by_its_name() {
     let dir = tempfile::tempdir().unwrap();
+    // The clock fixture, importing an interface no host provides instead.
     let fixture = repo_root().join("tests/fixtures/wasi-clock/clock.wat");
-    let component = wat::parse_file(&fixture).unwrap();
+    let text = std::fs::read_to_string(&fixture).unwrap().replace(
+        "wasi:clocks/monotonic-clock@0.2.0",
+        "wasi:keyvalue/store@0.2.0",
+    );
     let path = dir.path().join("clock.wasm");
-    std::fs::write(&path, component).unwrap();
-    let expected = "plugin \"clock\" requires WASI capabilities that are not granted: \
-                    wasi:clocks/monotonic-clock@0.2.0";
+    std::fs::write(&path, wat::parse_str(&text).unwrap()).unwrap();
+    let expected = "plugin \"clock\" imports interfaces the host does not provide: \
+                    wasi:keyvalue/store@0.2.0 (Sluice provides sluice:plugin and WASI 0.2's io, \
+                    cli, clocks, random, sockets and filesystem)";
 
     let runtime = runtime(dir.path());
     let err = runtime
@@ -182,6 +187,35 @@ fn a_component_that_imports_wasi_is_refused_by_the_interface_it_wants() {
     assert!(!ok, "{stdout}{stderr}");
     assert_eq!(stdout, "");
     assert_eq!(stderr, format!("error: {expected}\n"));
+}
+
+/// A WASI import alone is no error (componentize-py and componentize-js
+/// components import all of WASI): `inspect` says which grants it can use.
+#[test]
+fn cli_inspect_lists_the_wasi_grants_a_component_can_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = repo_root().join("tests/fixtures/wasi-clock/clock.wat");
+    let path = dir.path().join("clock.wasm");
+    std::fs::write(&path, wat::parse_file(&fixture).unwrap()).unwrap();
+    // The fixture's exports have the transform world's names, not its types.
+    let (ok, stdout, stderr) = sluice(&["plugin", "inspect", path.to_str().unwrap()], dir.path());
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(
+        stderr.starts_with("error: plugin \"clock\" does not match the transform world"),
+        "{stderr}"
+    );
+
+    let python = plugin_path("py-mask");
+    let (ok, stdout, stderr) = sluice(
+        &["plugin", "inspect", python.to_str().unwrap()],
+        &shared_xdg_cache(),
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout
+            .ends_with("wasi: clocks (refused unless granted), network (refused unless granted)\n"),
+        "{stdout}"
+    );
 }
 
 // ---------------------------------------------------------------------------

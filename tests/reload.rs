@@ -14,7 +14,7 @@ mod pipeline;
 mod postgres;
 mod support;
 
-use pipeline::{signal, wait_exit, wait_until};
+use pipeline::{signal, sluice_binary, wait_exit, wait_until};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -117,14 +117,6 @@ impl Drop for Host {
             let _ = self.0.wait();
         }
     }
-}
-
-/// The `sluice` binary under test. `SLUICE_BIN` overrides cargo's path:
-/// worktrees that share one target directory overwrite each other's
-/// `target/debug/sluice`.
-fn sluice_binary() -> PathBuf {
-    std::env::var_os("SLUICE_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_sluice").into(), PathBuf::from)
 }
 
 /// How a message's email looks: which version of the chain made it.
@@ -260,12 +252,36 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
     let total = TRANSACTIONS * ROWS;
     let deadline = Instant::now() + long;
     while len().await < total {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for every row: {} of {total}; the log:\n{}",
-            len().await,
-            log.text()
-        );
+        if Instant::now() >= deadline {
+            // What the server and the slot say, for telling a transaction
+            // PostgreSQL never sent from one Sluice held back.
+            let wal = pg.psql(
+                &db,
+                "SELECT pg_current_wal_lsn() || ' flush ' || pg_current_wal_flush_lsn()
+                 || ' sent ' || coalesce((SELECT string_agg(sent_lsn || '/' || flush_lsn || ' ' || state, ',')
+                                          FROM pg_stat_replication), 'none')
+                 || ' confirmed ' || coalesce((SELECT confirmed_flush_lsn::text FROM pg_replication_slots
+                                               WHERE slot_name = 'slot_reload'), 'none')",
+            );
+            pg.psql(
+                &db,
+                "SELECT 1 FROM pg_copy_logical_replication_slot('slot_reload', 'peek', false, 'test_decoding')",
+            );
+            let pending = pg.psql(
+                &db,
+                "SELECT string_agg(lsn || ' ' || xid || ' ' || left(data, 40), E'\n')
+                 FROM pg_logical_slot_peek_changes('peek', NULL, NULL)
+                 WHERE data NOT LIKE 'table public.items: INSERT%'",
+            );
+            let last = read_stream(&js, "RELOAD").await.pop();
+            panic!(
+                "timed out waiting for every row: {} of {total}; WAL {wal}; last stored commit {:?}; \
+                 not yet confirmed (test_decoding, inserts left out):\n{pending}\nthe log:\n{}",
+                len().await,
+                last.as_ref().and_then(|m| m.header("Sluice-Commit-Lsn")),
+                log.text()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

@@ -9,8 +9,8 @@ use clap::Args;
 
 use sluice_host::model::Batch;
 use sluice_host::plugin::{
-    EngineConfig, Limits, PluginRuntime, PluginSpec, RuntimeConfig, Sink, Transform, World,
-    default_cache_dir,
+    EngineConfig, Limits, PluginRuntime, PluginSpec, RuntimeConfig, Sink, Transform, WasiGrants,
+    World, default_cache_dir,
 };
 
 use super::input::read_batches;
@@ -53,6 +53,10 @@ pub(super) struct RunArgs {
     /// (e.g. `mask='{"columns":["email"]}'`).
     #[arg(long = "config", value_name = "NAME=JSON")]
     configs: Vec<String>,
+    /// WASI capabilities granted to a plugin, by the plugin's file stem
+    /// (e.g. `app=clocks,random`); none are granted otherwise.
+    #[arg(long = "wasi", value_name = "NAME=LIST")]
+    grants: Vec<String>,
     /// Batches as a JSON array or JSON lines; `-` reads standard input.
     #[arg(long, value_name = "FILE", default_value = "-")]
     input: PathBuf,
@@ -86,6 +90,14 @@ pub(super) fn inspect(file: &Path, args: &RuntimeArgs) -> anyhow::Result<()> {
             inspection.imports.join(", ")
         }
     )?;
+    let wasi: Vec<String> = inspection
+        .capabilities
+        .iter()
+        .map(|c| format!("{c} (refused unless granted)"))
+        .collect();
+    if !wasi.is_empty() {
+        writeln!(out, "wasi: {}", wasi.join(", "))?;
+    }
     Ok(())
 }
 
@@ -105,6 +117,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
         })
         .collect();
     apply_configs(&mut specs, &args.configs)?;
+    apply_grants(&mut specs, &args.grants)?;
     let sink_spec = args.sink.is_some().then(|| specs.pop()).flatten();
 
     let runtime = args.runtime.runtime()?;
@@ -139,6 +152,28 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+/// Grants each `--wasi NAME=LIST` to the plugins whose name is NAME.
+fn apply_grants(specs: &mut [PluginSpec], grants: &[String]) -> anyhow::Result<()> {
+    for grant in grants {
+        let (name, list) = grant.split_once('=').with_context(|| {
+            format!("--wasi {grant}: expected NAME=LIST, e.g. app=clocks,random")
+        })?;
+        let names: Vec<&str> = list.split(',').filter(|n| !n.is_empty()).collect();
+        let parsed =
+            WasiGrants::parse(&names).map_err(|e| anyhow::anyhow!("--wasi {name}: {e}"))?;
+        let mut matched = false;
+        for spec in specs.iter_mut().filter(|s| s.name == name) {
+            spec.wasi = parsed;
+            matched = true;
+        }
+        anyhow::ensure!(
+            matched,
+            "--wasi {name}: no plugin is named \"{name}\" (a plugin is named after its file stem)"
+        );
+    }
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use super::fields::{Fields, Problems};
 use super::values::{
     Identifier, PipelineName, PluginName, StreamName, parse_bytes, parse_duration,
 };
-use crate::plugin::{Limits, PluginSpec};
+use crate::plugin::{Limits, PluginSpec, WasiGrants};
 use crate::replication::setup::{PublicationScope, TableName};
 use crate::replication::{ConnInfo, SlotName};
 
@@ -807,12 +807,18 @@ fn plugin(mut t: Fields, dir: &Path, defaults: Limits, p: &mut Problems) -> Opti
     let limits = t
         .table("limits", p)
         .map_or(defaults, |l| limits(l, defaults, p));
-    t.finish(&["name", "path", "config", "limits"], p);
+    // WASI capabilities are granted only by name, plugin by plugin: never
+    // by default, never for the whole pipeline.
+    let wasi = t
+        .opt_parsed("wasi", p, |names: Vec<String>| WasiGrants::parse(&names))
+        .unwrap_or_default();
+    t.finish(&["name", "path", "config", "limits", "wasi"], p);
     Some(PluginSpec {
         name: name?.into(),
         path: path?,
         config: config?,
         limits,
+        wasi,
     })
 }
 

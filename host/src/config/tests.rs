@@ -61,6 +61,21 @@ fn good_manifest_loads_with_defaults() {
     assert_eq!(m.transforms[0].config, r#"{"columns":{"email":"hash"}}"#);
     assert_eq!(m.sink.config, r#"{"subject-prefix":"cdc"}"#);
     assert_eq!(m.transforms[0].limits, Limits::default());
+    assert_eq!(m.transforms[0].wasi, crate::plugin::WasiGrants::NONE);
+    let granted = load(
+        d.path(),
+        &GOOD.replacen(
+            "path = \"json.wasm\"",
+            "path = \"json.wasm\"\nwasi = [\"random\", \"clocks\"]",
+            1,
+        ),
+    )
+    .unwrap();
+    use crate::plugin::Capability;
+    assert_eq!(
+        granted.sink.wasi.iter().collect::<Vec<_>>(),
+        [Capability::Clocks, Capability::Random]
+    );
 }
 
 /// Replaces `from` (which must occur) with `to` in the good manifest.
@@ -110,6 +125,20 @@ fn each_mistake_is_reported_with_its_path() {
         (
             edit("stream = \"CDC\"", "stream = \"C.D\""),
             "nats.stream: `C.D` is not a valid stream name: use only letters, digits, `-` and `_`",
+        ),
+        (
+            edit(
+                "path = \"mask.wasm\"",
+                "path = \"mask.wasm\"\nwasi = [\"clocks\", \"files\"]",
+            ),
+            "transform[0].wasi: `files` is not a WASI capability: use \"clocks\", \"random\", \"environment\" or \"network\" (Sluice never grants a file system to plugins: no directory is preopened)",
+        ),
+        (
+            edit(
+                "path = \"json.wasm\"",
+                "path = \"json.wasm\"\nwasi = \"clocks\"",
+            ),
+            "sink.wasi: invalid type: string \"clocks\", expected a sequence",
         ),
         (
             edit("path = \"mask.wasm\"", "path = \"nope.wasm\""),

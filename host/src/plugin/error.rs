@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::World;
 use super::validate::InvalidOutput;
+use super::wasi::Refused;
 
 /// A failure of the plugin runtime or of a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -60,16 +61,11 @@ pub enum PluginError {
         #[source]
         source: wasmtime::Error,
     },
+    #[error("plugin \"{plugin}\" {refused}")]
+    NotGranted { plugin: String, refused: Refused },
     #[error(
-        "plugin \"{plugin}\" requires WASI capabilities that are not granted: {}",
-        imports.join(", ")
-    )]
-    WasiNotGranted {
-        plugin: String,
-        imports: Vec<String>,
-    },
-    #[error(
-        "plugin \"{plugin}\" imports interfaces the host does not provide: {}",
+        "plugin \"{plugin}\" imports interfaces the host does not provide: {} \
+         (Sluice provides sluice:plugin and WASI 0.2's io, cli, clocks, random, sockets and filesystem)",
         imports.join(", ")
     )]
     UnknownImports {
@@ -152,7 +148,7 @@ impl PluginError {
             | PluginError::WrongWorld { .. }
             | PluginError::UnknownWorld { .. }
             | PluginError::Mismatch { .. }
-            | PluginError::WasiNotGranted { .. }
+            | PluginError::NotGranted { .. }
             | PluginError::UnknownImports { .. }
             | PluginError::BadConfig { .. }
             | PluginError::InitFailed { .. }

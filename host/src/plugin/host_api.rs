@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::bindings::host;
 use super::limits::MemoryCap;
+use super::wasi::{self, WasiGrants};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Longest log message or field value passed through, in bytes: plugins
 /// must not be able to flood the host's log with megabytes per line.
@@ -57,16 +60,56 @@ impl Counters {
 }
 
 /// The data of one instance's store.
-#[derive(Debug)]
 pub(super) struct HostState {
     pub(super) plugin: Arc<str>,
     pub(super) counters: Counters,
     pub(super) memory: MemoryCap,
+    /// WASI state, built from the plugin's grants (see `wasi`).
+    pub(super) wasi: WasiCtx,
+    /// The WASI resources (streams, pollables…) the instance holds.
+    pub(super) table: ResourceTable,
     /// The last panic message the plugin logged during the current call
     /// (an error-level record starting with `panicked at `, as the Rust
     /// SDK's panic hook writes just before the panic traps). The runtime
     /// clears it before each call and shows it in the trap's error.
     pub(super) panic: Option<String>,
+}
+
+impl HostState {
+    pub(super) fn new(
+        plugin: Arc<str>,
+        counters: Counters,
+        memory: MemoryCap,
+        grants: WasiGrants,
+    ) -> Self {
+        HostState {
+            wasi: wasi::context(&plugin, grants),
+            plugin,
+            counters,
+            memory,
+            table: ResourceTable::new(),
+            panic: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("plugin", &self.plugin)
+            .field("memory", &self.memory)
+            .field("panic", &self.panic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
 }
 
 /// How Rust words a panic, and the SDK's panic hook with it.
@@ -136,12 +179,12 @@ mod tests {
     #[test]
     fn counters_add_per_plugin_and_ignore_bad_names() {
         let counters = Counters::default();
-        let mut state = HostState {
-            plugin: Arc::from("mask"),
-            counters: counters.clone(),
-            memory: MemoryCap::new(1 << 20),
-            panic: None,
-        };
+        let mut state = HostState::new(
+            Arc::from("mask"),
+            counters.clone(),
+            MemoryCap::new(1 << 20),
+            WasiGrants::NONE,
+        );
         state.counter_add("rows_masked".into(), 2);
         state.counter_add("rows_masked".into(), 3);
         state.counter_add("Bad Name".into(), 1);

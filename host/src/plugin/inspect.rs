@@ -4,9 +4,9 @@
 //! or `init` + `encode`) and then confirmed by type-checking it against the
 //! world's bindings, so a component whose functions have the right names but
 //! the wrong types is refused before it is ever instantiated. Its imports
-//! must be interfaces of `sluice:plugin` only: WASI imports are listed
-//! by name, since granting WASI capabilities is a manifest decision this
-//! host does not make yet.
+//! must be interfaces of `sluice:plugin` or of WASI 0.2; each WASI import is
+//! linked as the plugin's grants say (see `wasi`), and anything else is
+//! refused by name.
 
 use std::fmt;
 
@@ -15,6 +15,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 
 use super::PluginError;
 use super::host_api::HostState;
+use super::wasi::{self, Capability, Need, WasiGrants};
 
 /// The two worlds of `sluice:plugin`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,21 +43,22 @@ pub struct Inspection {
     pub imports: Vec<String>,
     /// Its exports, by name.
     pub exports: Vec<String>,
+    /// The WASI capabilities its imports can use, when granted.
+    pub capabilities: Vec<Capability>,
 }
 
-/// The host provides the package's interfaces (`host`, and `types`, which
-/// holds only types) and nothing else.
-const OWN_PACKAGE: &str = "sluice:plugin/";
-
 /// Finds the world of `component`, checks it against `expected` when given,
-/// checks its imports, and type-checks it; returns what it found and the
-/// linked, ready-to-instantiate component.
+/// checks its imports, links it under `grants` (on top of `base`, the
+/// linker with the host interface and the harmless WASI interfaces), and
+/// type-checks it; returns what it found and the linked,
+/// ready-to-instantiate component.
 pub(super) fn check(
     engine: &Engine,
-    linker: &Linker<HostState>,
+    base: &Linker<HostState>,
     plugin: &str,
     component: &Component,
     expected: Option<World>,
+    grants: WasiGrants,
 ) -> Result<(Inspection, InstancePre<HostState>), PluginError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
@@ -88,21 +90,12 @@ pub(super) fn check(
         });
     }
 
-    let wasi: Vec<String> = imports
-        .iter()
-        .filter(|i| i.starts_with("wasi:"))
-        .cloned()
-        .collect();
-    if !wasi.is_empty() {
-        return Err(PluginError::WasiNotGranted {
-            plugin: plugin.to_owned(),
-            imports: wasi,
-        });
-    }
+    let needs: Vec<Need> = imports.iter().map(|i| wasi::need_of(i)).collect();
     let unknown: Vec<String> = imports
         .iter()
-        .filter(|i| !i.starts_with(OWN_PACKAGE))
-        .cloned()
+        .zip(&needs)
+        .filter(|(_, need)| **need == Need::Unknown)
+        .map(|(import, _)| import.clone())
         .collect();
     if !unknown.is_empty() {
         return Err(PluginError::UnknownImports {
@@ -110,18 +103,29 @@ pub(super) fn check(
             imports: unknown,
         });
     }
+    let mut capabilities: Vec<Capability> = needs
+        .iter()
+        .filter_map(|need| match need {
+            Need::Grant(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    capabilities.sort_unstable();
+    capabilities.dedup();
 
     let mismatch = |source| PluginError::Mismatch {
         plugin: plugin.to_owned(),
         expected: world,
         source,
     };
+    let linker = wasi::link::for_component(base, engine, component, grants).map_err(mismatch)?;
     let pre = linker.instantiate_pre(component).map_err(mismatch)?;
     Ok((
         Inspection {
             world,
             imports,
             exports,
+            capabilities,
         },
         pre,
     ))

@@ -30,6 +30,7 @@ use super::engine::Ticker;
 use super::host_api::{Counters, HostState};
 use super::limits::{Limits, MemoryCap};
 use super::validate::{self, TransactionId};
+use super::wasi::{Refused, WasiGrants};
 use super::{CallError, PluginError};
 use crate::model::{Batch, Message};
 
@@ -94,6 +95,7 @@ pub(super) struct Prepared<B: WorldBindings> {
     pub(super) pre: B::Pre,
     pub(super) config: Arc<str>,
     pub(super) limits: Limits,
+    pub(super) wasi: WasiGrants,
     pub(super) tick: Duration,
     pub(super) counters: Counters,
     /// Keeps the epoch ticker running while any instance may still run,
@@ -110,6 +112,7 @@ impl<B: WorldBindings> Clone for Prepared<B> {
             pre: self.pre.clone(),
             config: Arc::clone(&self.config),
             limits: self.limits,
+            wasi: self.wasi,
             tick: self.tick,
             counters: self.counters.clone(),
             ticker: Arc::clone(&self.ticker),
@@ -138,12 +141,12 @@ impl<B: WorldBindings> Prepared<B> {
 
     /// Instantiates and initialises a new instance.
     fn start(&self) -> Result<Live<B>, PluginError> {
-        let state = HostState {
-            plugin: Arc::clone(&self.plugin),
-            counters: self.counters.clone(),
-            memory: MemoryCap::new(self.limits.memory),
-            panic: None,
-        };
+        let state = HostState::new(
+            Arc::clone(&self.plugin),
+            self.counters.clone(),
+            MemoryCap::new(self.limits.memory),
+            self.wasi,
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_trap();
@@ -201,6 +204,12 @@ impl<B: WorldBindings> Prepared<B> {
             return PluginError::MemoryLimit {
                 plugin,
                 limit: self.limits.memory,
+            };
+        }
+        if let Some(refused) = e.downcast_ref::<Refused>() {
+            return PluginError::NotGranted {
+                plugin,
+                refused: refused.clone(),
             };
         }
         match e.downcast_ref::<Trap>() {

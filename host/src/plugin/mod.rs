@@ -23,7 +23,8 @@
 //! (compiled components in memory and on disk), `inspect` (which world a
 //! component implements), [`instance`] (live instances and their
 //! replacement), [`limits`], `host_api` (the `host` imports), `validate`
-//! (checks on what a transform returns), `error`.
+//! (checks on what a transform returns), [`wasi`] (WASI grants, linking and
+//! standard output to the log), `error`.
 
 mod bindings;
 pub mod cache;
@@ -34,6 +35,7 @@ mod inspect;
 pub mod instance;
 pub mod limits;
 mod validate;
+pub mod wasi;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,6 +51,7 @@ pub use inspect::{Inspection, World};
 pub use instance::{Sink, SinkPlugin, Transform, TransformPlugin};
 pub use limits::Limits;
 pub use validate::InvalidOutput;
+pub use wasi::{Capability, WasiGrants};
 
 use cache::ComponentCache;
 use host_api::HostState;
@@ -82,6 +85,8 @@ pub struct PluginSpec {
     /// The plugin's configuration as JSON text (`{}` when there is none).
     pub config: String,
     pub limits: Limits,
+    /// The WASI capabilities granted to it (none by default).
+    pub wasi: WasiGrants,
 }
 
 impl PluginSpec {
@@ -98,6 +103,7 @@ impl PluginSpec {
             path,
             config: "{}".into(),
             limits: Limits::default(),
+            wasi: WasiGrants::NONE,
         }
     }
 }
@@ -135,6 +141,7 @@ impl PluginRuntime {
         let engine = engine::build(&config.engine)?;
         let mut linker = Linker::new(&engine);
         bindings::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .and_then(|()| wasi::link::add_always(&mut linker))
             .map_err(|source| PluginError::Engine { source })?;
         let ticker = engine::Ticker::start(engine.clone(), config.engine.epoch_tick)?;
         let cache = ComponentCache::new(engine.clone(), config.cache_dir);
@@ -190,8 +197,9 @@ impl PluginRuntime {
             .map_err(|source| PluginError::Join { source })?
     }
 
-    /// Says which world the component at `path` implements, after checking
-    /// that this host could run it. Blocking (may compile).
+    /// Says which world the component at `path` implements and what it
+    /// imports, after checking that this host could run it (with no WASI
+    /// grants). Blocking (may compile).
     pub fn inspect(&self, path: &Path) -> Result<Inspection, PluginError> {
         let spec = PluginSpec::from_path(path);
         let component = self.inner.cache.load(path)?;
@@ -201,6 +209,7 @@ impl PluginRuntime {
             &spec.name,
             &component,
             None,
+            spec.wasi,
         )?;
         let mismatch = |source| PluginError::Mismatch {
             plugin: spec.name.clone(),
@@ -237,6 +246,7 @@ impl PluginRuntime {
             &spec.name,
             &component,
             Some(world),
+            spec.wasi,
         )?;
         let pre = B::pre(pre).map_err(|source| PluginError::Mismatch {
             plugin: spec.name.clone(),
@@ -249,6 +259,7 @@ impl PluginRuntime {
             pre,
             config: Arc::from(spec.config),
             limits: spec.limits,
+            wasi: spec.wasi,
             tick: inner.config.epoch_tick,
             counters: inner.counters.clone(),
             ticker: Arc::clone(&inner.ticker),
