@@ -117,7 +117,14 @@ shutdown-timeout = "10s"
 
     /// Waits until the slot exists and a walsender streams from it.
     async fn wait_streaming(&self, pg: &PgCluster) {
-        self.wait_slot(pg, "active", Duration::from_secs(60)).await;
+        // A slot being created is active too, before its starting point
+        // (`confirmed_flush_lsn`) exists; a write committed then is not in it.
+        self.wait_slot(
+            pg,
+            "active AND confirmed_flush_lsn IS NOT NULL",
+            Duration::from_secs(60),
+        )
+        .await;
     }
 
     /// Waits until no walsender holds the slot.

@@ -147,10 +147,13 @@ shutdown-timeout = "10s"
             .expect("start sluice run")
     }
 
-    /// Waits until the slot exists and a walsender streams from it.
+    /// Waits until the slot has its starting point and a walsender streams
+    /// from it. (A slot being created is active before it has one, and a
+    /// write committed then is not in it.)
     async fn wait_streaming(&self, pg: &PgCluster) {
         let q = format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+            "SELECT count(*) FROM pg_replication_slots
+             WHERE slot_name = '{}' AND active AND confirmed_flush_lsn IS NOT NULL",
             self.slot
         );
         wait_until(

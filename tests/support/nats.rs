@@ -347,20 +347,10 @@ impl StoredMessage {
 
 impl From<jetstream::message::StreamMessage> for StoredMessage {
     fn from(m: jetstream::message::StreamMessage) -> Self {
-        let mut headers: Vec<(String, String)> = m
-            .headers
-            .iter()
-            .flat_map(|(name, values)| {
-                values
-                    .iter()
-                    .map(move |v| (name.to_string(), v.as_str().to_owned()))
-            })
-            .collect();
-        headers.sort_by(|a, b| a.0.cmp(&b.0));
         StoredMessage {
             sequence: m.sequence,
             subject: m.subject.to_string(),
-            headers,
+            headers: sluice_host::publish::header_pairs(&m.headers),
             payload: m.payload.to_vec(),
         }
     }

@@ -169,6 +169,11 @@ impl PgCluster {
             files
         });
         conf.extend(options.extra_conf.iter().cloned());
+        // For chasing a server-side question without editing the tests,
+        // e.g. SLUICE_TEST_PG_CONF="log_min_messages = debug1".
+        if let Ok(extra) = std::env::var("SLUICE_TEST_PG_CONF") {
+            conf.extend(extra.split(';').map(str::to_owned));
+        }
         append(&data.join("postgresql.conf"), &conf.join("\n"));
         fs::write(data.join("pg_hba.conf"), hba()).expect("write pg_hba.conf");
 

@@ -24,6 +24,7 @@ pub(super) fn run(manifest: &Path, table: String, condition: Option<String>) -> 
             &sql,
             m.pipeline.as_str(),
             m.source.publication.as_str(),
+            m.source.slot.as_str(),
             &request,
         )
         .await

@@ -87,21 +87,9 @@ async fn show(file: &Path, last: Option<u64>) -> anyhow::Result<()> {
                 return Err(e).with_context(|| format!("cannot read message {seq} of `{name}`"));
             }
         };
-        let mut headers: Vec<(String, String)> = stored
-            .headers
-            .iter()
-            .flat_map(|(name, values)| {
-                values
-                    .iter()
-                    .map(move |v| (name.to_string(), v.as_str().to_owned()))
-            })
-            .collect();
-        // The client keeps headers in a hash map: sort by name (stable, so
-        // the values of one name keep their order) for a repeatable output.
-        headers.sort_by(|a, b| a.0.cmp(&b.0));
         let message = Message {
             subject: stored.subject.to_string(),
-            headers,
+            headers: publish::header_pairs(&stored.headers),
             payload: stored.payload.to_vec(),
             event: None,
         };

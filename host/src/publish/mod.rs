@@ -29,5 +29,7 @@ pub use publisher::{
     Completed, Completion, Completions, PublishError, Publisher, PublisherConfig, PublisherMonitor,
     PublisherStats, Rejection,
 };
-pub use stream::{Storage, StreamError, StreamReport, StreamSpec, ensure_stream, verify_stream};
+pub use stream::{
+    Storage, StreamError, StreamReport, StreamSpec, ensure_stream, header_pairs, verify_stream,
+};
 pub use subject::{Subject, SubjectError, SubjectFilter, SubjectPattern};

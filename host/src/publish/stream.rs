@@ -7,6 +7,9 @@
 //! land in another stream or in none. Settings that differ from the spec on an existing
 //! stream (storage, replicas, duplicate window) are reported, not changed: the stream
 //! may be shared and is the operator's to edit.
+//!
+//! [`header_pairs`] turns the headers of a stored message back into a
+//! repeatable list, for the commands and tests that read a stream.
 
 use std::fmt;
 use std::time::Duration;
@@ -309,4 +312,20 @@ fn differences(spec: &StreamSpec, actual: &Config) -> Vec<String> {
         ));
     }
     out
+}
+
+/// A stored message's headers as (name, value) pairs, sorted by name. The
+/// client keeps headers in a hash map; the sort is stable, so the values of
+/// one name keep their order and the output is repeatable.
+pub fn header_pairs(headers: &async_nats::HeaderMap) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = headers
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.as_str().to_owned()))
+        })
+        .collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs
 }

@@ -83,15 +83,32 @@ fn watermark_prefix(pipeline: &str) -> String {
     format!("sluice.watermark.{pipeline}")
 }
 
-/// Asks the pipeline `pipeline` to backfill: checks that the table is in
-/// `publication` and has a primary key, then writes the request into the
-/// WAL. Returns the LSN of the request.
+/// Asks the pipeline `pipeline` to backfill: checks that the pipeline's
+/// `slot` has its starting point (a request committed before it would be
+/// part of the slot's initial snapshot, which messages are not, and lost)
+/// and that the table is in `publication` and has a primary key, then
+/// writes the request into the WAL. Returns the LSN of the request.
 pub async fn request_backfill(
     sql: &Client,
     pipeline: &str,
     publication: &str,
+    slot: &str,
     request: &BackfillRequest,
 ) -> Result<Lsn, SnapshotError> {
+    let ready: Option<bool> = sql
+        .query_opt(
+            "SELECT confirmed_flush_lsn IS NOT NULL FROM pg_replication_slots
+             WHERE slot_name = $1 AND database = current_database()",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| SnapshotError::sql(format!("cannot look up replication slot \"{slot}\""), e))?
+        .map(|row| row.get(0));
+    match ready {
+        None => return Err(SnapshotError::NoSlot { slot: slot.into() }),
+        Some(false) => return Err(SnapshotError::SlotNotReady { slot: slot.into() }),
+        Some(true) => {}
+    }
     let (schema, table) = request.schema_and_table();
     catalog::describe(sql, publication, schema, table).await?;
     let content = serde_json::to_string(request).expect("a request serialises");

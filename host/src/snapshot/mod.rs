@@ -128,6 +128,14 @@ pub enum SnapshotError {
         #[source]
         source: crate::pgoutput::RelationError,
     },
+    #[error(
+        "replication slot \"{slot}\" does not exist in this database: a backfill request travels through the pipeline's slot, and one written before the slot exists is never seen; start `sluice run` first, and ask again once it streams"
+    )]
+    NoSlot { slot: String },
+    #[error(
+        "replication slot \"{slot}\" is still being created (it waits for the transactions running on the server to end): a request written now could land before its starting point and never be seen; ask again once the pipeline streams"
+    )]
+    SlotNotReady { slot: String },
     #[error("a snapshot reader failed: {0}")]
     Task(String),
 }
