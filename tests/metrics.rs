@@ -10,11 +10,10 @@ mod pipeline;
 mod postgres;
 mod support;
 
-use pipeline::{signal, wait_exit, wait_until};
+use pipeline::{ManifestParts, Pipeline, signal, wait_exit, wait_until};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nats::NatsServer;
@@ -58,110 +57,32 @@ fn scrape(address: SocketAddr) -> String {
     body
 }
 
-struct Pipeline {
-    db: String,
-    slot: String,
-    manifest: std::path::PathBuf,
+/// A pipeline (mask → JSON sink) whose metrics listen on `metrics`.
+struct Metered {
+    p: Pipeline,
     metrics: SocketAddr,
-    _dir: tempfile::TempDir,
 }
 
-impl Pipeline {
-    fn new(pg: &PgCluster, nats: &NatsServer, name: &str, table: &str) -> Pipeline {
-        Self::with_metrics_address(pg, nats, name, table, free_address())
+impl Metered {
+    fn new(pg: &PgCluster, nats: &NatsServer, name: &str, table: &str) -> Metered {
+        Self::at(pg, nats, name, table, free_address())
     }
 
-    fn with_metrics_address(
+    fn at(
         pg: &PgCluster,
         nats: &NatsServer,
         name: &str,
         table: &str,
         metrics: SocketAddr,
-    ) -> Pipeline {
-        let db = pg.create_database(name);
-        let slot = format!("slot_{name}");
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = format!(
-            r#"
-[source]
-url = "{url}"
-publication = "pub_{name}"
-slot = "{slot}"
-create-publication = ["public.{table}"]
-
-[position]
-status-interval = "100ms"
-
-[nats]
-url = "{nats}"
-stream = "{stream}"
-subjects = ["cdc.>"]
-
-[[transform]]
-name = "mask"
-path = "{mask}"
-config = {{ columns = {{ email = "hash" }} }}
-
-[sink]
-name = "json"
-path = "{json}"
-config = {{ subject-prefix = "cdc" }}
-
-[metrics]
-address = "{metrics}"
-
-[pipeline]
-shutdown-timeout = "10s"
-"#,
-            url = pg.superuser_url(&db),
-            nats = nats.url(),
-            stream = name.to_uppercase(),
-            mask = support::plugin_path("mask").display(),
-            json = support::plugin_path("json-sink").display(),
-        );
-        let path = dir.path().join("sluice.toml");
-        std::fs::write(&path, manifest).unwrap();
-        Pipeline {
-            db,
-            slot,
-            manifest: path,
+    ) -> Metered {
+        let parts = ManifestParts {
+            extra: format!("[metrics]\naddress = \"{metrics}\"\n"),
+            ..ManifestParts::default()
+        };
+        Metered {
+            p: Pipeline::with(pg, nats, name, &[table], parts),
             metrics,
-            _dir: dir,
         }
-    }
-
-    fn command(&self, cache: &Path) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .args(["run", self.manifest.to_str().unwrap()])
-            .env("XDG_CACHE_HOME", cache)
-            .env("SLUICE_LOG", "info")
-            .stdout(Stdio::null());
-        command
-    }
-
-    fn start(&self, cache: &Path) -> Child {
-        self.command(cache)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sluice run")
-    }
-
-    /// Waits until the slot has its starting point and a walsender streams
-    /// from it. (A slot being created is active before it has one, and a
-    /// write committed then is not in it.)
-    async fn wait_streaming(&self, pg: &PgCluster) {
-        let q = format!(
-            "SELECT count(*) FROM pg_replication_slots
-             WHERE slot_name = '{}' AND active AND confirmed_flush_lsn IS NOT NULL",
-            self.slot
-        );
-        wait_until(
-            "the slot to be streamed",
-            Duration::from_secs(60),
-            || async { pg.psql(&self.db, &q).trim() == "1" },
-        )
-        .await;
     }
 }
 
@@ -170,13 +91,12 @@ async fn metrics_count_every_row_and_probes_answer() {
     let pg = PgCluster::shared();
     let nats = NatsServer::launch();
     let cache = tempfile::tempdir().unwrap();
-    let p = Pipeline::new(pg, &nats, "metrics", "users");
+    let Metered { p, metrics: addr } = Metered::new(pg, &nats, "metrics", "users");
     pg.psql(
         &p.db,
         "CREATE TABLE users (id int PRIMARY KEY, email text, name text)",
     );
     let mut child = p.start(cache.path());
-    let addr = p.metrics;
 
     wait_until(
         "/healthz to answer 200",
@@ -264,10 +184,9 @@ async fn readyz_follows_the_nats_connection() {
     let pg = PgCluster::shared();
     let mut nats = NatsServer::launch();
     let cache = tempfile::tempdir().unwrap();
-    let p = Pipeline::new(pg, &nats, "readyz", "items");
+    let Metered { p, metrics: addr } = Metered::new(pg, &nats, "readyz", "items");
     pg.psql(&p.db, "CREATE TABLE items (id int PRIMARY KEY)");
     let mut child = p.start(cache.path());
-    let addr = p.metrics;
     p.wait_streaming(pg).await;
     wait_until("/readyz to answer 200", Duration::from_secs(30), || async {
         status(addr, "/readyz") == Some(200)
@@ -304,7 +223,7 @@ async fn a_taken_metrics_port_fails_the_start() {
     let cache = tempfile::tempdir().unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let p = Pipeline::with_metrics_address(pg, &nats, "taken", "things", addr);
+    let Metered { p, .. } = Metered::at(pg, &nats, "taken", "things", addr);
     let output = p
         .command(cache.path())
         .stderr(Stdio::piped())

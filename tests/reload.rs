@@ -14,10 +14,10 @@ mod pipeline;
 mod postgres;
 mod support;
 
-use pipeline::{signal, sluice_binary, wait_exit, wait_until};
+use pipeline::{ManifestParts, Pipeline, signal, wait_exit, wait_until};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -57,45 +57,21 @@ impl Log {
     }
 }
 
-fn manifest(
-    pg: &PgCluster,
-    nats: &NatsServer,
-    db: &str,
-    dir: &Path,
-    action: &str,
-    publication: &str,
-) -> String {
+/// mask (hashing `email`) then the JSON sink, both from copies in `dir`
+/// that the test replaces.
+fn plugins_in(dir: &Path) -> String {
     format!(
         r#"
-[source]
-url = "{url}"
-publication = "{publication}"
-slot = "slot_reload"
-create-publication = ["public.items"]
-
-[position]
-status-interval = "100ms"
-
-[nats]
-url = "{nats}"
-stream = "RELOAD"
-subjects = ["cdc.>"]
-
 [[transform]]
 name = "mask"
 path = "{dir}/mask.wasm"
-config = {{ columns = {{ email = "{action}" }} }}
+config = {{ columns = {{ email = "hash" }} }}
 
 [sink]
 name = "json"
 path = "{dir}/json-sink.wasm"
 config = {{ subject-prefix = "cdc" }}
-
-[pipeline]
-shutdown-timeout = "10s"
 "#,
-        url = pg.superuser_url(db),
-        nats = nats.url(),
         dir = dir.display(),
     )
 }
@@ -154,23 +130,32 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
         )
         .unwrap();
     }
-    let db = pg.create_database("reload");
+    let p = Pipeline::with(
+        pg,
+        &nats,
+        "reload",
+        &["items"],
+        ManifestParts {
+            plugins: plugins_in(dir.path()),
+            ..ManifestParts::default()
+        },
+    );
+    let db = p.db.clone();
     pg.psql(&db, "CREATE TABLE items (id int PRIMARY KEY, email text)");
-    let file = dir.path().join("sluice.toml");
+    let original = std::fs::read_to_string(&p.manifest).unwrap();
     let write_manifest = |action: &str, publication: &str| {
-        replace(
-            &file,
-            manifest(pg, &nats, &db, dir.path(), action, publication).as_bytes(),
-        )
+        let text = original
+            .replace(r#"email = "hash""#, &format!(r#"email = "{action}""#))
+            .replace(
+                r#"publication = "pub_reload""#,
+                &format!(r#"publication = "{publication}""#),
+            );
+        replace(&p.manifest, text.as_bytes())
     };
-    write_manifest("hash", "pub_reload");
     let log = Log(dir.path().join("stderr.log"));
-    let mut host = Command::new(sluice_binary())
-        .args(["run", file.to_str().unwrap()])
-        .env("XDG_CACHE_HOME", cache.path())
-        .env("SLUICE_LOG", "info")
+    let mut host = p
+        .command(cache.path())
         .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log.0).unwrap())
         .spawn()
         .map(Host)
@@ -179,13 +164,7 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
         .await;
     // The host watches its files before it creates the slot; a row written
     // before the slot has its starting point would not be in it.
-    pg.wait_for(
-        &db,
-        "SELECT count(*) FROM pg_replication_slots
-         WHERE slot_name = 'slot_reload' AND active AND confirmed_flush_lsn IS NOT NULL",
-        "1",
-        Duration::from_secs(60),
-    );
+    p.wait_streaming(pg).await;
 
     // The writer commits transactions up to `allowed`, which the test
     // raises step by step, so that rows are written under every version

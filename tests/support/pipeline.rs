@@ -177,14 +177,21 @@ shutdown-timeout = "10s"
         }
     }
 
-    /// Runs `sluice run` on the manifest, with its compiled-plugin cache in
-    /// `cache`; its log goes to the test's stderr.
-    pub fn start(&self, cache: &Path) -> Child {
-        Command::new(sluice_binary())
+    /// `sluice run` on the manifest, with its compiled-plugin cache in
+    /// `cache`, logging at info; stdout discarded.
+    pub fn command(&self, cache: &Path) -> Command {
+        let mut command = Command::new(sluice_binary());
+        command
             .args(["run", self.manifest.to_str().unwrap()])
             .env("XDG_CACHE_HOME", cache)
             .env("SLUICE_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::null());
+        command
+    }
+
+    /// Starts [`Self::command`]; its log goes to the test's stderr.
+    pub fn start(&self, cache: &Path) -> Child {
+        self.command(cache)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start sluice run")
