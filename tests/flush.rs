@@ -14,10 +14,10 @@ mod pipeline;
 mod postgres;
 mod support;
 
-use pipeline::{signal, wait_exit, wait_until};
+use pipeline::{Host, signal, wait_exit, wait_until};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -169,31 +169,6 @@ shutdown-timeout = "10s"
         )
         .parse()
         .unwrap()
-    }
-}
-
-/// A running `sluice run`, killed if the test ends (or fails) first.
-struct Host(Child);
-
-impl std::ops::Deref for Host {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Host {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
     }
 }
 

@@ -14,10 +14,9 @@ mod pipeline;
 mod postgres;
 mod support;
 
-use pipeline::{ManifestParts, Pipeline, signal, wait_exit, wait_until};
+use pipeline::{Host, ManifestParts, Pipeline, signal, wait_exit, wait_until};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -81,18 +80,6 @@ fn replace(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-/// The host process, killed if the test fails before stopping it.
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// How a message's email looks: which version of the chain made it.

@@ -190,10 +190,11 @@ shutdown-timeout = "10s"
     }
 
     /// Starts [`Self::command`]; its log goes to the test's stderr.
-    pub fn start(&self, cache: &Path) -> Child {
+    pub fn start(&self, cache: &Path) -> Host {
         self.command(cache)
             .stderr(Stdio::inherit())
             .spawn()
+            .map(Host)
             .expect("start sluice run")
     }
 
@@ -249,6 +250,33 @@ shutdown-timeout = "10s"
         )
         .trim()
         .to_owned()
+    }
+}
+
+/// A running `sluice run`, killed when the test ends (or fails) first, so
+/// that a failed test leaves no host behind.
+#[derive(Debug)]
+pub struct Host(pub Child);
+
+impl std::ops::Deref for Host {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
