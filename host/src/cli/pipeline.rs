@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs the pipeline until SIGINT or SIGTERM, then drains and exits 0.
 pub(crate) fn run(file: &Path) -> anyhow::Result<()> {
-    let manifest = Manifest::load(file)?;
+    let (manifest, baseline) = sluice_host::pipeline::reload::load_watched(file)?;
     super::async_runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
@@ -21,7 +21,7 @@ pub(crate) fn run(file: &Path) -> anyhow::Result<()> {
             wait_for_signal().await;
             signal.cancel();
         });
-        sluice_host::pipeline::run(manifest, shutdown).await
+        sluice_host::pipeline::run(manifest, baseline, shutdown).await
     })?;
     Ok(())
 }

@@ -33,11 +33,16 @@
 //! change is acted on only once a poll finds the files still, so that a
 //! copy in progress is not compiled half-written (and if a write stalls
 //! longer than that, the failed reload is retried on the next change).
-//! A change made between the host's start-up read of the manifest and the
-//! watcher's first poll is not seen until the next change or SIGHUP.
+//! The first poll compares against a [`Baseline`] taken when the host read
+//! the manifest at start-up ([`load_watched`]): the manifest's fingerprint
+//! is that of the very text it was parsed from, and the plugin files are
+//! fingerprinted before the host loads them. So a change made while the
+//! host starts (compiling plugins, setting up PostgreSQL) is reloaded on
+//! the first poll rather than missed; at worst an unchanged plugin is
+//! reloaded once.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -142,6 +147,54 @@ pub struct ReloadSettings {
     /// Where reloads and their failures are counted, and what the new
     /// chain reports its plugin metrics to.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// What the files looked like when the host read them.
+    pub baseline: Baseline,
+}
+
+/// The manifest as the host parsed it and its files as they were then: what
+/// the watcher measures changes against.
+pub struct Baseline {
+    /// The manifest's raw table, to find changed sections.
+    running: Option<toml::Table>,
+    files: Files,
+}
+
+impl std::fmt::Debug for Baseline {
+    // Not the raw table: a manifest may hold a literal password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Baseline")
+            .field("files", &self.files.seen.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads and validates the manifest at `file` (as [`Manifest::load`]) and
+/// takes the [`Baseline`] hot reload starts from. Blocking.
+pub fn load_watched(file: &Path) -> Result<(Manifest, Baseline), ManifestError> {
+    // Time and size before the read: a write after it moves them, and the
+    // first poll then hashes the file and compares with this text's hash.
+    let meta = std::fs::metadata(file).ok();
+    let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
+        file: file.to_owned(),
+        source,
+    })?;
+    let manifest = Manifest::parse(&text, file, &|name| std::env::var(name).ok())?;
+    let mut files = Files::default();
+    files.seen.insert(
+        file.to_owned(),
+        Fingerprint {
+            modified: meta.as_ref().and_then(|m| m.modified().ok()),
+            len: meta.as_ref().map(std::fs::Metadata::len),
+            hash: Some(Sha256::digest(text.as_bytes()).into()),
+        },
+    );
+    // The plugin files, before the host reads them to compile.
+    files.poll(&watched_paths(&manifest));
+    let baseline = Baseline {
+        running: text.parse().ok(),
+        files,
+    };
+    Ok((manifest, baseline))
 }
 
 /// The running reload task; dropping it stops the task.
@@ -240,7 +293,7 @@ struct State {
 }
 
 async fn watch(
-    settings: ReloadSettings,
+    mut settings: ReloadSettings,
     stats: Arc<ReloadStats>,
     tx: mpsc::Sender<Replacement>,
     stop: CancellationToken,
@@ -253,24 +306,19 @@ async fn watch(
         }
     };
     let paths = watched_paths(&settings.manifest);
-    let state = State {
+    let Baseline { running, files } = std::mem::replace(
+        &mut settings.baseline,
+        Baseline {
+            running: None,
+            files: Files::default(),
+        },
+    );
+    let mut state = State {
         settings,
-        running: None,
-        files: Files::default(),
+        running,
+        files,
         paths,
         generation: 0,
-    };
-    let Some(mut state) = blocking(stop.clone(), move || {
-        let mut state = state;
-        state.running = std::fs::read_to_string(&state.settings.manifest.file)
-            .ok()
-            .and_then(|t| t.parse().ok());
-        state.files.poll(&state.paths);
-        state
-    })
-    .await
-    else {
-        return;
     };
     tracing::info!(
         files = state.paths.len(),
@@ -562,7 +610,7 @@ path = "json-sink.wasm"
         }
         let file = dir.path().join("sluice.toml");
         std::fs::write(&file, MANIFEST.replace("ACTION", "hash")).unwrap();
-        let manifest = Manifest::load(&file).unwrap();
+        let (manifest, baseline) = load_watched(&file).unwrap();
         let runtime = PluginRuntime::new(crate::plugin::RuntimeConfig {
             cache_dir: None,
             ..Default::default()
@@ -576,10 +624,11 @@ path = "json-sink.wasm"
                 policy: ErrorPolicy::Stop,
                 allowed: vec!["cdc.>".into()],
                 metrics: None,
+                baseline,
             },
             &shutdown,
         );
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // At once: a change before the watcher's first poll counts too.
         std::fs::write(&file, MANIFEST.replace("ACTION", "redact")).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while reloader.stats().reloads() == 0 {

@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use super::acks::{AckQueue, CommitInfo};
 use super::chain::{Chain, ChainError};
 use super::feed::{Feeder, Flow, feed_chunk, next_chunk, reaches};
-use super::reload::{ReloadSettings, Reloader};
+use super::reload::{Baseline, ReloadSettings, Reloader};
 use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, SnapshotMode, StorageKind};
 use crate::lsn::Lsn;
 use crate::metrics::{self, Metrics};
@@ -203,8 +203,14 @@ enum Published {
 }
 
 /// Runs the pipeline until `shutdown` is cancelled (then drains and exits
-/// cleanly) or a definite error stops it.
-pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunError> {
+/// cleanly) or a definite error stops it. `baseline` is what
+/// [`super::reload::load_watched`] saw when it read `m`: hot reload starts
+/// from it.
+pub async fn run(
+    m: Manifest,
+    baseline: Baseline,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     // The endpoint first: liveness is answered while the rest starts, and a
     // taken port fails the start. It stops whenever `run` returns.
     let metrics = Arc::new(Metrics::new());
@@ -237,8 +243,8 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
     }
     let sink = runtime.load_sink_async(m.sink.clone()).await?;
     // Hot reload builds new chains off the hot path; the plugin thread
-    // swaps them in between transactions. Watching starts now, so that a
-    // plugin changed while PostgreSQL is set up is not missed.
+    // swaps them in between transactions. Changes since the manifest was
+    // read (the baseline) are reloaded on the first poll.
     let (_reloader, replacements) = Reloader::spawn(
         ReloadSettings {
             manifest: m.clone(),
@@ -246,6 +252,7 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
             policy: m.errors.clone(),
             allowed: m.nats.subjects.clone(),
             metrics: Some(metrics.clone()),
+            baseline,
         },
         &shutdown,
     );
