@@ -178,17 +178,14 @@ pub(super) async fn feed_chunk(
 ) -> bool {
     let Chunk { batches, id, done } = chunk;
     metrics.snapshot_rows(&format!("{}.{}", done.schema, done.table), done.rows);
+    let point = done.point;
     let end = CommitInfo {
         xid: 0,
-        commit_lsn: done.point,
-        end_lsn: done.point,
+        commit_lsn: point,
+        end_lsn: point,
         commit_time: batches.first().map_or(0, |b| b.commit_time),
         transaction: false,
-        update: None,
-    };
-    let end = CommitInfo {
         update: Some(flusher.pending(Update::Chunk(done))),
-        ..end
     };
     let mut first_event = 0u64;
     for batch in batches {
