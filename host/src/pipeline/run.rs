@@ -510,7 +510,15 @@ pub async fn run(m: Manifest, shutdown: CancellationToken) -> Result<(), RunErro
                 work = None;
             }
             acked = acked_rx.recv() => match acked {
-                Some(done) => flusher.acknowledged(&tracker, &done).await?,
+                Some(mut done) => {
+                    // Everything acknowledged meanwhile goes into one
+                    // record write: with a durable store, a write per
+                    // completion would hold the stream back under load.
+                    while let Ok(more) = acked_rx.try_recv() {
+                        done.extend(more);
+                    }
+                    flusher.acknowledged(&tracker, &done).await?
+                }
                 None => break,
             },
             chunk = next_chunk(&mut injector), if work.is_some() => {
