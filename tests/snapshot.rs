@@ -16,10 +16,12 @@
 //! - A backfill (`sluice backfill`) of a table while ~1,000 updates a
 //!   second hit it: the stream never pauses, and replaying it reproduces
 //!   the table (`BACKFILL_ROWS`, default 500,000 rows: about 20 s).
+//! - The host killed (SIGKILL) mid-backfill and restarted: the backfill
+//!   resumes after its last stored key, not from the first, same outcome.
 //!
 //! Sizes (environment variables, for quicker runs while iterating):
 //! `SNAPSHOT_ROWS` (default 1,000,000), `KILL_ROWS` (200,000),
-//! `BACKFILL_ROWS` (500,000). Writers run at about 1,000 transactions a
+//! `BACKFILL_ROWS` (500,000), `BACKFILL_KILL_ROWS` (300,000). Writers run at about 1,000 transactions a
 //! second throughout.
 
 #[path = "support/nats.rs"]
@@ -551,26 +553,29 @@ path = "json.wasm"
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
-    let pg = PgCluster::shared();
-    let nats = NatsServer::launch();
-    let js = nats.jetstream().await;
-    let cache = tempfile::tempdir().unwrap();
-    let n = rows("BACKFILL_ROWS", 500_000);
+/// A pipeline over `items` (`n` rows, written before the pipeline exists,
+/// so that only a backfill brings them into the stream) and `marker` (one
+/// row), reading backfills in chunks of `chunk_rows`; `parts.extra` is
+/// added after the `[snapshot]` table.
+fn backfill_pipeline(
+    pg: &PgCluster,
+    nats: &NatsServer,
+    name: &str,
+    chunk_rows: usize,
+    parts: ManifestParts,
+    n: i64,
+) -> Pipeline {
     let p = Pipeline::with(
         pg,
-        &nats,
-        "backfill",
+        nats,
+        name,
         &["items", "marker"],
         ManifestParts {
             plugins: passthrough_then_json(),
-            extra: "[snapshot]\nchunk-rows = 5000\n".into(),
-            ..ManifestParts::default()
+            extra: format!("[snapshot]\nchunk-rows = {chunk_rows}\n\n{}", parts.extra),
+            ..parts
         },
     );
-    // The rows exist before the pipeline does: only a backfill brings
-    // them into the stream.
     pg.psql(
         &p.db,
         &format!(
@@ -581,13 +586,13 @@ async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
              CREATE TABLE small (a text, b int, v int NOT NULL, PRIMARY KEY (a, b));"
         ),
     );
-    let mut child = p.start(cache.path());
-    p.wait_streaming(pg).await;
-    let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let started = std::time::Instant::now();
+    p
+}
+
+/// Runs `sluice backfill MANIFEST TABLE`, which must succeed; its output.
+fn request_backfill(p: &Pipeline, table: &str) -> String {
     let out = Command::new(sluice_binary())
-        .args(["backfill", p.manifest.to_str().unwrap(), "items"])
+        .args(["backfill", p.manifest.to_str().unwrap(), table])
         .output()
         .unwrap();
     assert!(
@@ -595,15 +600,27 @@ async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let said = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let js = nats.jetstream().await;
+    let cache = tempfile::tempdir().unwrap();
+    let n = rows("BACKFILL_ROWS", 500_000);
+    let p = backfill_pipeline(pg, &nats, "backfill", 5000, ManifestParts::default(), n);
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let said = request_backfill(&p, "items");
     assert!(said.contains("backfill of items requested at"), "{said}");
     // Backfills run one after the other: once the marker table's backfill
     // shows, the one of `items` is complete.
-    let out = Command::new(sluice_binary())
-        .args(["backfill", p.manifest.to_str().unwrap(), "public.marker"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    request_backfill(&p, "public.marker");
     let stream = js.get_stream(&p.stream).await.unwrap();
     wait_until(
         "the backfills to complete",
@@ -648,6 +665,105 @@ async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("public.nope"), "{stderr}");
+}
+
+/// The backfills the stored offset record holds (empty when none).
+fn stored_backfills(p: &Pipeline) -> Vec<serde_json::Value> {
+    offset(p)["backfills"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_killed_midway_resumes_after_its_last_stored_key() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let js = nats.jetstream().await;
+    let cache = tempfile::tempdir().unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let n = rows("BACKFILL_KILL_ROWS", 300_000);
+    let p = backfill_pipeline(
+        pg,
+        &nats,
+        "bfkill",
+        2000,
+        ManifestParts {
+            position: "store = \"file\"\nstore-path = \"offset.json\"".into(),
+            nats: "duplicate-window = \"10m\"".into(),
+            extra: format!("[metrics]\naddress = \"{metrics}\"\n"),
+            ..ManifestParts::default()
+        },
+        n,
+    );
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
+    request_backfill(&p, "items");
+    let third = (n / 3) as u64;
+    wait_until(
+        "a third of the backfill to be stored",
+        Duration::from_secs(600),
+        || async {
+            stored_backfills(&p)
+                .first()
+                .and_then(|b| b["rows"].as_u64())
+                .is_some_and(|rows| rows >= third)
+        },
+    )
+    .await;
+    signal(&child, "-KILL");
+    let _ = wait_exit(&mut child, Duration::from_secs(30));
+    let killed_at = stored_backfills(&p);
+    assert_eq!(
+        killed_at.len(),
+        1,
+        "the backfill finished before the kill; make it larger: {killed_at:?}"
+    );
+    let before = killed_at[0]["rows"].as_u64().unwrap();
+    assert!(killed_at[0]["after"].is_array(), "{killed_at:?}");
+    assert_eq!(killed_at[0]["table"], "items");
+    // The writers keep going while the host is down and after it is back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut child = p.start(cache.path());
+    wait_until(
+        "the resumed backfill to complete",
+        Duration::from_secs(600),
+        || async { offset(&p)["commit_end_lsn"].is_string() && stored_backfills(&p).is_empty() },
+    )
+    .await;
+    let written = writers.stop().await;
+    wait_for_marker(pg, &p, &js).await;
+    // Rows the restarted host read: the rest of the table after the stored
+    // key (and new rows), not the table again from its first key.
+    let metric = scrape(metrics);
+    let resumed_rows: u64 = metric
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_snapshot_rows_total{table=\"public.items\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no backfill rows counted: {metric}"));
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let changes = read_changes(&js, &p.stream).await;
+    let reads = changes
+        .iter()
+        .filter(|c| c.table == "items" && c.op == "r")
+        .count() as u64;
+    eprintln!(
+        "{before} backfill rows stored before the kill ({}); {resumed_rows} read after the restart; {reads} reads in the stream; {written} writer transactions",
+        killed_at[0]
+    );
+    assert!(
+        resumed_rows > 0 && resumed_rows + before / 2 < n as u64,
+        "the restarted host read {resumed_rows} rows of {n}, {before} of which were stored before the kill: the backfill started over"
+    );
+    assert!(
+        reads < n as u64 + before / 2,
+        "{reads} reads of {n} rows in the stream: the backfill started over"
+    );
+    assert_stream_reproduces(pg, &p, &js, false, &["items"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,9 +20,13 @@ pub struct CommitInfo {
     /// The commit record's end: the offset.
     pub end_lsn: Lsn,
     pub commit_time: i64,
-    /// Set for the end of a snapshot chunk (no transaction): the chunk's
-    /// sequence number, whose progress the flusher records once stored.
-    pub chunk: Option<u64>,
+    /// False for the end of a snapshot or backfill chunk: no transaction,
+    /// so the tracker does not know it.
+    pub transaction: bool,
+    /// What the flusher records once this is stored (a snapshot chunk's
+    /// progress, the backfills' state), by sequence number: recorded in the
+    /// same write as the position it comes with.
+    pub update: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -90,7 +94,8 @@ mod tests {
             commit_lsn: Lsn(n * 10),
             end_lsn: Lsn(n * 10 + 1),
             commit_time: 0,
-            chunk: None,
+            transaction: true,
+            update: None,
         }
     }
 

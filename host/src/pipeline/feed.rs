@@ -4,7 +4,11 @@
 //! - [`Feeder::forward`]: a source event: batches to the plugin thread,
 //!   transaction ends to the tracker and the ack queue, keepalives to the
 //!   flusher (`connector-and-driver`); a backfill chunk right after the
-//!   transaction that carried its high watermark.
+//!   transaction that carried its high watermark. When the backfills'
+//!   state changed (a request seen, a chunk emitted, a backfill finished),
+//!   the new state rides on the next end: the transaction's own end for a
+//!   request it carried (so the offset never passes a request without
+//!   recording it), a chunk's end for the chunk's progress.
 //! - [`feed_chunk`]: a snapshot chunk's `read` batches, then its end,
 //!   whose progress the flusher records once JetStream stored it.
 //! - [`reaches`]: whether an event is at or past a snapshot's point, where
@@ -18,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::acks::CommitInfo;
-use super::run::{Flusher, RunError, Work, lock};
+use super::run::{Flusher, RunError, Update, Work, lock};
 use crate::config::FlushMode;
 use crate::lsn::Lsn;
 use crate::metrics::Metrics;
@@ -78,7 +82,11 @@ impl Feeder {
                     commit_lsn: end.commit_lsn,
                     end_lsn: end.end_lsn,
                     commit_time: end.commit_time,
-                    chunk: None,
+                    transaction: true,
+                    update: self
+                        .backfills
+                        .changed()
+                        .map(|state| flusher.pending(Update::Backfills(state))),
                 };
                 lock(&self.tracker).transaction_complete(end.end_lsn);
                 if tx.send(Work::End(info)).await.is_err() {
@@ -100,6 +108,18 @@ impl Feeder {
                             return Ok(Flow::Stop);
                         }
                         first_event += n;
+                    }
+                }
+                // The chunk's progress (or a backfill finished, abandoned
+                // or started) is recorded once everything before it is.
+                if let Some(state) = self.backfills.changed() {
+                    let marker = CommitInfo {
+                        transaction: false,
+                        update: Some(flusher.pending(Update::Backfills(state))),
+                        ..info
+                    };
+                    if tx.send(Work::End(marker)).await.is_err() {
+                        return Ok(Flow::Stop);
                     }
                 }
             }
@@ -148,25 +168,25 @@ pub(super) async fn next_chunk(
 }
 
 /// Hands a chunk's batches and its end to the plugin thread; the end
-/// carries sequence number `seq`, under which the flusher keeps what to
-/// record once it is stored. False when the plugin thread is gone.
+/// carries what the flusher records once it is stored. False when the
+/// plugin thread is gone.
 pub(super) async fn feed_chunk(
     tx: &mpsc::Sender<Work>,
     chunk: Chunk,
-    seq: u64,
     flusher: &mut Flusher,
     metrics: &Metrics,
 ) -> bool {
     let Chunk { batches, id, done } = chunk;
+    metrics.snapshot_rows(&format!("{}.{}", done.schema, done.table), done.rows);
+    let point = done.point;
     let end = CommitInfo {
         xid: 0,
-        commit_lsn: done.point,
-        end_lsn: done.point,
+        commit_lsn: point,
+        end_lsn: point,
         commit_time: batches.first().map_or(0, |b| b.commit_time),
-        chunk: Some(seq),
+        transaction: false,
+        update: Some(flusher.pending(Update::Chunk(done))),
     };
-    metrics.snapshot_rows(&format!("{}.{}", done.schema, done.table), done.rows);
-    flusher.chunks.insert(seq, done);
     let mut first_event = 0u64;
     for batch in batches {
         let n = batch.events.len() as u64;

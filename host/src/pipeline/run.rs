@@ -31,7 +31,11 @@
 //!   meanwhile), a backfill chunk right after its high watermark's
 //!   transaction. A snapshot chunk's end sits in the same ordered ack
 //!   queue as the transactions, and its progress is written with the
-//!   offset once JetStream stored it.
+//!   offset once JetStream stored it. So is a backfill's: the backfills'
+//!   state (requests seen, the running one's last chunk key) rides on the
+//!   end of the transaction or chunk that changed it, and is recorded when
+//!   that end is acknowledged, so that a restart resumes exactly what the
+//!   stream holds.
 //!
 //! Metrics ([`Metrics`]) are counted at the stages that see them: decoded
 //! events in the source loop, plugin calls in the chain, acknowledgements in
@@ -57,7 +61,7 @@ use crate::model::Batch;
 use crate::plugin::{EngineConfig, PluginError, PluginRuntime, RuntimeConfig};
 use crate::position::startup::{self, StartupSettings};
 use crate::position::store::{self, OffsetStore};
-use crate::position::{OffsetRecord, SnapshotProgress, StoreError, Tracker};
+use crate::position::{BackfillProgress, OffsetRecord, SnapshotProgress, StoreError, Tracker};
 use crate::publish::{self, HostMeta, NatsOptions, Publisher, PublisherConfig, SubjectFilter};
 use crate::replication::setup::{self, SetupSpec};
 use crate::replication::{ReplicationConnection, SystemIdentity};
@@ -322,7 +326,13 @@ pub async fn run(
         last: start.start.max(skip_through),
         metrics: metrics.clone(),
         progress,
-        chunks: std::collections::HashMap::new(),
+        backfills: start
+            .offset
+            .as_ref()
+            .map(|o| o.backfills.clone())
+            .unwrap_or_default(),
+        updates: std::collections::HashMap::new(),
+        next_update: 0,
     };
     // Until the first flush, the slot's own position is what is confirmed.
     let slot_confirmed = events.slot().confirmed_flush_lsn.unwrap_or(Lsn::ZERO);
@@ -484,8 +494,12 @@ pub async fn run(
             m.source.publication.as_str(),
             m.snapshot.chunk_rows,
             m.batch.max_events,
+            flusher.backfills.clone(),
         ),
     };
+    // A backfill interrupted by a stop or a crash goes on where its
+    // acknowledged chunks ended (its low watermark gets the stream moving).
+    feeder.backfills.resume().await;
     let mut outcome: Result<(), RunError> = Ok(());
     let mut work = Some(work_tx);
     let mut waiting = snapshot;
@@ -503,7 +517,15 @@ pub async fn run(
                 work = None;
             }
             acked = acked_rx.recv() => match acked {
-                Some(done) => flusher.acknowledged(&tracker, &done).await?,
+                Some(mut done) => {
+                    // Everything acknowledged meanwhile goes into one
+                    // record write: with a durable store, a write per
+                    // completion would hold the stream back under load.
+                    while let Ok(more) = acked_rx.try_recv() {
+                        done.extend(more);
+                    }
+                    flusher.acknowledged(&tracker, &done).await?
+                }
                 None => break,
             },
             chunk = next_chunk(&mut injector), if work.is_some() => {
@@ -511,7 +533,7 @@ pub async fn run(
                 match chunk {
                     Some(Ok(chunk)) => {
                         chunks += 1;
-                        if !feed_chunk(tx, chunk, chunks, &mut flusher, &metrics).await {
+                        if !feed_chunk(tx, chunk, &mut flusher, &metrics).await {
                             work = None;
                         }
                     }
@@ -630,8 +652,22 @@ pub(super) struct Flusher {
     metrics: Arc<Metrics>,
     /// The snapshot's progress, carried in every record written.
     progress: Option<SnapshotProgress>,
-    /// Chunks handed to the pipeline and not yet stored, by sequence.
-    pub(super) chunks: std::collections::HashMap<u64, ChunkDone>,
+    /// The unfinished backfills as of the acknowledged stream, carried in
+    /// every record written.
+    pub(super) backfills: Vec<BackfillProgress>,
+    /// Updates handed to the pipeline with an end and not yet stored, by
+    /// sequence.
+    updates: std::collections::HashMap<u64, Update>,
+    next_update: u64,
+}
+
+/// What the flusher records once the end carrying it is stored.
+#[derive(Debug)]
+pub(super) enum Update {
+    /// A snapshot chunk is stored.
+    Chunk(ChunkDone),
+    /// The backfills' state as of the end.
+    Backfills(Vec<BackfillProgress>),
 }
 
 impl Flusher {
@@ -642,35 +678,46 @@ impl Flusher {
         tracker: &Mutex<Tracker>,
         done: &[CommitInfo],
     ) -> Result<(), RunError> {
-        let mut chunks_stored = false;
+        let mut updated = false;
         let moved = {
             let mut t = lock(tracker);
             for d in done {
-                match d.chunk {
-                    Some(seq) => {
-                        if let (Some(chunk), Some(progress)) =
-                            (self.chunks.remove(&seq), self.progress.as_mut())
-                        {
+                match d.update.and_then(|seq| self.updates.remove(&seq)) {
+                    Some(Update::Chunk(chunk)) => {
+                        if let Some(progress) = self.progress.as_mut() {
                             chunk.apply(progress);
-                            chunks_stored = true;
+                            updated = true;
                         }
                     }
-                    None => {
-                        t.acknowledged(d.end_lsn);
+                    Some(Update::Backfills(state)) => {
+                        self.backfills = state;
+                        updated = true;
                     }
+                    None => {}
+                }
+                if d.transaction {
+                    t.acknowledged(d.end_lsn);
                 }
             }
             t.confirmed()
         };
-        let last = done.iter().rev().find(|d| d.chunk.is_none()).copied();
+        let last = done.iter().rev().find(|d| d.transaction).copied();
         if moved > self.last {
             self.advance(moved, last).await
-        } else if chunks_stored {
-            // The position did not move, the snapshot did: record it.
+        } else if updated {
+            // The position did not move, the progress did: record it.
             self.write(self.last, None).await
         } else {
             Ok(())
         }
+    }
+
+    /// Keeps `update` until the end that carries it is stored; returns
+    /// the sequence number for that end's [`CommitInfo::update`].
+    pub(super) fn pending(&mut self, update: Update) -> u64 {
+        self.next_update += 1;
+        self.updates.insert(self.next_update, update);
+        self.next_update
     }
 
     pub(super) async fn advance(
@@ -692,8 +739,8 @@ impl Flusher {
 }
 
 impl Flusher {
-    /// Writes the offset record for `to` (with the snapshot's progress) to
-    /// a durable store.
+    /// Writes the offset record for `to` (with the snapshot's and the
+    /// backfills' progress) to a durable store.
     async fn write(&mut self, to: Lsn, last: Option<CommitInfo>) -> Result<(), RunError> {
         if self.store.is_durable() {
             let mut record = OffsetRecord::new(
@@ -702,7 +749,8 @@ impl Flusher {
                 self.server.system_id,
                 self.server.timeline,
             )
-            .with_snapshot(self.progress.clone());
+            .with_snapshot(self.progress.clone())
+            .with_backfills(self.backfills.clone());
             if let Some(c) = last.filter(|c| c.end_lsn == to) {
                 record = record.with_transaction(c.xid, c.commit_lsn, c.commit_time);
             }

@@ -16,6 +16,6 @@ pub mod store;
 pub mod tracker;
 
 pub use offset::OffsetRecord;
-pub use progress::{SnapshotProgress, TableProgress};
+pub use progress::{BackfillProgress, SnapshotProgress, TableProgress};
 pub use store::{OffsetStore, StoreError};
 pub use tracker::Tracker;

@@ -12,18 +12,28 @@
 //! (it exceeds 2^53, which JSON tools such as `jq` would round). A
 //! `version` field guards the format: a record from a newer sluice is
 //! refused by name rather than misread. Version 2 added the optional
-//! `snapshot` progress; version 1 records (without it) are still read.
+//! `snapshot` progress, version 3 the optional `backfills` (on-demand
+//! backfills asked for and not finished, the first one with the key its
+//! acknowledged chunks reached); records of versions 1 and 2 (without
+//! them) are still read.
+//!
+//! Like the position, the snapshot and backfill progress only ever states
+//! what JetStream acknowledged: a backfill request enters the record with
+//! the acknowledgement of the transaction that carried it (so a record at
+//! or past that transaction always holds it, and a record before it lets
+//! the slot replay it), and its key moves with the acknowledgement of its
+//! chunks.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::progress::SnapshotProgress;
+use super::progress::{BackfillProgress, SnapshotProgress};
 use crate::lsn::Lsn;
 use crate::replication::SlotName;
 
 /// The format version this host writes.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// The oldest format version this host reads.
 const OLDEST_VERSION: u32 = 1;
 
@@ -67,6 +77,10 @@ pub struct OffsetRecord {
     /// The progress of the pipeline's snapshot, when it has taken one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotProgress>,
+    /// Backfills asked for and not finished, in the order they run: the
+    /// first may be under way (its `after` key says how far).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backfills: Vec<BackfillProgress>,
 }
 
 impl OffsetRecord {
@@ -83,12 +97,19 @@ impl OffsetRecord {
             timeline,
             written_at_us: now_us(),
             snapshot: None,
+            backfills: Vec::new(),
         }
     }
 
     /// The same record, carrying `snapshot` progress.
     pub fn with_snapshot(mut self, snapshot: Option<SnapshotProgress>) -> Self {
         self.snapshot = snapshot;
+        self
+    }
+
+    /// The same record, carrying the unfinished `backfills`.
+    pub fn with_backfills(mut self, backfills: Vec<BackfillProgress>) -> Self {
+        self.backfills = backfills;
         self
     }
 
@@ -106,6 +127,7 @@ impl OffsetRecord {
     pub fn moved_to(&self, lsn: Lsn) -> Self {
         OffsetRecord::new(self.slot.clone(), lsn, self.system_id, self.timeline)
             .with_snapshot(self.snapshot.clone())
+            .with_backfills(self.backfills.clone())
     }
 
     /// The record as JSON, with `written_at_us` set to now.
@@ -188,7 +210,7 @@ mod tests {
         let bytes = r.encode();
         let text = std::str::from_utf8(&bytes).unwrap();
         for field in [
-            r#""version": 2"#,
+            r#""version": 3"#,
             r#""slot": "orders""#,
             r#""commit_end_lsn": "1/16B3748""#,
             r#""event_lsn": "1/16B3700""#,
@@ -213,7 +235,7 @@ mod tests {
     fn reads_version_1_and_carries_snapshot_progress() {
         let v1 = String::from_utf8(record().encode())
             .unwrap()
-            .replace(r#""version": 2"#, r#""version": 1"#);
+            .replace(r#""version": 3"#, r#""version": 1"#);
         let back = OffsetRecord::decode(v1.as_bytes()).unwrap();
         assert_eq!(back.snapshot, None);
         let progress = crate::position::SnapshotProgress {
@@ -228,11 +250,57 @@ mod tests {
     }
 
     #[test]
+    fn reads_version_2_and_carries_backfills() {
+        // A version 2 record, as sluice wrote it before backfills resumed.
+        let v2 = r#"{
+  "version": 2,
+  "slot": "orders",
+  "commit_end_lsn": "1/16B3748",
+  "event_lsn": null,
+  "xid": null,
+  "commit_time_us": null,
+  "system_id": "7312345678901234567",
+  "timeline": 3,
+  "written_at_us": 1700000000000000,
+  "snapshot": {"tables": [{"schema": "public", "table": "orders", "point": "1/10", "after": ["7"], "rows": 7, "done": false}]}
+}"#;
+        let back = OffsetRecord::decode(v2.as_bytes()).unwrap();
+        assert_eq!(back.backfills, []);
+        assert_eq!(
+            back.snapshot.unwrap().tables[0].after,
+            Some(vec!["7".into()])
+        );
+        let text = String::from_utf8(record().encode()).unwrap();
+        assert!(!text.contains("backfills"), "nothing to say: {text}");
+
+        let running = BackfillProgress {
+            after: Some(vec!["42".into(), "it's".into()]),
+            rows: 42,
+            ..BackfillProgress::new(Lsn(0x16B3000), "s.items", Some("id > 5".into()))
+        };
+        let queued = BackfillProgress::new(Lsn(0x16B3100), "orders", None);
+        let with = record().with_backfills(vec![running.clone(), queued.clone()]);
+        let text = String::from_utf8(with.encode()).unwrap();
+        for field in [
+            r#""request_lsn": "0/16B3000""#,
+            r#""table": "s.items""#,
+            r#""where": "id > 5""#,
+            r#""after": ["#,
+            r#""rows": 42"#,
+        ] {
+            assert!(text.contains(field), "{field} missing from {text}");
+        }
+        let back = OffsetRecord::decode(text.as_bytes()).unwrap();
+        assert_eq!(back.backfills, [running.clone(), queued.clone()]);
+        assert_eq!(back.moved_to(Lsn(1)).backfills, [running, queued]);
+    }
+
+    #[test]
     fn refuses_malformed_and_newer_records() {
-        let err = OffsetRecord::decode(b"{\"version\": 3, \"future\": true}").unwrap_err();
+        let err = OffsetRecord::decode(b"{\"version\": 4, \"future\": true}").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "offset record format version 3 is not supported by this sluice (it reads versions 1 to 2); it was written by a newer sluice"
+            "offset record format version 4 is not supported by this sluice (it reads versions 1 to 3); it was written by a newer sluice"
         );
         for bad in [
             &b""[..],

@@ -12,6 +12,13 @@
 //! column, which is what the next chunk's query compares against (cast back
 //! to the column's type on the server), so no ordering is ever computed
 //! here.
+//!
+//! [`BackfillProgress`] is the same for an on-demand backfill: the request
+//! (table, condition, and the LSN of the request message, which identifies
+//! it), the key of the last row of its last acknowledged chunk, and the rows
+//! acknowledged. A backfill is in the record from the acknowledgement of
+//! the transaction that carried its request until the acknowledgement of
+//! its last chunk (or its abandonment); its key only moves forward.
 
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +107,40 @@ impl SnapshotProgress {
         match last_key {
             Some(key) => t.after = Some(key),
             None => t.done = true,
+        }
+    }
+}
+
+/// One backfill asked for in the stream and not finished yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillProgress {
+    /// The LSN of the request message: the same request replayed from the
+    /// slot has the same LSN.
+    pub request_lsn: Lsn,
+    /// `schema.table` (or `table`, in `public`), as requested.
+    pub table: String,
+    /// The SQL condition limiting the rows read, as requested.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The key of the last row of the last acknowledged chunk (one text per
+    /// key column); `None`: nothing acknowledged yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
+    /// Rows acknowledged so far.
+    #[serde(default)]
+    pub rows: u64,
+}
+
+impl BackfillProgress {
+    /// A backfill asked for by the message at `request_lsn`, not started.
+    pub fn new(request_lsn: Lsn, table: impl Into<String>, condition: Option<String>) -> Self {
+        BackfillProgress {
+            request_lsn,
+            table: table.into(),
+            condition,
+            after: None,
+            rows: 0,
         }
     }
 }

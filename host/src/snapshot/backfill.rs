@@ -36,11 +36,39 @@
 //! before it publishes the commit to new snapshots) would be read as before
 //! it; that window is microseconds against two client round trips.
 //!
-//! Watermarks carry a fresh id per backfill, so a replay after a crash
-//! never pairs an old watermark with a new chunk; a backfill interrupted by
-//! a crash is not resumed (run it again). Backfills run one at a time,
-//! others queue. Signal and watermark messages are taken out of the stream
-//! before the plugins see them.
+//! Backfills run one at a time, others queue. Signal and watermark messages
+//! are taken out of the stream before the plugins see them.
+//!
+//! # Crash resume
+//!
+//! A backfill is never silently abandoned by a stop or a crash: the
+//! requests seen and the key of the last row of the running backfill's
+//! last chunk are part of the offset record ([`BackfillProgress`]), written
+//! only for what JetStream acknowledged. The state rides on the end of the
+//! transaction or chunk that changed it (see `crate::pipeline::feed`): a
+//! request enters the record with the acknowledgement of the transaction
+//! that carried it, so a record at or past that transaction holds it, and
+//! a record before it lets the slot replay the request; a chunk's key
+//! enters it with the acknowledgement of the chunk.
+//!
+//! On start ([`Backfills::new`], [`Backfills::resume`]) the recorded
+//! backfills are queued again in their order, and the first continues
+//! after its key. A request message seen again (its transaction replayed
+//! from the slot) is recognised by its LSN and not queued twice.
+//!
+//! Why the resumed backfill is consistent: rows up to the key were emitted
+//! at an old high watermark, and the stream holds every change after it
+//! (the offset passed that watermark only once the chunk was stored, and
+//! streaming resumes at the offset). Rows after the key are read in new
+//! windows, as in any backfill. The chunk that was emitted but not
+//! recorded before the crash is read again: each of its rows then shows
+//! its current value, after every change before the new window, so no row
+//! goes back to an older value; where the rows are unchanged the re-read
+//! chunk starts at the same key, holds the same rows, and gets the same
+//! message ids (see `crate::snapshot`), so JetStream drops it. Watermarks
+//! carry a fresh id per run of a backfill, resumed or not, so a replayed
+//! old watermark never pairs with a new chunk. A backfill that fails (its
+//! table dropped, say) is logged and dropped from the record, as before.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -54,6 +82,7 @@ use super::reader::Reader;
 use super::{ReadId, SnapshotError, read_batches};
 use crate::lsn::Lsn;
 use crate::model::{Batch, Event, Value};
+use crate::position::BackfillProgress;
 use crate::replication::{ConnInfo, quote_literal};
 
 /// A backfill, as `sluice backfill` asks for it.
@@ -129,6 +158,8 @@ pub async fn request_backfill(
 struct TaskChunk {
     n: u64,
     rows: Vec<Vec<Value>>,
+    /// The key of the chunk's last row, as read (before any is dropped).
+    last_key: Option<Vec<String>>,
 }
 
 /// The backfill in progress.
@@ -147,7 +178,8 @@ struct Running {
     /// Tells the task the chunk was emitted.
     go: mpsc::Sender<()>,
     task: tokio::task::AbortHandle,
-    rows: u64,
+    /// The request, and how far its emitted chunks reached.
+    progress: BackfillProgress,
 }
 
 impl Drop for Running {
@@ -166,8 +198,10 @@ pub struct Backfills {
     max_events: usize,
     signal: String,
     watermark: String,
-    queue: VecDeque<BackfillRequest>,
+    queue: VecDeque<BackfillProgress>,
     running: Option<Running>,
+    /// Whether the state changed since [`Backfills::changed`] last said.
+    changed: bool,
 }
 
 /// A chunk ready for the plugin chain.
@@ -186,6 +220,7 @@ impl Backfills {
         publication: &str,
         chunk_rows: usize,
         max_events: usize,
+        resumed: Vec<BackfillProgress>,
     ) -> Self {
         Backfills {
             pipeline: pipeline.to_owned(),
@@ -195,9 +230,33 @@ impl Backfills {
             max_events,
             signal: signal_prefix(pipeline),
             watermark: watermark_prefix(pipeline),
-            queue: VecDeque::new(),
+            queue: resumed.into(),
             running: None,
+            changed: false,
         }
+    }
+
+    /// The state to record: the running backfill, then the queued ones.
+    fn state(&self) -> Vec<BackfillProgress> {
+        self.running
+            .iter()
+            .map(|r| r.progress.clone())
+            .chain(self.queue.iter().cloned())
+            .collect()
+    }
+
+    /// The state to record, when it changed since the last call.
+    pub fn changed(&mut self) -> Option<Vec<BackfillProgress>> {
+        std::mem::take(&mut self.changed).then(|| self.state())
+    }
+
+    /// Whether the request message at `lsn` is already running or queued.
+    fn knows(&self, lsn: Lsn) -> bool {
+        self.running
+            .iter()
+            .map(|r| &r.progress)
+            .chain(&self.queue)
+            .any(|p| p.request_lsn == lsn)
     }
 
     /// Looks at a batch from the stream before it goes on: takes requests
@@ -208,9 +267,16 @@ impl Backfills {
         events.retain(|event| match event {
             Event::Message(m) if m.prefix == self.signal => {
                 match serde_json::from_slice::<BackfillRequest>(&m.content) {
+                    // Replayed from the slot after a restart that had
+                    // recorded it: it runs (or resumes) once.
+                    Ok(r) if self.knows(m.lsn) => {
+                        tracing::info!(table = %r.table, lsn = %m.lsn, "backfill request seen again; it is already queued");
+                    }
                     Ok(r) => {
                         tracing::info!(table = %r.table, lsn = %m.lsn, "backfill requested");
-                        self.queue.push_back(r);
+                        self.queue
+                            .push_back(BackfillProgress::new(m.lsn, r.table, r.condition));
+                        self.changed = true;
                     }
                     Err(e) => {
                         tracing::warn!(lsn = %m.lsn, error = %e, "ignoring a malformed backfill request")
@@ -241,17 +307,25 @@ impl Backfills {
     /// handed it over. Starts the next queued backfill when none runs.
     pub async fn due(&mut self, commit_lsn: Lsn, commit_time: i64) -> Option<BackfillChunk> {
         let chunk = self.take_due(commit_lsn, commit_time).await;
-        if self.running.is_none()
-            && let Some(request) = self.queue.pop_front()
+        self.resume().await;
+        chunk
+    }
+
+    /// Starts the next queued backfill when none runs: at start-up, the
+    /// one a stop or crash interrupted, after its last acknowledged key.
+    pub async fn resume(&mut self) {
+        while self.running.is_none()
+            && let Some(progress) = self.queue.pop_front()
         {
-            match self.start(&request).await {
+            let table = progress.table.clone();
+            match self.start(progress).await {
                 Ok(r) => self.running = Some(r),
                 Err(e) => {
-                    tracing::error!(table = %request.table, error = %e, "backfill cannot start")
+                    tracing::error!(table = %table, error = %e, "backfill cannot start; dropped");
+                    self.changed = true;
                 }
             }
         }
-        chunk
     }
 
     async fn take_due(&mut self, lsn: Lsn, commit_time: i64) -> Option<BackfillChunk> {
@@ -264,15 +338,18 @@ impl Backfills {
                 tracing::error!(expected = n, got = c.n, table = %r.table.qualified(),
                     "backfill chunks out of step; backfill abandoned");
                 self.running = None;
+                self.changed = true;
                 return None;
             }
             Some(Err(e)) => {
                 tracing::error!(table = %r.table.qualified(), error = %e, "backfill failed");
                 self.running = None;
+                self.changed = true;
                 return None;
             }
             None => {
                 self.running = None;
+                self.changed = true;
                 return None;
             }
         };
@@ -287,11 +364,13 @@ impl Backfills {
                 .collect()
         };
         let count = rows.len() as u64;
-        r.rows += count;
+        r.progress.rows += count;
+        r.progress.after = chunk.last_key;
+        self.changed = true;
         let table = r.table.qualified();
         let (batches, id) = read_batches(&r.table, rows, lsn, commit_time, self.max_events);
         if last {
-            tracing::info!(table = %table, rows = r.rows, "backfill complete");
+            tracing::info!(table = %table, rows = r.progress.rows, "backfill complete");
             self.running = None;
         } else {
             let _ = r.go.send(()).await;
@@ -304,7 +383,11 @@ impl Backfills {
         })
     }
 
-    async fn start(&self, request: &BackfillRequest) -> Result<Running, SnapshotError> {
+    async fn start(&self, progress: BackfillProgress) -> Result<Running, SnapshotError> {
+        let request = BackfillRequest {
+            table: progress.table.clone(),
+            condition: progress.condition.clone(),
+        };
         let (schema, name) = request.schema_and_table();
         let reader = Reader::plain(&self.conninfo).await?;
         let mut table =
@@ -332,8 +415,10 @@ impl Backfills {
             watermark: self.watermark.clone(),
             chunk_rows: self.chunk_rows,
         };
-        let handle = tokio::spawn(task.run(tx, go_rx));
-        tracing::info!(table = %table.qualified(), id = %id, pipeline = %self.pipeline, "backfill started");
+        let handle = tokio::spawn(task.run(progress.after.clone(), tx, go_rx));
+        tracing::info!(table = %table.qualified(), id = %id, pipeline = %self.pipeline,
+            request = %progress.request_lsn, resumed = progress.after.is_some(),
+            rows_before = progress.rows, "backfill started");
         Ok(Running {
             id,
             table,
@@ -344,7 +429,7 @@ impl Backfills {
             chunks,
             go,
             task: handle.abort_handle(),
-            rows: 0,
+            progress,
         })
     }
 }
@@ -420,12 +505,13 @@ struct Task {
 }
 
 impl Task {
+    /// Reads the chunks after the key `after` (from the start when `None`).
     async fn run(
         self,
+        mut after: Option<Vec<String>>,
         tx: mpsc::Sender<Result<TaskChunk, SnapshotError>>,
         mut go: mpsc::Receiver<()>,
     ) {
-        let mut after: Option<Vec<String>> = None;
         for n in 0.. {
             let result = self.chunk(n, after.as_deref(), &tx).await;
             match result {
@@ -456,11 +542,17 @@ impl Task {
             .chunk(&self.table, after, self.chunk_rows)
             .await?;
         let more = rows.rows.len() == self.chunk_rows;
-        if tx.send(Ok(TaskChunk { n, rows: rows.rows })).await.is_err() {
+        let last_key = rows.last_key;
+        let chunk = TaskChunk {
+            n,
+            rows: rows.rows,
+            last_key: last_key.clone(),
+        };
+        if tx.send(Ok(chunk)).await.is_err() {
             return Ok(None);
         }
         self.mark(n, "high").await?;
-        Ok(if more { rows.last_key } else { None })
+        Ok(if more { last_key } else { None })
     }
 
     async fn mark(&self, n: u64, kind: &str) -> Result<(), SnapshotError> {
@@ -490,6 +582,55 @@ mod tests {
         let r: BackfillRequest = serde_json::from_str(r#"{"table":"s.t"}"#).unwrap();
         assert_eq!(r.schema_and_table(), ("s", "t"));
         assert!(serde_json::from_str::<BackfillRequest>(r#"{"table":"t","x":1}"#).is_err());
+    }
+
+    fn request_batch(lsn: u64, content: &str) -> Batch {
+        Batch {
+            xid: 7,
+            commit_lsn: Lsn(lsn + 8),
+            commit_time: 0,
+            first: true,
+            last: true,
+            relations: vec![],
+            events: vec![Event::Message(crate::model::LogicalMessage {
+                transactional: true,
+                prefix: "sluice.signal.p".into(),
+                content: content.as_bytes().to_vec(),
+                lsn: Lsn(lsn),
+            })],
+        }
+    }
+
+    #[test]
+    fn requests_are_recorded_once_and_resumed_ones_come_first() {
+        let resumed = BackfillProgress {
+            after: Some(vec!["41".into()]),
+            rows: 41,
+            ..BackfillProgress::new(Lsn(100), "items", None)
+        };
+        let mut b = Backfills::new(
+            "p",
+            ConnInfo::parse("host=localhost user=u dbname=d").unwrap(),
+            "pub",
+            10,
+            256,
+            vec![resumed.clone()],
+        );
+        assert_eq!(b.changed(), None, "a resumed state is what is recorded");
+        // The resumed request, replayed from the slot: not queued twice.
+        let mut batch = request_batch(100, r#"{"table":"items"}"#);
+        b.observe(&mut batch);
+        assert!(batch.events.is_empty(), "signals leave the stream");
+        assert_eq!(b.changed(), None);
+        // A new request is queued after it, and recorded.
+        b.observe(&mut request_batch(200, r#"{"table":"s.t","where":"x"}"#));
+        let queued = BackfillProgress::new(Lsn(200), "s.t", Some("x".into()));
+        assert_eq!(b.changed(), Some(vec![resumed.clone(), queued.clone()]));
+        assert_eq!(b.changed(), None);
+        b.observe(&mut request_batch(200, r#"{"table":"s.t","where":"x"}"#));
+        b.observe(&mut request_batch(300, "not json"));
+        assert_eq!(b.changed(), None);
+        assert_eq!(b.state(), [resumed, queued]);
     }
 
     #[test]

@@ -584,7 +584,15 @@ pub async fn prepare(
         start.server.system_id,
         start.server.timeline,
     )
-    .with_snapshot(Some(progress.clone()));
+    .with_snapshot(Some(progress.clone()))
+    // Unfinished backfills stay recorded: they resume after the snapshot.
+    .with_backfills(
+        start
+            .offset
+            .as_ref()
+            .map(|o| o.backfills.clone())
+            .unwrap_or_default(),
+    );
     store.store(&record).await?;
     tracing::info!(point = %point, tables = jobs.len(), resumed = !fresh,
         "snapshot prepared: the tables are read as of the point, and their rows go into the stream there");
