@@ -118,7 +118,9 @@ pub enum SnapshotError {
         "table {table}: publication \"{publication}\" leaves part of the primary key out of its column list; a snapshot needs the whole key"
     )]
     KeyNotPublished { table: String, publication: String },
-    #[error("table {table} is not in publication \"{publication}\" (or does not exist): only published tables are read")]
+    #[error(
+        "table {table} is not in publication \"{publication}\" (or does not exist): only published tables are read"
+    )]
     NotPublished { table: String, publication: String },
     #[error("table {table} returned a NULL primary key value")]
     NullKey { table: String },
