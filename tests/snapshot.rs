@@ -327,6 +327,27 @@ async fn table_rows(
         .collect()
 }
 
+/// Waits until the stream holds a message on `subject`.
+async fn wait_for_subject(
+    js: &jetstream::Context,
+    p: &Pipeline,
+    subject: &str,
+    what: &str,
+    timeout: Duration,
+) {
+    let stream = js.get_stream(&p.stream).await.expect("the stream");
+    wait_until(what, timeout, || {
+        let stream = stream.clone();
+        async move {
+            stream
+                .get_last_raw_message_by_subject(subject)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+}
+
 /// Writes a marker row and waits until the stream holds it: everything
 /// committed before is in the stream then.
 async fn wait_for_marker(pg: &PgCluster, p: &Pipeline, js: &jetstream::Context) {
@@ -589,12 +610,19 @@ fn backfill_pipeline(
     p
 }
 
-/// Runs `sluice backfill MANIFEST TABLE`, which must succeed; its output.
-fn request_backfill(p: &Pipeline, table: &str) -> String {
-    let out = Command::new(sluice_binary())
+/// Runs `sluice backfill MANIFEST TABLE [ARGS…]`.
+fn backfill(p: &Pipeline, table: &str, args: &[&str]) -> std::process::Output {
+    Command::new(sluice_binary())
         .args(["backfill", p.manifest.to_str().unwrap(), table])
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `sluice backfill MANIFEST TABLE [ARGS…]`, which must succeed; its
+/// output.
+fn request_backfill(p: &Pipeline, table: &str, args: &[&str]) -> String {
+    let out = backfill(p, table, args);
     assert!(
         out.status.success(),
         "{}",
@@ -616,30 +644,24 @@ async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
     let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = std::time::Instant::now();
-    let said = request_backfill(&p, "items");
+    let said = request_backfill(&p, "items", &[]);
     assert!(said.contains("backfill of items requested at"), "{said}");
     // Backfills run one after the other: once the marker table's backfill
     // shows, the one of `items` is complete.
-    request_backfill(&p, "public.marker");
-    let stream = js.get_stream(&p.stream).await.unwrap();
-    wait_until(
+    request_backfill(&p, "public.marker", &[]);
+    wait_for_subject(
+        &js,
+        &p,
+        "cdc.public.marker",
         "the backfills to complete",
         Duration::from_secs(600),
-        || {
-            let stream = stream.clone();
-            async move {
-                stream
-                    .get_last_raw_message_by_subject("cdc.public.marker")
-                    .await
-                    .is_ok()
-            }
-        },
     )
     .await;
     let took = started.elapsed();
     let written = writers.stop().await;
     eprintln!("backfill of {n} rows took {took:?} with {written} writer transactions running");
     pg.psql(&p.db, "INSERT INTO marker VALUES (2)");
+    let stream = js.get_stream(&p.stream).await.unwrap();
     wait_until(
         "the last change to reach the stream",
         Duration::from_secs(120),
@@ -658,10 +680,7 @@ async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     assert_stream_reproduces(pg, &p, &js, false, &["items"]).await;
     // An unknown table is refused by the command, naming it.
-    let out = Command::new(sluice_binary())
-        .args(["backfill", p.manifest.to_str().unwrap(), "nope"])
-        .output()
-        .unwrap();
+    let out = backfill(&p, "nope", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("public.nope"), "{stderr}");
@@ -701,7 +720,7 @@ async fn a_backfill_killed_midway_resumes_after_its_last_stored_key() {
     let mut child = p.start(cache.path());
     p.wait_streaming(pg).await;
     let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
-    request_backfill(&p, "items");
+    request_backfill(&p, "items", &[]);
     let third = (n / 3) as u64;
     wait_until(
         "a third of the backfill to be stored",
@@ -848,12 +867,6 @@ async fn a_backfill_is_refused_until_the_slot_has_its_starting_point() {
         "CREATE TABLE items (id bigint PRIMARY KEY);
          CREATE PUBLICATION pub_backslot FOR TABLE items;",
     );
-    let backfill = || {
-        Command::new(sluice_binary())
-            .args(["backfill", p.manifest.to_str().unwrap(), "items"])
-            .output()
-            .unwrap()
-    };
     // A transaction holding an xid: creating a slot waits for it to end.
     let (holder, conn) = tokio_postgres::connect(&pg.superuser_url(&p.db), tokio_postgres::NoTls)
         .await
@@ -881,7 +894,7 @@ async fn a_backfill_is_refused_until_the_slot_has_its_starting_point() {
         || async { pg.psql(&p.db, &in_creation) == "1" },
     )
     .await;
-    let out = backfill();
+    let out = backfill(&p, "items", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -894,12 +907,7 @@ async fn a_backfill_is_refused_until_the_slot_has_its_starting_point() {
 
     holder.batch_execute("COMMIT").await.unwrap();
     creator.await.unwrap();
-    let out = backfill();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    request_backfill(&p, "items", &[]);
     pg.psql(
         &p.db,
         &format!("SELECT pg_drop_replication_slot('{}')", p.slot),
@@ -933,12 +941,8 @@ async fn a_backfill_reads_only_the_rows_its_condition_selects() {
          CREATE TABLE marker (id int PRIMARY KEY);
          INSERT INTO marker VALUES (1);",
     );
-    let manifest = p.manifest.to_str().unwrap();
     // Before the pipeline has a slot, a request could never be seen: refused.
-    let early = Command::new(sluice_binary())
-        .args(["backfill", manifest, "items"])
-        .output()
-        .unwrap();
+    let early = backfill(&p, "items", &[]);
     assert!(!early.status.success());
     let stderr = String::from_utf8_lossy(&early.stderr);
     assert!(
@@ -950,29 +954,17 @@ async fn a_backfill_reads_only_the_rows_its_condition_selects() {
     );
     let mut child = p.start(cache.path());
     p.wait_streaming(pg).await;
-    for args in [
-        &["backfill", manifest, "items", "--where", "id % 100 = 7"][..],
-        &["backfill", manifest, "marker"][..],
-    ] {
-        let out = Command::new(sluice_binary()).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stream = js.get_stream(&p.stream).await.unwrap();
+    request_backfill(&p, "items", &["--where", "id % 100 = 7"]);
+    request_backfill(&p, "marker", &[]);
     // Generous: the walsender decodes the whole cluster's WAL, which the
     // other tests of this binary fill at the same time.
-    wait_until("the backfills", Duration::from_secs(300), || {
-        let stream = stream.clone();
-        async move {
-            stream
-                .get_last_raw_message_by_subject("cdc.public.marker")
-                .await
-                .is_ok()
-        }
-    })
+    wait_for_subject(
+        &js,
+        &p,
+        "cdc.public.marker",
+        "the backfills",
+        Duration::from_secs(300),
+    )
     .await;
     wait_until(
         "the snapshot rows metric to count the backfill",
