@@ -39,6 +39,21 @@ pub(super) enum Flow {
     Failed(RunError),
 }
 
+impl Flow {
+    /// Applies this to the source loop's state: `work` (the plugin thread's
+    /// end) is dropped to stop feeding, and a failure becomes `outcome`.
+    pub(super) fn apply<T>(self, work: &mut Option<T>, outcome: &mut Result<(), RunError>) {
+        match self {
+            Flow::Continue => {}
+            Flow::Stop => *work = None,
+            Flow::Failed(e) => {
+                *outcome = Err(e);
+                *work = None;
+            }
+        }
+    }
+}
+
 /// Feeds source events to the plugin thread and the tracker.
 pub(super) struct Feeder {
     pub(super) tracker: Arc<Mutex<Tracker>>,

@@ -52,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::acks::{AckQueue, CommitInfo};
 use super::chain::{Chain, ChainError};
-use super::feed::{Feeder, Flow, feed_chunk, next_chunk, reaches};
+use super::feed::{Feeder, feed_chunk, next_chunk, reaches};
 use super::reload::{Baseline, ReloadSettings, Reloader};
 use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, SnapshotMode, StorageKind};
 use crate::lsn::Lsn;
@@ -548,14 +548,10 @@ pub async fn run(
                             tracing::info!("source.snapshot = \"initial-only\": stopping once the snapshot is stored");
                             work = None;
                         } else if let Some(event) = held.take() {
-                            match feeder.forward(event, tx, &mut flusher).await? {
-                                Flow::Continue => {}
-                                Flow::Stop => work = None,
-                                Flow::Failed(e) => {
-                                    outcome = Err(e);
-                                    work = None;
-                                }
-                            }
+                            feeder
+                                .forward(event, tx, &mut flusher)
+                                .await?
+                                .apply(&mut work, &mut outcome);
                         }
                     }
                 }
@@ -569,14 +565,10 @@ pub async fn run(
                     injector = waiting.take().map(Snapshot::start);
                     continue;
                 }
-                match feeder.forward(event, tx, &mut flusher).await? {
-                    Flow::Continue => {}
-                    Flow::Stop => work = None,
-                    Flow::Failed(e) => {
-                        outcome = Err(e);
-                        work = None;
-                    }
-                }
+                feeder
+                    .forward(event, tx, &mut flusher)
+                    .await?
+                    .apply(&mut work, &mut outcome);
             }
         }
         if work.is_none() {
