@@ -83,15 +83,7 @@ impl CachedRelation {
                 ColumnData::Text(text) => decode_text(*kind, text),
                 ColumnData::Binary(_) => Err(ValueError::Binary),
             };
-            values.push(value.map_err(|source| {
-                let column = &self.relation.columns[index];
-                RelationError::Value {
-                    relation: self.qualified_name(),
-                    column: column.name.clone(),
-                    type_name: column.type_name.clone(),
-                    source,
-                }
-            })?);
+            values.push(value.map_err(|source| self.value_error(index, source))?);
         }
         if values.len() != self.kinds.len() {
             // Unreachable for a tuple that `decode` validated; kept so that a
@@ -128,17 +120,21 @@ impl CachedRelation {
                 None => Ok(Value::Null),
                 Some(text) => decode_text(*kind, text.as_bytes()),
             };
-            values.push(value.map_err(|source| {
-                let column = &self.relation.columns[index];
-                RelationError::Value {
-                    relation: self.qualified_name(),
-                    column: column.name.clone(),
-                    type_name: column.type_name.clone(),
-                    source,
-                }
-            })?);
+            values.push(value.map_err(|source| self.value_error(index, source))?);
         }
         Ok(values)
+    }
+
+    /// Column `index` could not be converted: the error names the relation,
+    /// the column and its type.
+    fn value_error(&self, index: usize, source: ValueError) -> RelationError {
+        let column = &self.relation.columns[index];
+        RelationError::Value {
+            relation: self.qualified_name(),
+            column: column.name.clone(),
+            type_name: column.type_name.clone(),
+            source,
+        }
     }
 }
 
