@@ -249,6 +249,15 @@ where
     }
 }
 
+/// In one line: the server's message and SQLSTATE for database errors, the
+/// error's own text otherwise. For errors that say what was being done.
+pub(crate) fn brief(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// The server's message for database errors, the error chain otherwise.
 fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {

@@ -146,10 +146,7 @@ impl SnapshotError {
     fn sql(during: String, source: tokio_postgres::Error) -> Self {
         SnapshotError::Sql {
             during,
-            reason: match source.as_db_error() {
-                Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-                None => source.to_string(),
-            },
+            reason: crate::replication::setup::brief(&source),
             source,
         }
     }

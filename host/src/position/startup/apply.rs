@@ -129,10 +129,7 @@ impl StartupError {
 fn sql_error(during: String) -> impl FnOnce(tokio_postgres::Error) -> StartupError {
     move |source| StartupError::Sql {
         during,
-        reason: match source.as_db_error() {
-            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-            None => source.to_string(),
-        },
+        reason: crate::replication::setup::brief(&source),
         source,
     }
 }
