@@ -294,10 +294,16 @@ async fn survives_a_server_restart_without_loss_or_duplicates() {
 
     // Every message has its own subject, so that the checker can ask the stream
     // whether a message is there without trusting anything the publisher says.
+    // The second half waits for the outage, so that it is felt: on a quiet
+    // machine all 3,000 could otherwise be stored before the server stops.
+    let (outage_tx, mut outage) = tokio::sync::watch::channel(false);
     let producer = {
         let publisher = publisher.clone();
         tokio::spawn(async move {
             for i in 0..n {
+                if i == n / 2 {
+                    outage.wait_for(|down| *down).await.unwrap();
+                }
                 publisher
                     .publish(message(&format!("restart.{i}"), i, 100), i)
                     .await
@@ -305,19 +311,28 @@ async fn survives_a_server_restart_without_loss_or_duplicates() {
             }
         })
     };
+    // Completions are taken as they come, so that a checker waiting for NATS
+    // to come back never holds the publisher's window (a report holds its
+    // message's permits until it is received).
+    let (reported_tx, mut reported) = tokio::sync::mpsc::unbounded_channel();
+    let receiver = tokio::spawn(async move {
+        for expected in 0..n {
+            let done = completions
+                .recv()
+                .await
+                .expect("completions ended")
+                .expect("publish failed");
+            assert_eq!(done.token, expected, "completions out of order");
+            reported_tx.send(expected).unwrap();
+        }
+    });
     let completed = Arc::new(AtomicU64::new(0));
     let checker = {
         let completed = completed.clone();
         let checker_js = js.clone();
         tokio::spawn(async move {
             let stream = checker_js.get_stream("RESTART").await.unwrap();
-            for expected in 0..n {
-                let done = completions
-                    .recv()
-                    .await
-                    .expect("completions ended")
-                    .expect("publish failed");
-                assert_eq!(done.token, expected, "completions out of order");
+            while let Some(expected) = reported.recv().await {
                 // The stream must hold the message now; retry only while NATS is away.
                 let deadline = Instant::now() + Duration::from_secs(60);
                 let stored = loop {
@@ -350,6 +365,7 @@ async fn survives_a_server_restart_without_loss_or_duplicates() {
     })
     .await;
     server.stop();
+    outage_tx.send(true).unwrap();
     // Keep NATS away until the publisher has noticed (an ack timed out or the
     // connection broke), so the outage is felt mid-stream. (Whether the window
     // is full by then depends on how fast the producer is on a loaded machine.)
@@ -367,10 +383,15 @@ async fn survives_a_server_restart_without_loss_or_duplicates() {
         .await
         .unwrap()
         .unwrap();
+    tokio::time::timeout(Duration::from_secs(120), receiver)
+        .await
+        .unwrap()
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(120), checker)
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(completed.load(Ordering::SeqCst), n, "every message checked");
 
     let stored = read_stream(&js, "RESTART").await;
     let ids: Vec<_> = stored
