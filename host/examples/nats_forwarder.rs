@@ -23,6 +23,13 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: nats_forwarder NATS_URL SUBJECT_PREFIX < test_decoding lines");
     };
     let js = jetstream::new(async_nats::connect(&url).await?);
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: prefix.to_uppercase(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
     let mut lines = BufReader::with_capacity(1 << 20, tokio::io::stdin()).lines();
     let mut acks = VecDeque::with_capacity(WINDOW);
     let mut sent = 0u64;
