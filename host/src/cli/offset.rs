@@ -171,8 +171,7 @@ fn time_text(us: i64) -> String {
 pub(super) async fn open_store(manifest: &Manifest) -> anyhow::Result<Box<dyn OffsetStore>> {
     let nats = match &manifest.position.store {
         OffsetStoreSpec::NatsKv { .. } => {
-            let client =
-                publish::connect(&sluice_host::pipeline::run::nats_options(manifest)).await?;
+            let client = publish::connect(&manifest.nats.connection).await?;
             Some(async_nats::jetstream::new(client))
         }
         OffsetStoreSpec::Memory | OffsetStoreSpec::File { .. } => None,
@@ -181,7 +180,7 @@ pub(super) async fn open_store(manifest: &Manifest) -> anyhow::Result<Box<dyn Of
         &manifest.position.store,
         &manifest.pipeline,
         nats.as_ref(),
-        manifest.nats.replicas,
+        manifest.nats.stream.replicas,
     )
     .await?)
 }

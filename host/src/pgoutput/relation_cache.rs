@@ -38,13 +38,12 @@ pub enum RelationError {
         expected: usize,
         found: usize,
     },
-    #[error("column {column} ({type_name}) of {relation}: {source}")]
+    #[error("column {column} ({type_name}) of {relation}: {error}")]
     Value {
         relation: String,
         column: String,
         type_name: String,
-        #[source]
-        source: ValueError,
+        error: ValueError,
     },
 }
 
@@ -133,7 +132,7 @@ impl CachedRelation {
             relation: self.qualified_name(),
             column: column.name.clone(),
             type_name: column.type_name.clone(),
-            source,
+            error: source,
         }
     }
 }

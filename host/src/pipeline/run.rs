@@ -54,15 +54,15 @@ use super::acks::{AckQueue, CommitInfo};
 use super::chain::{Chain, ChainError};
 use super::feed::{Feeder, feed_chunk, next_chunk, reaches};
 use super::reload::{Baseline, ReloadSettings, Reloader};
-use crate::config::{FlushMode, Manifest, NatsAuth as AuthSetting, SnapshotMode, StorageKind};
+use crate::config::{FlushMode, Manifest, SnapshotMode};
 use crate::lsn::Lsn;
 use crate::metrics::{self, Metrics};
 use crate::model::Batch;
-use crate::plugin::{EngineConfig, PluginError, PluginRuntime, RuntimeConfig};
+use crate::plugin::PluginError;
 use crate::position::startup::{self, StartupSettings};
 use crate::position::store::{self, OffsetStore};
 use crate::position::{BackfillProgress, OffsetRecord, SnapshotProgress, StoreError, Tracker};
-use crate::publish::{self, HostMeta, NatsOptions, Publisher, PublisherConfig, SubjectFilter};
+use crate::publish::{self, HostMeta, Publisher, PublisherConfig};
 use crate::replication::setup::{self, SetupSpec};
 use crate::replication::{ReplicationConnection, SystemIdentity};
 use crate::snapshot::{self, Backfills, ChunkDone, Injector, ReadId, Snapshot, SnapshotError};
@@ -115,74 +115,6 @@ impl From<source::SourceError> for RunError {
     }
 }
 
-/// NATS connection options from the manifest.
-pub fn nats_options(m: &Manifest) -> NatsOptions {
-    let n = &m.nats;
-    let mut o = NatsOptions::new(n.urls.iter().map(|u| u.expose().to_owned()));
-    o.auth = match &n.auth {
-        AuthSetting::None => publish::NatsAuth::None,
-        AuthSetting::UserPassword { user, password } => publish::NatsAuth::UserPassword {
-            user: user.clone(),
-            password: publish::Secret::new(password.expose()),
-        },
-        AuthSetting::Token(t) => publish::NatsAuth::Token(publish::Secret::new(t.expose())),
-        AuthSetting::NKey { seed } => publish::NatsAuth::NKey(publish::Secret::new(seed.expose())),
-        AuthSetting::Credentials(p) => publish::NatsAuth::CredentialsFile(p.clone()),
-    };
-    if let Some(tls) = &n.tls {
-        o.tls = publish::TlsOptions {
-            required: tls.required,
-            ca_file: tls.ca.clone(),
-            client_cert: tls.cert.clone(),
-            client_key: tls.key.clone(),
-        };
-    }
-    o
-}
-
-/// The stream the manifest describes.
-pub fn stream_spec(m: &Manifest) -> Result<publish::StreamSpec, publish::SubjectError> {
-    Ok(publish::StreamSpec {
-        name: m.nats.stream.as_str().to_owned(),
-        subjects: m
-            .nats
-            .subjects
-            .iter()
-            .map(|s| publish::SubjectPattern::new(s.clone()))
-            .collect::<Result<_, _>>()?,
-        storage: match m.nats.storage {
-            StorageKind::File => publish::Storage::File,
-            StorageKind::Memory => publish::Storage::Memory,
-        },
-        replicas: m.nats.replicas,
-        duplicate_window: m.nats.duplicate_window,
-    })
-}
-
-/// The plugin runtime sized for the manifest's limits.
-pub fn plugin_runtime(m: &Manifest) -> Result<PluginRuntime, PluginError> {
-    let max_memory = m
-        .transforms
-        .iter()
-        .chain([&m.sink])
-        .map(|p| p.limits.memory)
-        .max()
-        .unwrap_or(64 << 20);
-    let fuel = m
-        .transforms
-        .iter()
-        .chain([&m.sink])
-        .any(|p| p.limits.fuel.is_some());
-    PluginRuntime::new(RuntimeConfig {
-        engine: EngineConfig {
-            max_memory,
-            fuel,
-            ..EngineConfig::default()
-        },
-        ..RuntimeConfig::default()
-    })
-}
-
 /// What goes from the source to the plugin thread, and on to the publisher.
 #[derive(Debug)]
 pub(super) enum Work {
@@ -226,20 +158,20 @@ pub async fn run(
 
     // NATS first: without it nothing can be confirmed, so fail before
     // touching the slot.
-    let client = publish::connect(&nats_options(&m)).await?;
+    let client = publish::connect(&m.nats.connection).await?;
     metrics.watch_nats(client.clone());
     let js = async_nats::jetstream::new(client.clone());
-    let filter = SubjectFilter::parse(&m.nats.subjects)?;
+    let filter = m.nats.subjects.clone();
     if m.nats.create_stream {
-        let report = publish::ensure_stream(&js, &stream_spec(&m)?, &filter).await?;
-        tracing::info!(stream = %m.nats.stream, created = report.created, "JetStream stream ready");
+        let report = publish::ensure_stream(&js, &m.nats.stream, &filter).await?;
+        tracing::info!(stream = %m.nats.stream.name, created = report.created, "JetStream stream ready");
     } else {
-        publish::verify_stream(&js, m.nats.stream.as_str(), &filter).await?;
+        publish::verify_stream(&js, &m.nats.stream.name, &filter).await?;
     }
-    let mut store = store::open(&m.position.store, &m.pipeline, Some(&js), m.nats.replicas).await?;
+    let mut store = store::open(&m.position.store, &m.pipeline, Some(&js), m.nats.stream.replicas).await?;
 
     // Plugins next: a broken plugin must not leave a new slot behind.
-    let runtime = plugin_runtime(&m)?;
+    let runtime = m.plugin_runtime()?;
     metrics.watch_plugin_counters(runtime.counters().clone());
     let mut transforms = Vec::new();
     for spec in &m.transforms {
@@ -394,7 +326,7 @@ pub async fn run(
         PublisherConfig {
             max_in_flight: m.nats.max_in_flight,
             max_in_flight_bytes: usize::try_from(m.nats.max_in_flight_bytes).unwrap_or(usize::MAX),
-            stream: Some(m.nats.stream.as_str().to_owned()),
+            stream: Some(m.nats.stream.name.clone()),
             ..PublisherConfig::default()
         },
     );

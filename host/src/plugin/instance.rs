@@ -47,45 +47,33 @@ pub(super) trait WorldBindings: Sized + Send + 'static {
     ) -> wasmtime::Result<Result<(), wit::PluginError>>;
 }
 
-impl WorldBindings for bindings::Transform {
-    type Pre = bindings::TransformPre<HostState>;
+/// The two worlds' generated bindings differ only in their names.
+macro_rules! world_bindings {
+    ($world:ty, $pre:ident) => {
+        impl WorldBindings for $world {
+            type Pre = bindings::$pre<HostState>;
 
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        bindings::TransformPre::new(pre)
-    }
+            fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+                bindings::$pre::new(pre)
+            }
 
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
-    }
+            fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+                pre.instantiate(store)
+            }
 
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), wit::PluginError>> {
-        self.call_init(store, config)
-    }
+            fn init(
+                &self,
+                store: &mut Store<HostState>,
+                config: &str,
+            ) -> wasmtime::Result<Result<(), wit::PluginError>> {
+                self.call_init(store, config)
+            }
+        }
+    };
 }
 
-impl WorldBindings for bindings::Sink {
-    type Pre = bindings::SinkPre<HostState>;
-
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        bindings::SinkPre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
-    }
-
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), wit::PluginError>> {
-        self.call_init(store, config)
-    }
-}
+world_bindings!(bindings::Transform, TransformPre);
+world_bindings!(bindings::Sink, SinkPre);
 
 /// A compiled, type-checked plugin with its configuration and limits: the
 /// factory of its instances.
@@ -370,7 +358,7 @@ impl Transform {
         };
         if let Err(source) = validate::check(id, &output) {
             let plugin = self.slot.prepared.plugin.to_string();
-            return fail(PluginError::InvalidOutput { plugin, source }, input);
+            return fail(PluginError::InvalidOutput { plugin, error: source }, input);
         }
         Ok(output)
     }
@@ -408,7 +396,7 @@ impl Sink {
         };
         if let Err(source) = validate::check_messages(count, &messages) {
             let plugin = self.slot.prepared.plugin.to_string();
-            return fail(PluginError::InvalidOutput { plugin, source }, input);
+            return fail(PluginError::InvalidOutput { plugin, error: source }, input);
         }
         Ok(messages)
     }

@@ -44,6 +44,39 @@ pub enum SubjectError {
     NotAllowed { subject: String, allowed: String },
 }
 
+/// The text accessors and conversions of a validated subject type: its
+/// text as `&str` and as `Display`, and parsing through its `new`.
+macro_rules! text_type {
+    ($name:ident) => {
+        impl $name {
+            /// The validated text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = SubjectError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = SubjectError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                $name::new(s)
+            }
+        }
+    };
+}
+
 /// A validated concrete subject.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Subject(String);
@@ -52,33 +85,15 @@ impl Subject {
     /// Validates `text` as a concrete subject.
     pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
         let text = text.into();
-        match check_tokens(&text, false) {
-            Ok(()) => Ok(Subject(text)),
-            Err(reason) => Err(SubjectError::InvalidSubject {
-                subject: quote(&text),
-                reason,
-            }),
-        }
-    }
-
-    /// The subject's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+        check_tokens(&text, false).map_err(|reason| SubjectError::InvalidSubject {
+            subject: quote(&text),
+            reason,
+        })?;
+        Ok(Subject(text))
     }
 }
 
-impl fmt::Display for Subject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for Subject {
-    type Err = SubjectError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Subject::new(s)
-    }
-}
+text_type!(Subject);
 
 /// A validated subject pattern, which may contain the wildcards `*` and `>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -89,24 +104,23 @@ impl SubjectPattern {
     /// Validates `text` as a subject pattern.
     pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
         let text = text.into();
-        match check_tokens(&text, true) {
-            Ok(()) => Ok(SubjectPattern(text)),
-            Err(reason) => Err(SubjectError::InvalidPattern {
-                pattern: quote(&text),
-                reason,
-            }),
-        }
-    }
-
-    /// The pattern's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+        check_tokens(&text, true).map_err(|reason| SubjectError::InvalidPattern {
+            pattern: quote(&text),
+            reason,
+        })?;
+        Ok(SubjectPattern(text))
     }
 
     /// Whether the concrete `subject` matches this pattern.
     pub fn matches(&self, subject: &Subject) -> bool {
+        self.matches_text(&subject.0)
+    }
+
+    /// Whether the subject text matches, token by token, without validating it:
+    /// the one place NATS matching rules are written.
+    fn matches_text(&self, subject: &str) -> bool {
         let mut pattern = self.0.split('.');
-        let mut tokens = subject.0.split('.');
+        let mut tokens = subject.split('.');
         loop {
             match (pattern.next(), tokens.next()) {
                 (Some(">"), Some(_)) => return true,
@@ -138,25 +152,7 @@ impl SubjectPattern {
     }
 }
 
-impl fmt::Display for SubjectPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for SubjectPattern {
-    type Err = SubjectError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SubjectPattern::new(s)
-    }
-}
-
-impl TryFrom<String> for SubjectPattern {
-    type Error = SubjectError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        SubjectPattern::new(s)
-    }
-}
+text_type!(SubjectPattern);
 
 /// The subjects a pipeline may publish to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +186,12 @@ impl SubjectFilter {
         &self.patterns
     }
 
+    /// Whether a pattern matches `subject`, taken as written (not validated): for
+    /// checks made before a message is built, such as the plugin chain's.
+    pub fn allows(&self, subject: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches_text(subject))
+    }
+
     /// Validates `subject` and checks that it is allowed.
     pub fn check(&self, subject: &str) -> Result<Subject, SubjectError> {
         let subject = Subject::new(subject)?;
@@ -210,6 +212,19 @@ impl SubjectFilter {
             .map(|p| format!("`{p}`"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// The patterns as the manifest lists them: `a.>, b.*`.
+impl fmt::Display for SubjectFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.patterns.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(p.as_str())?;
+        }
+        Ok(())
     }
 }
 
@@ -363,6 +378,9 @@ mod tests {
             filter.check("cdc.*"),
             Err(SubjectError::InvalidSubject { .. })
         ));
+        assert!(filter.allows("audit.x"));
+        assert!(!filter.allows("audit.x.y"));
+        assert_eq!(filter.to_string(), "cdc.>, audit.*");
         assert_eq!(
             SubjectFilter::parse(Vec::<String>::new()),
             Err(SubjectError::EmptyFilter)

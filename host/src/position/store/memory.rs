@@ -50,7 +50,7 @@ mod tests {
     use crate::replication::SlotName;
 
     fn at(lsn: u64) -> OffsetRecord {
-        OffsetRecord::new(SlotName::new("s").unwrap(), Lsn(lsn), 1, 1)
+        OffsetRecord::test_at(lsn)
     }
 
     #[tokio::test]
