@@ -54,7 +54,10 @@ mod tests {
     fn each_cause_once() {
         let io = std::io::Error::from(std::io::ErrorKind::NotFound);
         let io_text = io.to_string();
-        let e = Outer(Quoting { path: "x.wasm", source: io });
+        let e = Outer(Quoting {
+            path: "x.wasm",
+            source: io,
+        });
         assert_eq!(
             line(&e),
             format!("loading failed: cannot read plugin x.wasm: {io_text}")

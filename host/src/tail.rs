@@ -448,7 +448,7 @@ async fn write_batches<W: AsyncWrite + Unpin + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Column, LogicalMessage, Relation, ReplicaIdentity, RowChange, Truncate};
+    use crate::model::{LogicalMessage, RowChange, Truncate};
 
     fn batch(events: Vec<Event>) -> Batch {
         Batch::on_table_t(&["id", "b"], events)

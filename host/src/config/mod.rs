@@ -25,8 +25,8 @@ use std::time::Duration;
 pub use crate::plugin::{Limits, PluginSpec};
 pub use crate::replication::SlotName;
 pub use crate::replication::setup::{PublicationScope, TableName};
-pub use fields::Problem;
 pub use crate::snapshot::{SnapshotMode, SnapshotSettings};
+pub use fields::Problem;
 pub use sections::{
     BatchSettings, ErrorPolicy, FlushMode, Heartbeat, LogFormat, LogSettings, MismatchStrategy,
     NatsSettings, OffsetStoreSpec, PositionSettings, SourceSettings,
@@ -85,7 +85,6 @@ impl ManifestError {
             _ => &[],
         }
     }
-
 }
 
 fn invalid_text(file: &Path, problems: &[Problem]) -> String {
@@ -110,7 +109,9 @@ impl Manifest {
 
     /// The plugin runtime these plugins need (see
     /// [`crate::plugin::RuntimeConfig::for_plugins`]).
-    pub fn plugin_runtime(&self) -> Result<crate::plugin::PluginRuntime, crate::plugin::PluginError> {
+    pub fn plugin_runtime(
+        &self,
+    ) -> Result<crate::plugin::PluginRuntime, crate::plugin::PluginError> {
         crate::plugin::PluginRuntime::new(crate::plugin::RuntimeConfig::for_plugins(self.plugins()))
     }
 

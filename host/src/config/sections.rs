@@ -598,8 +598,9 @@ fn nats_auth(t: &mut Fields, dir: &Path, p: &mut Problems) -> Option<NatsAuth> {
         return Some(NatsAuth::NKey(seed));
     }
     match creds {
-        Some(c) => existing_file(dir.join(c), t.path_of("credentials"), p)
-            .map(NatsAuth::CredentialsFile),
+        Some(c) => {
+            existing_file(dir.join(c), t.path_of("credentials"), p).map(NatsAuth::CredentialsFile)
+        }
         None => Some(NatsAuth::None),
     }
 }

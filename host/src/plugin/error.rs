@@ -129,7 +129,6 @@ pub enum PluginError {
 }
 
 impl PluginError {
-
     /// For a `bad-input` error, the index of the failing event in the batch
     /// the plugin was given, when the plugin said which one it was.
     pub fn event_index(&self) -> Option<u32> {

@@ -29,7 +29,7 @@ use super::bindings::{self, wit};
 use super::engine::Ticker;
 use super::host_api::{Counters, HostState};
 use super::limits::{Limits, MemoryCap};
-use super::validate::{self, TransactionId};
+use super::validate::{self, InvalidOutput, TransactionId};
 use super::wasi::{Refused, WasiGrants};
 use super::{CallError, PluginError};
 use crate::model::{Batch, Message};
@@ -57,7 +57,10 @@ macro_rules! world_bindings {
                 bindings::$pre::new(pre)
             }
 
-            fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut Store<HostState>,
+            ) -> wasmtime::Result<Self> {
                 pre.instantiate(store)
             }
 
@@ -258,6 +261,35 @@ impl<B: WorldBindings> Slot<B> {
         })
     }
 
+    /// Calls the guest with `batch` through `call` and checks its output
+    /// with `check`. The guest only borrows the input: on failure it goes
+    /// back to the caller (a move, not a copy) for the error policy to
+    /// split or dead-letter.
+    fn call_checked<R, T>(
+        &mut self,
+        batch: Batch,
+        call: impl FnOnce(
+            &B,
+            &mut Store<HostState>,
+            &wit::Batch,
+        ) -> wasmtime::Result<Result<R, wit::PluginError>>,
+        check: impl FnOnce(R) -> Result<T, InvalidOutput>,
+    ) -> Result<T, CallError> {
+        let input = wit::Batch::from(batch);
+        let error = match self.call(|b, store| call(b, store, &input)).map(check) {
+            Ok(Ok(output)) => return Ok(output),
+            Ok(Err(invalid)) => PluginError::InvalidOutput {
+                plugin: self.prepared.plugin.to_string(),
+                error: invalid,
+            },
+            Err(error) => error,
+        };
+        Err(CallError {
+            error,
+            input: Box::new(input.into()),
+        })
+    }
+
     /// Calls the guest through `f` on the live instance, starting one first
     /// if the last was dropped.
     fn call<R>(
@@ -294,33 +326,49 @@ pub struct TransformPlugin(pub(super) Prepared<bindings::Transform>);
 #[derive(Clone)]
 pub struct SinkPlugin(pub(super) Prepared<bindings::Sink>);
 
-impl TransformPlugin {
-    /// The plugin's name, as errors and logs call it.
-    pub fn name(&self) -> &str {
-        &self.0.plugin
-    }
+/// What a compiled plugin (`$plugin`) and its live handle (`$live`) offer
+/// whatever their world: names, instantiation, the instance count.
+macro_rules! plugin_handles {
+    ($plugin:ident, $live:ident) => {
+        impl $plugin {
+            /// The plugin's name, as errors and logs call it.
+            pub fn name(&self) -> &str {
+                &self.0.plugin
+            }
 
-    /// A new instance, initialised with the plugin's configuration.
-    pub fn instantiate(&self) -> Result<Transform, PluginError> {
-        Ok(Transform {
-            slot: Slot::new(self.0.clone())?,
-        })
-    }
+            /// A new instance, initialised with the plugin's configuration.
+            pub fn instantiate(&self) -> Result<$live, PluginError> {
+                Ok($live {
+                    slot: Slot::new(self.0.clone())?,
+                })
+            }
+        }
+
+        impl std::fmt::Debug for $plugin {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($plugin))
+                    .field("name", &self.name())
+                    .field("limits", &self.0.limits)
+                    .finish()
+            }
+        }
+
+        impl $live {
+            /// The plugin's name.
+            pub fn name(&self) -> &str {
+                &self.slot.prepared.plugin
+            }
+
+            /// How many instances this handle has started (1 + replacements).
+            pub fn instances_started(&self) -> u64 {
+                self.slot.started
+            }
+        }
+    };
 }
 
-impl SinkPlugin {
-    /// The plugin's name, as errors and logs call it.
-    pub fn name(&self) -> &str {
-        &self.0.plugin
-    }
-
-    /// A new instance, initialised with the plugin's configuration.
-    pub fn instantiate(&self) -> Result<Sink, PluginError> {
-        Ok(Sink {
-            slot: Slot::new(self.0.clone())?,
-        })
-    }
-}
+plugin_handles!(TransformPlugin, Transform);
+plugin_handles!(SinkPlugin, Sink);
 
 /// A live transform: call [`Transform::transform`] with each batch, in order.
 pub struct Transform {
@@ -328,39 +376,17 @@ pub struct Transform {
 }
 
 impl Transform {
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.slot.prepared.plugin
-    }
-
-    /// How many instances this handle has started (1 + replacements).
-    pub fn instances_started(&self) -> u64 {
-        self.slot.started
-    }
-
     /// Passes one batch through the plugin and checks what comes back.
     pub fn transform(&mut self, batch: Batch) -> Result<Batch, CallError> {
         let id = TransactionId::of(&batch);
-        let input = wit::Batch::from(batch);
-        let output = self.slot.call(|b, store| b.call_transform(store, &input));
-        // The guest only borrowed `input`: on failure it goes back to the
-        // caller (a move, not a copy) for the error policy to split or
-        // dead-letter.
-        let fail = |error, input: wit::Batch| {
-            Err(CallError {
-                error,
-                input: Box::new(input.into()),
-            })
-        };
-        let output: Batch = match output {
-            Ok(output) => output.into(),
-            Err(error) => return fail(error, input),
-        };
-        if let Err(source) = validate::check(id, &output) {
-            let plugin = self.slot.prepared.plugin.to_string();
-            return fail(PluginError::InvalidOutput { plugin, error: source }, input);
-        }
-        Ok(output)
+        self.slot.call_checked(
+            batch,
+            |b, store, input| b.call_transform(store, input),
+            |output| {
+                let output = Batch::from(output);
+                validate::check(id, &output).map(|()| output)
+            },
+        )
     }
 }
 
@@ -370,53 +396,17 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.slot.prepared.plugin
-    }
-
-    /// How many instances this handle has started (1 + replacements).
-    pub fn instances_started(&self) -> u64 {
-        self.slot.started
-    }
-
     /// Turns one batch into the messages to publish, in order.
     pub fn encode(&mut self, batch: Batch) -> Result<Vec<Message>, CallError> {
         let count = batch.events.len();
-        let input = wit::Batch::from(batch);
-        let fail = |error, input: wit::Batch| {
-            Err(CallError {
-                error,
-                input: Box::new(input.into()),
-            })
-        };
-        let messages: Vec<Message> = match self.slot.call(|b, store| b.call_encode(store, &input)) {
-            Ok(messages) => messages.into_iter().map(Message::from).collect(),
-            Err(error) => return fail(error, input),
-        };
-        if let Err(source) = validate::check_messages(count, &messages) {
-            let plugin = self.slot.prepared.plugin.to_string();
-            return fail(PluginError::InvalidOutput { plugin, error: source }, input);
-        }
-        Ok(messages)
-    }
-}
-
-impl std::fmt::Debug for TransformPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransformPlugin")
-            .field("name", &self.name())
-            .field("limits", &self.0.limits)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for SinkPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SinkPlugin")
-            .field("name", &self.name())
-            .field("limits", &self.0.limits)
-            .finish()
+        self.slot.call_checked(
+            batch,
+            |b, store, input| b.call_encode(store, input),
+            |output| {
+                let messages: Vec<Message> = output.into_iter().map(Message::from).collect();
+                validate::check_messages(count, &messages).map(|()| messages)
+            },
+        )
     }
 }
 

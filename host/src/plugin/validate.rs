@@ -175,7 +175,7 @@ pub(super) fn check(input: TransactionId, output: &Batch) -> Result<(), InvalidO
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Column, Relation, ReplicaIdentity, RowChange, Truncate, Value};
+    use crate::model::{RowChange, Truncate, Value};
 
     fn batch(events: Vec<Event>) -> Batch {
         Batch {

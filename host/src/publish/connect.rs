@@ -182,28 +182,25 @@ pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Connec
     let servers = options.display_servers();
     tracing::debug!(servers = %servers, "connecting to NATS");
     let urls: Vec<&str> = options.servers.iter().map(Secret::expose).collect();
-    connect
-        .connect(urls.as_slice())
-        .await
-        .map_err(|source| {
-            let failure = match source.kind() {
-                ConnectErrorKind::AuthorizationViolation => ConnectFailure::Authorization,
-                ConnectErrorKind::Authentication => ConnectFailure::Credentials,
-                ConnectErrorKind::Tls => ConnectFailure::Tls,
-                // A rejected certificate surfaces as an I/O error from the handshake.
-                ConnectErrorKind::Io if caused_by_tls(&source) => ConnectFailure::Tls,
-                ConnectErrorKind::TimedOut => ConnectFailure::TimedOut,
-                ConnectErrorKind::ServerParse
-                | ConnectErrorKind::Dns
-                | ConnectErrorKind::Io
-                | ConnectErrorKind::MaxReconnects => ConnectFailure::Unreachable,
-            };
-            ConnectError::Connect {
-                servers,
-                failure,
-                source,
-            }
-        })
+    connect.connect(urls.as_slice()).await.map_err(|source| {
+        let failure = match source.kind() {
+            ConnectErrorKind::AuthorizationViolation => ConnectFailure::Authorization,
+            ConnectErrorKind::Authentication => ConnectFailure::Credentials,
+            ConnectErrorKind::Tls => ConnectFailure::Tls,
+            // A rejected certificate surfaces as an I/O error from the handshake.
+            ConnectErrorKind::Io if caused_by_tls(&source) => ConnectFailure::Tls,
+            ConnectErrorKind::TimedOut => ConnectFailure::TimedOut,
+            ConnectErrorKind::ServerParse
+            | ConnectErrorKind::Dns
+            | ConnectErrorKind::Io
+            | ConnectErrorKind::MaxReconnects => ConnectFailure::Unreachable,
+        };
+        ConnectError::Connect {
+            servers,
+            failure,
+            source,
+        }
+    })
 }
 
 /// Whether a rustls error is somewhere in `error`'s chain.

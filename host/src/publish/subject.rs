@@ -44,11 +44,20 @@ pub enum SubjectError {
     NotAllowed { subject: String, allowed: String },
 }
 
-/// The text accessors and conversions of a validated subject type: its
-/// text as `&str` and as `Display`, and parsing through its `new`.
+/// A validated subject type: `new` checks the text (with or without
+/// wildcards) and names the problem with `$error`; the text as `&str` and as
+/// `Display`; parsing through `new`.
 macro_rules! text_type {
-    ($name:ident) => {
+    ($name:ident, $doc:literal, wildcards: $wildcards:expr, $error:expr) => {
         impl $name {
+            #[doc = $doc]
+            pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
+                let text = text.into();
+                let error: fn(String, &'static str) -> SubjectError = $error;
+                check_tokens(&text, $wildcards).map_err(|reason| error(quote(&text), reason))?;
+                Ok($name(text))
+            }
+
             /// The validated text.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -81,19 +90,12 @@ macro_rules! text_type {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Subject(String);
 
-impl Subject {
-    /// Validates `text` as a concrete subject.
-    pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
-        let text = text.into();
-        check_tokens(&text, false).map_err(|reason| SubjectError::InvalidSubject {
-            subject: quote(&text),
-            reason,
-        })?;
-        Ok(Subject(text))
-    }
-}
-
-text_type!(Subject);
+text_type!(
+    Subject,
+    "Validates `text` as a concrete subject.",
+    wildcards: false,
+    |subject, reason| SubjectError::InvalidSubject { subject, reason }
+);
 
 /// A validated subject pattern, which may contain the wildcards `*` and `>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -101,50 +103,37 @@ text_type!(Subject);
 pub struct SubjectPattern(String);
 
 impl SubjectPattern {
-    /// Validates `text` as a subject pattern.
-    pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
-        let text = text.into();
-        check_tokens(&text, true).map_err(|reason| SubjectError::InvalidPattern {
-            pattern: quote(&text),
-            reason,
-        })?;
-        Ok(SubjectPattern(text))
-    }
-
     /// Whether the concrete `subject` matches this pattern.
     pub fn matches(&self, subject: &Subject) -> bool {
         self.matches_text(&subject.0)
     }
 
-    /// Whether the subject text matches, token by token, without validating it:
-    /// the one place NATS matching rules are written.
+    /// Whether the subject text matches, token by token, without validating it.
     fn matches_text(&self, subject: &str) -> bool {
-        let mut pattern = self.0.split('.');
-        let mut tokens = subject.split('.');
-        loop {
-            match (pattern.next(), tokens.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(p), Some(t)) if p == t => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
+        self.walk(subject, |_| true)
     }
 
     /// Whether every subject matched by `other` is also matched by this pattern: the
     /// test a JetStream stream's subjects must pass to capture what a pipeline may
     /// publish.
     pub fn covers(&self, other: &SubjectPattern) -> bool {
-        let mut outer = self.0.split('.');
-        let mut inner = other.0.split('.');
+        // `*` matches one token, which `other` may spell as anything but `>`
+        // (more than one token).
+        self.walk(&other.0, |token| token != ">")
+    }
+
+    /// The NATS matching rules, in the one place they are written: `text`'s
+    /// tokens against the pattern's, where `>` takes one or more tokens
+    /// whatever they are, `*` one token that `star_takes`, and any other
+    /// token only itself.
+    fn walk(&self, text: &str, star_takes: impl Fn(&str) -> bool) -> bool {
+        let mut pattern = self.0.split('.');
+        let mut tokens = text.split('.');
         loop {
-            match (outer.next(), inner.next()) {
-                // `>` matches one or more tokens, whatever `other` has there.
+            match (pattern.next(), tokens.next()) {
                 (Some(">"), Some(_)) => return true,
-                // `*` matches one token, which `other` may spell as anything but `>`.
-                (Some("*"), Some(t)) if t != ">" => {}
-                (Some(o), Some(i)) if o == i => {}
+                (Some("*"), Some(t)) if star_takes(t) => {}
+                (Some(p), Some(t)) if p == t => {}
                 (None, None) => return true,
                 _ => return false,
             }
@@ -152,7 +141,12 @@ impl SubjectPattern {
     }
 }
 
-text_type!(SubjectPattern);
+text_type!(
+    SubjectPattern,
+    "Validates `text` as a subject pattern.",
+    wildcards: true,
+    |pattern, reason| SubjectError::InvalidPattern { pattern, reason }
+);
 
 /// The subjects a pipeline may publish to.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,8 +28,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::conninfo::{ConnInfo, Host, SslMode};
-use super::tls::{self, TlsError};
 use super::sql::transient_sqlstate;
+use super::tls::{self, TlsError};
 
 /// How much the read buffer grows by when it runs out of room. Large reads
 /// keep the system-call count low on a busy stream.

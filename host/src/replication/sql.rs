@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use super::ServerError;
+
 /// A statement that failed: what was being done, and why.
 ///
 /// The statement's error is kept ([`SqlError::postgres`]) but not offered as
@@ -75,24 +77,20 @@ pub(crate) fn transient_sqlstate(code: &str) -> bool {
         || matches!(code, "57P01" | "57P02" | "57P03" | "55006")
 }
 
-/// The server's words for a database error (severity, message, SQLSTATE,
-/// then DETAIL and HINT on their own lines); the error and its causes, each
-/// once, otherwise.
-pub fn reason(e: &tokio_postgres::Error) -> String {
+/// The server's words for a database error, as the replication connection
+/// prints them too ([`ServerError`]'s `Display`: severity, message,
+/// SQLSTATE, then DETAIL and HINT on their own lines); the error and its
+/// causes, each once, otherwise.
+pub(crate) fn reason(e: &tokio_postgres::Error) -> String {
     let Some(db) = e.as_db_error() else {
         return crate::causes::line(e);
     };
-    let mut s = format!(
-        "{}: {} (SQLSTATE {})",
-        db.severity(),
-        db.message(),
-        db.code().code()
-    );
-    if let Some(d) = db.detail() {
-        s.push_str(&format!("\nDETAIL: {d}"));
+    ServerError {
+        severity: db.severity().to_owned(),
+        code: db.code().code().to_owned(),
+        message: db.message().to_owned(),
+        detail: db.detail().map(str::to_owned),
+        hint: db.hint().map(str::to_owned),
     }
-    if let Some(h) = db.hint() {
-        s.push_str(&format!("\nHINT: {h}"));
-    }
-    s
+    .to_string()
 }

@@ -92,7 +92,7 @@ use crate::position::startup::Startup;
 use crate::position::store::{OffsetStore, StoreError};
 use crate::position::{OffsetRecord, SnapshotProgress, TableProgress};
 use crate::replication::{
-    CreateSlotOptions, SqlError, ReplicationConnection, ReplicationError, SlotName, SnapshotAction,
+    CreateSlotOptions, ReplicationConnection, ReplicationError, SlotName, SnapshotAction, SqlError,
 };
 use catalog::TableInfo;
 
@@ -142,7 +142,6 @@ impl SnapshotError {
     fn sql(during: String, error: tokio_postgres::Error) -> Self {
         SnapshotError::Sql(SqlError::new(during, error))
     }
-
 }
 
 /// What the message ids of a chunk's messages are made of.

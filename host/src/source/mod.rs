@@ -161,9 +161,13 @@ async fn open_session(
     conninfo: &crate::replication::ConnInfo,
     slot: &SlotName,
 ) -> Result<(ReplicationConnection, SystemIdentity), SourceError> {
-    let mut conn = ReplicationConnection::connect(conninfo)
-        .await
-        .map_err(SourceError::replication(slot, "cannot open the replication connection"))?;
+    let mut conn =
+        ReplicationConnection::connect(conninfo)
+            .await
+            .map_err(SourceError::replication(
+                slot,
+                "cannot open the replication connection",
+            ))?;
     let identity = conn
         .identify_system()
         .await
@@ -288,7 +292,10 @@ pub async fn prepare(
                     },
                 )
                 .await
-                .map_err(SourceError::replication(&settings.slot, "cannot create the replication slot"))?;
+                .map_err(SourceError::replication(
+                    &settings.slot,
+                    "cannot create the replication slot",
+                ))?;
             tracing::info!(
                 slot = %settings.slot,
                 temporary,

@@ -27,8 +27,8 @@ use crate::config::SourceSettings;
 use crate::lsn::Lsn;
 use crate::pgoutput::Batcher;
 use crate::replication::{
-    Backoff, PgOutputOptions, ReplicationConnection, ReplicationError, ReplicationEvent,
-    ReplicationStream, StreamOptions, SystemIdentity,
+    Backoff, PgOutputOptions, ReplicationError, ReplicationEvent, ReplicationStream, StreamOptions,
+    SystemIdentity,
 };
 
 type Events = mpsc::Sender<Result<SourceEvent, SourceError>>;
@@ -224,7 +224,7 @@ impl Reader {
         start: Lsn,
     ) -> Result<(ReplicationStream, SystemIdentity), SourceError> {
         let slot = &self.settings.slot;
-        let (mut conn, identity) = super::open_session(&self.settings.conninfo, slot).await?;
+        let (conn, identity) = super::open_session(&self.settings.conninfo, slot).await?;
         if identity.system_id != self.identity.system_id {
             return Err(SourceError::ServerChanged {
                 slot: slot.clone(),

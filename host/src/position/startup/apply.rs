@@ -17,9 +17,8 @@ use crate::lsn::Lsn;
 use crate::position::offset::OffsetRecord;
 use crate::position::store::{OffsetStore, StoreError};
 use crate::replication::{
-    SqlError,
     CreateSlotOptions, CreatedSlot, ReplicationConnection, ReplicationError, SlotName,
-    SnapshotAction, SystemIdentity,
+    SnapshotAction, SqlError, SystemIdentity,
 };
 
 /// The manifest's part in the decision.

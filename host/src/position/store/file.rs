@@ -175,7 +175,6 @@ mod tests {
     use super::*;
     use crate::lsn::Lsn;
     use crate::position::offset::OffsetError;
-    use crate::replication::SlotName;
 
     fn at(lsn: u64) -> OffsetRecord {
         OffsetRecord::test_at(lsn)

@@ -75,10 +75,7 @@ pub enum StoreError {
         "offset file {} is corrupt: {error}; repair it, or delete it (`sluice offset clear <manifest>`) to let the slot decide where streaming resumes",
         path.display()
     )]
-    CorruptFile {
-        path: PathBuf,
-        error: OffsetError,
-    },
+    CorruptFile { path: PathBuf, error: OffsetError },
     #[error(
         "NATS KV bucket \"{bucket}\" key \"{key}\" (revision {revision}) holds no valid offset: {error}; delete it (`sluice offset clear <manifest>`) to let the slot decide where streaming resumes"
     )]
