@@ -176,13 +176,7 @@ pub(super) async fn open_store(manifest: &Manifest) -> anyhow::Result<Box<dyn Of
         }
         OffsetStoreSpec::Memory | OffsetStoreSpec::File { .. } => None,
     };
-    Ok(store::open(
-        &manifest.position.store,
-        &manifest.pipeline,
-        nats.as_ref(),
-        manifest.nats.stream.replicas,
-    )
-    .await?)
+    Ok(store::for_manifest(manifest, nats.as_ref()).await?)
 }
 
 /// `IDENTIFY_SYSTEM` on the manifest's server: its system identifier,

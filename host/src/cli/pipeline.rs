@@ -99,13 +99,7 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
             ),
             Err(e) => return Err(e.into()),
         }
-        let mut store = store::open(
-            &m.position.store,
-            &m.pipeline,
-            Some(&js),
-            m.nats.stream.replicas,
-        )
-        .await?;
+        let mut store = store::for_manifest(&m, Some(&js)).await?;
         match store.load().await? {
             Some(o) => {
                 println!("offset ({}): {}", store.describe(), o.commit_end_lsn);

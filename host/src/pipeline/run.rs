@@ -168,13 +168,7 @@ pub async fn run(
     } else {
         publish::verify_stream(&js, &m.nats.stream.name, &filter).await?;
     }
-    let mut store = store::open(
-        &m.position.store,
-        &m.pipeline,
-        Some(&js),
-        m.nats.stream.replicas,
-    )
-    .await?;
+    let mut store = store::for_manifest(&m, Some(&js)).await?;
 
     // Plugins next: a broken plugin must not leave a new slot behind.
     let runtime = m.plugin_runtime()?;

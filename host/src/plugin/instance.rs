@@ -157,32 +157,29 @@ impl<B: WorldBindings> Prepared<B> {
         self.arm(&mut store);
         match bindings.init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
-            Ok(Err(e)) => Err(self.init_error(e)),
+            Ok(Err(e)) => Err(self.guest_error(e, true)),
             Err(e) => Err(self.classify(&store, e)),
         }
     }
 
-    fn init_error(&self, e: wit::PluginError) -> PluginError {
+    /// The error a plugin returned; from `init` (`in_init`), anything but a
+    /// bad configuration is a failed initialisation.
+    fn guest_error(&self, e: wit::PluginError, in_init: bool) -> PluginError {
         let plugin = self.plugin.to_string();
         match e {
             wit::PluginError::BadConfig(message) => PluginError::BadConfig { plugin, message },
-            wit::PluginError::BadInput(bad) => PluginError::InitFailed {
-                plugin,
-                message: bad.message,
-            },
-            wit::PluginError::Other(message) => PluginError::InitFailed { plugin, message },
-        }
-    }
-
-    fn call_error(&self, e: wit::PluginError) -> PluginError {
-        let plugin = self.plugin.to_string();
-        match e {
-            wit::PluginError::BadConfig(message) => PluginError::BadConfig { plugin, message },
-            wit::PluginError::BadInput(bad) => PluginError::BadInput {
+            wit::PluginError::BadInput(bad) if !in_init => PluginError::BadInput {
                 plugin,
                 event_index: bad.event_index,
                 message: bad.message,
             },
+            wit::PluginError::BadInput(bad) => PluginError::InitFailed {
+                plugin,
+                message: bad.message,
+            },
+            wit::PluginError::Other(message) if in_init => {
+                PluginError::InitFailed { plugin, message }
+            }
             wit::PluginError::Other(message) => PluginError::Failed { plugin, message },
         }
     }
@@ -307,7 +304,7 @@ impl<B: WorldBindings> Slot<B> {
         self.prepared.arm(&mut live.store);
         match f(&live.bindings, &mut live.store) {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.prepared.call_error(e)),
+            Ok(Err(e)) => Err(self.prepared.guest_error(e, false)),
             Err(e) => {
                 let error = self.prepared.classify(&live.store, e);
                 tracing::warn!(plugin = &*self.prepared.plugin, %error, "dropping the plugin instance; the next call starts a fresh one");
@@ -349,6 +346,15 @@ macro_rules! plugin_handles {
                 f.debug_struct(stringify!($plugin))
                     .field("name", &self.name())
                     .field("limits", &self.0.limits)
+                    .finish()
+            }
+        }
+
+        impl std::fmt::Debug for $live {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($live))
+                    .field("name", &self.name())
+                    .field("live", &self.slot.live.is_some())
                     .finish()
             }
         }
@@ -407,23 +413,5 @@ impl Sink {
                 validate::check_messages(count, &messages).map(|()| messages)
             },
         )
-    }
-}
-
-impl std::fmt::Debug for Transform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transform")
-            .field("name", &self.name())
-            .field("live", &self.slot.live.is_some())
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for Sink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sink")
-            .field("name", &self.name())
-            .field("live", &self.slot.live.is_some())
-            .finish()
     }
 }

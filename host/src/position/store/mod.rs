@@ -150,3 +150,12 @@ pub async fn open(
         }
     })
 }
+
+/// The offset store `m` names (`position.store`), a NATS KV bucket with as
+/// many replicas as the stream.
+pub async fn for_manifest(
+    m: &crate::config::Manifest,
+    nats: Option<&async_nats::jetstream::Context>,
+) -> Result<Box<dyn OffsetStore>, StoreError> {
+    open(&m.position.store, &m.pipeline, nats, m.nats.stream.replicas).await
+}
