@@ -18,6 +18,25 @@ use nats::{NatsServer, read_stream};
 use pipeline::{ManifestParts, Pipeline, parse_lsn, signal, wait_exit, wait_until};
 use postgres::PgCluster;
 
+/// A transform that fails on the row with `id = 3`, then the JSON sink.
+fn picky_then_json() -> String {
+    format!(
+        r#"
+[[transform]]
+name = "picky"
+path = "{misbehave}"
+config = {{ fail-on = {{ column = "id", equals = 3 }} }}
+
+[sink]
+name = "json"
+path = "{json}"
+config = {{ subject-prefix = "cdc" }}
+"#,
+        misbehave = support::plugin_path("misbehave").display(),
+        json = support::plugin_path("json-sink").display(),
+    )
+}
+
 fn json(payload: &[u8]) -> serde_json::Value {
     serde_json::from_slice(payload).unwrap()
 }
@@ -237,21 +256,7 @@ async fn a_failing_row_goes_to_the_dead_letter_subject_and_the_rest_flows_on() {
     let nats = NatsServer::launch();
     let cache = tempfile::tempdir().unwrap();
     let parts = ManifestParts {
-        plugins: format!(
-            r#"
-[[transform]]
-name = "picky"
-path = "{misbehave}"
-config = {{ fail-on = {{ column = "id", equals = 3 }} }}
-
-[sink]
-name = "json"
-path = "{json}"
-config = {{ subject-prefix = "cdc" }}
-"#,
-            misbehave = support::plugin_path("misbehave").display(),
-            json = support::plugin_path("json-sink").display(),
-        ),
+        plugins: picky_then_json(),
         extra: "[errors]\npolicy = \"dead-letter\"\ndead-letter-subject = \"cdc.dead\"\n".into(),
         ..ManifestParts::default()
     };
@@ -303,4 +308,59 @@ config = {{ subject-prefix = "cdc" }}
     signal(&child, "-TERM");
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}");
+}
+
+/// A definite error mid-stream goes through the drain like a shutdown: what
+/// JetStream stored before it is recorded and confirmed to the slot by the
+/// session's last standby status. The status interval is an hour, so that
+/// nothing else can have told the slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fatal_error_mid_stream_still_confirms_what_was_stored() {
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let offsets = tempfile::tempdir().unwrap();
+    let offset_file = offsets.path().join("offset.json");
+    let parts = ManifestParts {
+        plugins: picky_then_json(),
+        position: format!(
+            "status-interval = \"1h\"\nstore = \"file\"\nstore-path = \"{}\"\n",
+            offset_file.display()
+        ),
+        ..ManifestParts::default()
+    };
+    let p = Pipeline::with(pg, &nats, "fatal", &["items"], parts);
+    pg.psql(&p.db, "CREATE TABLE items (id int PRIMARY KEY, v text)");
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    let created = parse_lsn(&p.confirmed(pg));
+    pg.psql(&p.db, "INSERT INTO items VALUES (1, 'a'), (2, 'b')");
+    let stored_through = parse_lsn(&pg.psql(&p.db, "SELECT pg_current_wal_lsn()"));
+    let js = nats.jetstream().await;
+    wait_until("2 messages", Duration::from_secs(60), || async {
+        nats::stream_len(&js, &p.stream).await >= 2
+    })
+    .await;
+    pg.psql(&p.db, "INSERT INTO items VALUES (3, 'boom')");
+    let failed_end = parse_lsn(&pg.psql(&p.db, "SELECT pg_current_wal_lsn()"));
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "the stop policy ends the run with an error"
+    );
+    p.wait_inactive(pg).await;
+    let confirmed = parse_lsn(&p.confirmed(pg));
+    assert!(
+        confirmed > created && confirmed <= stored_through,
+        "the slot confirms the stored transaction ({created:X} < {confirmed:X} <= {stored_through:X})"
+    );
+    assert!(confirmed < failed_end, "but not the failed one");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&offset_file).unwrap()).unwrap();
+    let recorded = parse_lsn(record["commit_end_lsn"].as_str().unwrap());
+    assert_eq!(
+        recorded, confirmed,
+        "the offset file holds what the slot confirmed"
+    );
+    assert_eq!(nats::stream_len(&js, &p.stream).await, 2);
 }

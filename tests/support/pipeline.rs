@@ -141,7 +141,7 @@ create-publication = [{tables}]
 {source_extra}
 
 [position]
-status-interval = "100ms"
+{status_interval}
 {position}
 
 [nats]
@@ -160,6 +160,12 @@ shutdown-timeout = "10s"
             url = pg.superuser_url(&db),
             nats = nats.url(),
             tables = tables.join(", "),
+            // Tests see confirmations quickly, unless one sets its own.
+            status_interval = if parts.position.contains("status-interval") {
+                ""
+            } else {
+                "status-interval = \"100ms\""
+            },
             position = parts.position,
             nats_extra = parts.nats,
             plugins = parts.plugins,

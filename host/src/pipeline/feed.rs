@@ -1,159 +1,174 @@
-//! Feeding the plugin thread: what the source loop of [`super::run`] hands
-//! on, in stream order.
+//! Feeding the plugin thread: what the source loop hands on, in stream
+//! order, and what it registers with the [`Confirmer`] on the way.
 //!
-//! - [`Feeder::forward`]: a source event: batches to the plugin thread,
-//!   transaction ends to the tracker and the ack queue, keepalives to the
-//!   flusher (`connector-and-driver`); a backfill chunk right after the
-//!   transaction that carried its high watermark. When the backfills'
-//!   state changed (a request seen, a chunk emitted, a backfill finished),
-//!   the new state rides on the next end: the transaction's own end for a
+//! - [`Feeder::forward`]: a source event. Batches go to the [`Outbox`]; a
+//!   transaction's end is registered (a [`Ticket`] with the transaction)
+//!   and goes behind its batches; a keepalive goes to the confirmer
+//!   (`connector-and-driver`); a backfill chunk goes right after the
+//!   transaction that carried its high watermark. When the backfills' state
+//!   changed (a request seen, a chunk emitted, a backfill finished), the
+//!   new state rides on the next ticket: the transaction's own for a
 //!   request it carried (so the offset never passes a request without
-//!   recording it), a chunk's end for the chunk's progress.
-//! - [`feed_chunk`]: a snapshot chunk's `read` batches, then its end,
-//!   whose progress the flusher records once JetStream stored it.
+//!   recording it), a marker ticket after a chunk for the chunk's progress.
+//! - [`feed_chunk`]: a snapshot chunk's `read` batches, then a ticket that
+//!   carries the chunk's progress into the record once JetStream stored it.
 //! - [`reaches`]: whether an event is at or past a snapshot's point, where
 //!   its chunks must go.
 //!
-//! Invariant: everything goes through one bounded channel in the order the
-//! stream defines, so messages leave in that order.
+//! Invariant: everything goes through one outbox and one channel in the
+//! order the stream defines, and every ticket is registered in that same
+//! order, so the confirmer's order is the stream's.
 
-use std::sync::{Arc, Mutex};
-
-use tokio::sync::mpsc;
-
-use super::acks::CommitInfo;
-use super::run::{Flusher, RunError, Update, Work, lock};
-use crate::config::FlushMode;
+use super::stages::Work;
 use crate::lsn::Lsn;
 use crate::metrics::Metrics;
-use crate::position::Tracker;
-use crate::snapshot::{Backfills, Chunk, Injector, SnapshotError};
+use crate::model::Batch;
+use crate::position::{Confirmer, Transaction, Update};
+use crate::snapshot::{Backfills, Chunk, Injector, ReadId, SnapshotError};
 use crate::source::{self, SourceEvent};
 
-/// What the source loop does after an event.
-pub(super) enum Flow {
-    Continue,
-    /// The plugin thread is gone: stop feeding, drain.
-    Stop,
-    /// The source failed: stop feeding, drain, then fail with this.
-    Failed(RunError),
+/// Events the outbox holds before the source loop stops reading: the bound
+/// on what waits between the source and the plugin thread, besides the
+/// channel's few groups.
+const OUTBOX_EVENTS: usize = 4096;
+/// Work items (batches and ends) the outbox holds at most.
+const OUTBOX_ITEMS: usize = 1024;
+
+/// Work ready for the plugin thread, sent as one group when the channel
+/// has room.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    items: Vec<Work>,
+    events: usize,
 }
 
-impl Flow {
-    /// Applies this to the source loop's state: `work` (the plugin thread's
-    /// end) is dropped to stop feeding, and a failure becomes `outcome`.
-    pub(super) fn apply<T>(self, work: &mut Option<T>, outcome: &mut Result<(), RunError>) {
-        match self {
-            Flow::Continue => {}
-            Flow::Stop => *work = None,
-            Flow::Failed(e) => {
-                *outcome = Err(e);
-                *work = None;
-            }
+impl Outbox {
+    fn push(&mut self, work: Work) {
+        if let Work::Batch { batch, .. } = &work {
+            self.events += batch.events.len();
+        }
+        self.items.push(work);
+    }
+
+    /// Whether the source loop may read more.
+    pub(super) fn has_room(&self) -> bool {
+        self.events < OUTBOX_EVENTS && self.items.len() < OUTBOX_ITEMS
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Everything held, as one group.
+    pub(super) fn take(&mut self) -> Vec<Work> {
+        self.events = 0;
+        std::mem::take(&mut self.items)
+    }
+
+    /// Pushes a chunk's batches (all of one read id), numbering their
+    /// events from 0.
+    fn push_chunk(&mut self, batches: Vec<Batch>, id: ReadId) {
+        let mut first_event = 0u64;
+        for batch in batches {
+            let n = batch.events.len() as u64;
+            self.push(Work::Batch {
+                batch,
+                first_event,
+                read: Some(id),
+            });
+            first_event += n;
         }
     }
 }
 
-/// Feeds source events to the plugin thread and the tracker.
+/// What the source loop does after an event.
+#[derive(Debug)]
+pub(super) enum Flow {
+    Continue,
+    /// The source ended: stop reading, drain.
+    Ended,
+    /// The source failed: stop reading, drain, then fail with this.
+    Failed(source::SourceError),
+}
+
+/// Turns source events into work and tickets.
+#[derive(Debug)]
 pub(super) struct Feeder {
-    pub(super) tracker: Arc<Mutex<Tracker>>,
-    pub(super) metrics: Arc<Metrics>,
+    metrics: std::sync::Arc<Metrics>,
     /// The index of the next event in its transaction.
-    pub(super) first_event: u64,
+    first_event: u64,
     /// Backfills asked for in the stream (see `crate::snapshot`).
-    pub(super) backfills: Backfills,
+    backfills: Backfills,
 }
 
 impl Feeder {
+    pub(super) fn new(metrics: std::sync::Arc<Metrics>, backfills: Backfills) -> Self {
+        Feeder {
+            metrics,
+            first_event: 0,
+            backfills,
+        }
+    }
+
+    /// Resumes a backfill interrupted by a stop or a crash where its
+    /// acknowledged chunks ended.
+    pub(super) async fn resume_backfills(&mut self) {
+        self.backfills.resume().await;
+    }
+
     pub(super) async fn forward(
         &mut self,
         event: Option<Result<SourceEvent, source::SourceError>>,
-        tx: &mpsc::Sender<Work>,
-        flusher: &mut Flusher,
-    ) -> Result<Flow, RunError> {
+        out: &mut Outbox,
+        confirmer: &mut Confirmer,
+    ) -> Flow {
         match event {
             Some(Ok(SourceEvent::Batch(mut batch))) => {
                 self.backfills.observe(&mut batch);
                 if batch.first {
-                    lock(&self.tracker).transaction_begun();
+                    confirmer.begin();
                     self.first_event = 0;
                 }
-                let n = batch.events.len() as u64;
                 self.metrics.events_decoded(batch.events.len());
                 let first_event = self.first_event;
-                self.first_event += n;
-                let work = Work::Batch {
+                self.first_event += batch.events.len() as u64;
+                out.push(Work::Batch {
                     batch,
                     first_event,
                     read: None,
-                };
-                if tx.send(work).await.is_err() {
-                    return Ok(Flow::Stop);
-                }
+                });
             }
             Some(Ok(SourceEvent::TransactionEnd(end))) => {
-                let info = CommitInfo {
+                let transaction = Transaction {
                     xid: end.xid,
                     commit_lsn: end.commit_lsn,
                     end_lsn: end.end_lsn,
                     commit_time: end.commit_time,
-                    transaction: true,
-                    update: self
-                        .backfills
-                        .changed()
-                        .map(|state| flusher.pending(Update::Backfills(state))),
                 };
-                lock(&self.tracker).transaction_complete(end.end_lsn);
-                if tx.send(Work::End(info)).await.is_err() {
-                    return Ok(Flow::Stop);
-                }
+                let update = self.backfills.changed().map(Update::Backfills);
+                out.push(Work::End(confirmer.register(Some(transaction), update)));
                 // A backfill chunk goes right after its high watermark's
                 // transaction, before anything committed later.
                 if let Some(chunk) = self.backfills.due(end.commit_lsn, end.commit_time).await {
                     self.metrics.snapshot_rows(&chunk.table, chunk.rows);
-                    let mut first_event = 0u64;
-                    for batch in chunk.batches {
-                        let n = batch.events.len() as u64;
-                        let work = Work::Batch {
-                            batch,
-                            first_event,
-                            read: Some(chunk.id),
-                        };
-                        if tx.send(work).await.is_err() {
-                            return Ok(Flow::Stop);
-                        }
-                        first_event += n;
-                    }
+                    out.push_chunk(chunk.batches, chunk.id);
                 }
                 // The chunk's progress (or a backfill finished, abandoned
                 // or started) is recorded once everything before it is.
                 if let Some(state) = self.backfills.changed() {
-                    let marker = CommitInfo {
-                        transaction: false,
-                        update: Some(flusher.pending(Update::Backfills(state))),
-                        ..info
-                    };
-                    if tx.send(Work::End(marker)).await.is_err() {
-                        return Ok(Flow::Stop);
-                    }
+                    let ticket = confirmer.register(None, Some(Update::Backfills(state)));
+                    out.push(Work::End(ticket));
                 }
             }
-            Some(Ok(SourceEvent::Keepalive { wal_end })) => {
-                if flusher.mode == FlushMode::ConnectorAndDriver {
-                    let moved = lock(&self.tracker).idle_until(wal_end);
-                    if let Some(lsn) = moved {
-                        flusher.advance(lsn, None).await?;
-                    }
-                }
-            }
+            Some(Ok(SourceEvent::Keepalive { wal_end })) => confirmer.keepalive(wal_end),
             Some(Ok(SourceEvent::Restarted(r))) => {
                 tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
                     "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
             }
-            Some(Err(e)) => return Ok(Flow::Failed(e.into())),
-            None => return Ok(Flow::Stop),
+            Some(Err(e)) => return Flow::Failed(e),
+            None => return Flow::Ended,
         }
-        Ok(Flow::Continue)
+        Flow::Continue
     }
 }
 
@@ -182,38 +197,18 @@ pub(super) async fn next_chunk(
     }
 }
 
-/// Hands a chunk's batches and its end to the plugin thread; the end
-/// carries what the flusher records once it is stored. False when the
-/// plugin thread is gone.
-pub(super) async fn feed_chunk(
-    tx: &mpsc::Sender<Work>,
+/// Puts a chunk's batches and its ticket, which carries the chunk's
+/// progress into the record once JetStream stored it, into the outbox.
+pub(super) fn feed_chunk(
+    out: &mut Outbox,
     chunk: Chunk,
-    flusher: &mut Flusher,
+    confirmer: &mut Confirmer,
     metrics: &Metrics,
-) -> bool {
+) {
     let Chunk { batches, id, done } = chunk;
     metrics.snapshot_rows(&format!("{}.{}", done.schema, done.table), done.rows);
-    let point = done.point;
-    let end = CommitInfo {
-        xid: 0,
-        commit_lsn: point,
-        end_lsn: point,
-        commit_time: batches.first().map_or(0, |b| b.commit_time),
-        transaction: false,
-        update: Some(flusher.pending(Update::Chunk(done))),
-    };
-    let mut first_event = 0u64;
-    for batch in batches {
-        let n = batch.events.len() as u64;
-        let work = Work::Batch {
-            batch,
-            first_event,
-            read: Some(id),
-        };
-        if tx.send(work).await.is_err() {
-            return false;
-        }
-        first_event += n;
-    }
-    tx.send(Work::End(end)).await.is_ok()
+    out.push_chunk(batches, id);
+    out.push(Work::End(
+        confirmer.register(None, Some(Update::Chunk(done))),
+    ));
 }

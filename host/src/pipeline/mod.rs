@@ -1,17 +1,29 @@
 //! The pipeline: PostgreSQL changes through the plugin chain to JetStream.
 //!
+//! Read along the data path:
+//!
+//! - [`run`]: `sluice run` as three phases, and shutdown.
+//! - `start`: the start phase (endpoint, NATS, store, plugins, PostgreSQL).
+//! - `source_loop`: reads the stream and a snapshot, feeds the stages,
+//!   returns tickets to the confirmer, drains.
+//! - `feed`: source events and chunks into work and tickets, in stream
+//!   order.
+//! - `stages`: the plugin thread, the publisher and the completion task.
 //! - [`chain`]: transforms and sink under the error policy.
-//! - [`acks`]: which transactions JetStream has stored, in commit order.
-//! - `feed`: source events, snapshot and backfill chunks handed to the
-//!   plugin thread in stream order.
 //! - [`reload`]: new plugin chains built off the hot path, swapped in
 //!   between transactions.
-//! - [`run`]: the tasks of `sluice run` and how they are wired.
+//! - `heartbeat`: writes that keep a quiet slot moving.
+//!
+//! What may be confirmed to PostgreSQL is decided in one place,
+//! [`crate::position::confirm`].
 
-pub mod acks;
 pub mod chain;
 mod feed;
+mod heartbeat;
 pub mod reload;
 pub mod run;
+mod source_loop;
+mod stages;
+mod start;
 
 pub use run::{RunError, run};

@@ -1,7 +1,8 @@
 //! Stream position: what has been read, what is stored, what may be
 //! confirmed to PostgreSQL (DESIGN.md §3).
 //!
-//! - [`tracker`]: the flush candidate from out-of-order acknowledgements.
+//! - [`confirm`]: the one owner of what may be confirmed to PostgreSQL:
+//!   acknowledgements in, the offset recorded, the flush LSN out.
 //! - [`offset`]: the offset record, the durable "streamed up to here".
 //! - [`progress`]: snapshot progress, stored inside the offset record.
 //! - [`store`]: where the offset lives (memory, file, NATS KV); a store
@@ -9,13 +10,13 @@
 //! - [`startup`]: reconciling the offset with the slot at start-up (the
 //!   mismatch strategies), and carrying the decision out.
 
+pub mod confirm;
 pub mod offset;
 pub mod progress;
 pub mod startup;
 pub mod store;
-pub mod tracker;
 
+pub use confirm::{Confirmer, ConfirmerSettings, Ticket, Transaction, Update};
 pub use offset::OffsetRecord;
 pub use progress::{BackfillProgress, SnapshotProgress, TableProgress};
 pub use store::{OffsetStore, StoreError};
-pub use tracker::Tracker;

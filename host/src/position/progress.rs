@@ -145,6 +145,30 @@ impl BackfillProgress {
     }
 }
 
+/// A chunk's effect on the progress, applied once it is acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkDone {
+    pub schema: String,
+    pub table: String,
+    pub point: Lsn,
+    pub rows: u64,
+    /// The key of the chunk's last row; `None` for the table's last chunk.
+    pub last_key: Option<Vec<String>>,
+}
+
+impl ChunkDone {
+    /// Records the chunk in `progress`.
+    pub fn apply(self, progress: &mut SnapshotProgress) {
+        progress.chunk_stored(
+            &self.schema,
+            &self.table,
+            self.point,
+            self.rows,
+            self.last_key,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,6 +172,12 @@ impl<T> Completions<T> {
     pub async fn recv(&mut self) -> Option<Completion<T>> {
         self.rx.recv().await.map(|report| report.completion)
     }
+
+    /// The next completion if one is ready now, without waiting: how a reader takes
+    /// everything completed in one go.
+    pub fn try_recv(&mut self) -> Option<Completion<T>> {
+        self.rx.try_recv().ok().map(|report| report.completion)
+    }
 }
 
 /// A snapshot of the publisher's counters.
@@ -220,7 +226,8 @@ struct Shared {
 }
 
 struct Job<T> {
-    prepared: Prepared,
+    /// `None` for a mark: nothing to send.
+    prepared: Option<Prepared>,
     token: T,
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
@@ -306,6 +313,45 @@ impl<T> Publisher<T> {
         let weight = u32::try_from(prepared.size)
             .unwrap_or(u32::MAX)
             .clamp(1, self.byte_limit);
+        let (count, bytes) = self.room(weight).await?;
+        // The window's occupancy including this message, for the high-water marks.
+        let stats = self.stats();
+        let counters = &self.shared.counters;
+        counters
+            .max_in_flight
+            .fetch_max(stats.in_flight, Ordering::Relaxed);
+        counters
+            .max_in_flight_bytes
+            .fetch_max(stats.in_flight_bytes, Ordering::Relaxed);
+        self.jobs
+            .send(Job {
+                prepared: Some(prepared),
+                token,
+                permits: (count, bytes),
+            })
+            .map_err(|_| self.stopped())
+    }
+
+    /// Queues a mark: `token` is reported on [`Completions`] once every message
+    /// published before it is stored, and nothing is sent. A mark takes a place in
+    /// the window (no bytes), so marks too stay bounded. This is how a pipeline
+    /// learns that a transaction that produced few messages, or none, is stored.
+    pub async fn mark(&self, token: T) -> Result<(), PublishError> {
+        let permits = self.room(0).await?;
+        self.jobs
+            .send(Job {
+                prepared: None,
+                token,
+                permits,
+            })
+            .map_err(|_| self.stopped())
+    }
+
+    /// Waits for one place and `weight` bytes in the window.
+    async fn room(
+        &self,
+        weight: u32,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), PublishError> {
         let count = self
             .count
             .clone()
@@ -318,22 +364,7 @@ impl<T> Publisher<T> {
             .acquire_many_owned(weight)
             .await
             .map_err(|_| self.stopped())?;
-        // The window's occupancy including this message, for the high-water marks.
-        let stats = self.stats();
-        let counters = &self.shared.counters;
-        counters
-            .max_in_flight
-            .fetch_max(stats.in_flight, Ordering::Relaxed);
-        counters
-            .max_in_flight_bytes
-            .fetch_max(stats.in_flight_bytes, Ordering::Relaxed);
-        self.jobs
-            .send(Job {
-                prepared,
-                token,
-                permits: (count, bytes),
-            })
-            .map_err(|_| self.stopped())
+        Ok((count, bytes))
     }
 
     /// The subjects this publisher accepts.
@@ -424,6 +455,8 @@ type AckFuture = Pin<
 >;
 
 enum SlotState {
+    /// A mark: complete once it reaches the front.
+    Mark,
     /// Sent, ack not yet in.
     Pending,
     Stored {
@@ -436,7 +469,8 @@ enum SlotState {
 
 struct Slot<T> {
     seq: u64,
-    prepared: Prepared,
+    /// `None` for a mark.
+    prepared: Option<Prepared>,
     token: T,
     state: SlotState,
     attempts: u32,
@@ -527,16 +561,27 @@ impl<T: Send + 'static> Driver<T> {
 
     /// Reports the stored prefix of the FIFO, in order.
     fn complete_front(&mut self) {
-        while let Some(Slot {
-            state:
-                SlotState::Stored {
+        loop {
+            let (sequence, duplicate) = match self.slots.front().map(|s| &s.state) {
+                Some(SlotState::Stored {
                     sequence,
                     duplicate,
-                },
-            ..
-        }) = self.slots.front()
-        {
-            let (sequence, duplicate) = (*sequence, *duplicate);
+                }) => (*sequence, *duplicate),
+                Some(SlotState::Mark) => {
+                    if let Some(slot) = self.slots.pop_front() {
+                        let _ = self.completions.send(Report {
+                            completion: Ok(Completed {
+                                token: slot.token,
+                                sequence: 0,
+                                duplicate: false,
+                            }),
+                            _permits: Some(slot.permits),
+                        });
+                    }
+                    continue;
+                }
+                _ => break,
+            };
             let Some(slot) = self.slots.pop_front() else {
                 break;
             };
@@ -549,7 +594,7 @@ impl<T: Send + 'static> Driver<T> {
                 if sequence < self.last_sequence {
                     counters.reordered.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        msg_id = %slot.prepared.msg_id,
+                        msg_id = %slot.prepared.as_ref().map_or("", |p| &p.msg_id),
                         sequence,
                         previous = self.last_sequence,
                         "message stored after a later one: it was lost with a broken connection and re-sent"
@@ -572,24 +617,34 @@ impl<T: Send + 'static> Driver<T> {
     async fn start(&mut self, job: Job<T>) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let mark = job.prepared.is_none();
         self.slots.push_back(Slot {
             seq,
             prepared: job.prepared,
             token: job.token,
-            state: SlotState::Pending,
+            state: if mark {
+                SlotState::Mark
+            } else {
+                SlotState::Pending
+            },
             attempts: 0,
             permits: job.permits,
         });
-        self.send(self.slots.len() - 1).await;
+        if !mark {
+            self.send(self.slots.len() - 1).await;
+        }
     }
 
     /// Sends slot `index` (again) and registers its ack.
     async fn send(&mut self, index: usize) {
         let slot = &mut self.slots[index];
+        let Some(p) = &slot.prepared else {
+            debug_assert!(false, "a mark is never sent");
+            return;
+        };
         slot.state = SlotState::Pending;
         slot.attempts += 1;
         let seq = slot.seq;
-        let p = &slot.prepared;
         let message = PublishMessage::build()
             .payload(p.payload.clone())
             .headers(p.headers.clone());
@@ -625,14 +680,18 @@ impl<T: Send + 'static> Driver<T> {
             debug_assert!(false, "ack for a slot that is not in flight");
             return Ok(());
         };
+        let Some(p) = &slot.prepared else {
+            debug_assert!(false, "an ack for a mark");
+            return Ok(());
+        };
         match result {
             Ok(ack) => {
                 if let Some(expected) = &self.config.stream
                     && &ack.stream != expected
                 {
                     return Err(PublishError::Rejected {
-                        subject: slot.prepared.subject.to_string(),
-                        msg_id: slot.prepared.msg_id.clone(),
+                        subject: p.subject.to_string(),
+                        msg_id: p.msg_id.clone(),
                         kind: Rejection::WrongStream,
                         reason: format!(
                             "it was stored in stream `{}`, not in `{expected}`",
@@ -653,8 +712,8 @@ impl<T: Send + 'static> Driver<T> {
                         .transient_failures
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        msg_id = %slot.prepared.msg_id,
-                        subject = %slot.prepared.subject,
+                        msg_id = %p.msg_id,
+                        subject = %p.subject,
                         attempt = slot.attempts,
                         "message not acknowledged ({reason}); it will be sent again"
                     );
@@ -663,14 +722,14 @@ impl<T: Send + 'static> Driver<T> {
                 }
                 Class::Closed => {
                     return Err(PublishError::ConnectionClosed {
-                        subject: slot.prepared.subject.to_string(),
-                        msg_id: slot.prepared.msg_id.clone(),
+                        subject: p.subject.to_string(),
+                        msg_id: p.msg_id.clone(),
                     });
                 }
                 Class::Definite(kind, reason) => {
                     return Err(PublishError::Rejected {
-                        subject: slot.prepared.subject.to_string(),
-                        msg_id: slot.prepared.msg_id.clone(),
+                        subject: p.subject.to_string(),
+                        msg_id: p.msg_id.clone(),
                         kind,
                         reason,
                         source: Some(error),

@@ -88,6 +88,7 @@ use tokio::task::JoinSet;
 use crate::config::Manifest;
 use crate::lsn::Lsn;
 use crate::model::{Batch, Event, Operation, RowChange};
+pub use crate::position::progress::ChunkDone;
 use crate::position::startup::Startup;
 use crate::position::store::{OffsetStore, StoreError};
 use crate::position::{OffsetRecord, SnapshotProgress, TableProgress};
@@ -160,30 +161,6 @@ pub struct Chunk {
     pub id: ReadId,
     /// What to record once JetStream stored every message of the chunk.
     pub done: ChunkDone,
-}
-
-/// A chunk's effect on the progress, applied once it is acknowledged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChunkDone {
-    pub schema: String,
-    pub table: String,
-    pub point: Lsn,
-    pub rows: u64,
-    /// The key of the chunk's last row; `None` for the table's last chunk.
-    pub last_key: Option<Vec<String>>,
-}
-
-impl ChunkDone {
-    /// Records the chunk in `progress`.
-    pub fn apply(&self, progress: &mut SnapshotProgress) {
-        progress.chunk_stored(
-            &self.schema,
-            &self.table,
-            self.point,
-            self.rows,
-            self.last_key.clone(),
-        );
-    }
 }
 
 /// A table to read, and where to start.
@@ -479,8 +456,11 @@ pub async fn prepare(
         (false, _) => return Ok(None),
     };
 
-    let (snapshot_name, point) = match &new_slot {
-        Some((name, point)) if fresh => (name.clone(), *point),
+    // A temporary slot made here is dropped once the readers imported its
+    // snapshot, so that the same session can go on to stream the
+    // pipeline's slot without holding WAL back for it.
+    let (snapshot_name, point, temporary) = match &new_slot {
+        Some((name, point)) if fresh => (name.clone(), *point, None),
         _ => {
             // A temporary slot's consistent point and exported snapshot; the
             // slot goes away with the replication session.
@@ -501,7 +481,7 @@ pub async fn prepare(
                         .into(),
                 )
             })?;
-            (name, created.consistent_point)
+            (name, created.consistent_point, Some(temp))
         }
     };
     let mut readers = vec![reader::Reader::open(&m.source.conninfo, &snapshot_name).await?];
@@ -545,6 +525,9 @@ pub async fn prepare(
     let wanted = m.snapshot.parallel_tables.min(jobs.len()).max(1);
     while readers.len() < wanted {
         readers.push(reader::Reader::open(&m.source.conninfo, &snapshot_name).await?);
+    }
+    if let Some(temp) = temporary {
+        repl.drop_slot(&temp, false).await?;
     }
 
     // The progress is stored before anything is read: from now on a

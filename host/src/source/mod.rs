@@ -321,6 +321,26 @@ pub async fn prepare(
 }
 
 impl PreparedSource {
+    /// A source on a session the caller has already opened, identified
+    /// and found or made the slot on: the pipeline's start-up does that
+    /// once, for its start-up decision and its snapshot, and streams on
+    /// the same session.
+    pub fn from_session(
+        conn: ReplicationConnection,
+        settings: &SourceSettings,
+        options: SourceOptions,
+        identity: SystemIdentity,
+        slot: SlotState,
+    ) -> Self {
+        PreparedSource {
+            conn,
+            settings: settings.clone(),
+            options,
+            identity,
+            slot,
+        }
+    }
+
     /// The server's identity (`IDENTIFY_SYSTEM`).
     pub fn identity(&self) -> &SystemIdentity {
         &self.identity
@@ -461,6 +481,12 @@ impl SourceStream {
     /// source stopped. An error ends the stream.
     pub async fn next(&mut self) -> Option<Result<SourceEvent, SourceError>> {
         self.events.recv().await
+    }
+
+    /// The next event if one is ready now, without waiting: how a consumer
+    /// takes everything queued in one go.
+    pub fn try_next(&mut self) -> Option<Result<SourceEvent, SourceError>> {
+        self.events.try_recv().ok()
     }
 
     /// The server's identity, as at start.

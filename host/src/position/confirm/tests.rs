@@ -1,0 +1,241 @@
+use futures_util::future::BoxFuture;
+use proptest::prelude::*;
+
+use super::*;
+use crate::position::store::{FileStore, MemoryStore};
+
+fn server() -> SystemIdentity {
+    SystemIdentity {
+        system_id: 7,
+        timeline: 1,
+        xlogpos: Lsn(0),
+        dbname: None,
+    }
+}
+
+fn confirmer(
+    store: Box<dyn OffsetStore>,
+    mode: FlushMode,
+    start: Lsn,
+) -> (Confirmer, watch::Receiver<Lsn>) {
+    Confirmer::new(ConfirmerSettings {
+        store,
+        mode,
+        slot: SlotName::new("s").unwrap(),
+        server: server(),
+        start,
+        progress: None,
+        backfills: Vec::new(),
+    })
+}
+
+fn tx(end: u64) -> Option<Transaction> {
+    Some(Transaction {
+        xid: end as u32,
+        commit_lsn: Lsn(end - 1),
+        end_lsn: Lsn(end),
+        commit_time: 0,
+    })
+}
+
+/// A durable store whose writes fail while `failing` is set, and which
+/// remembers what it holds.
+#[derive(Debug, Default)]
+struct Flaky {
+    failing: bool,
+    held: Option<OffsetRecord>,
+    writes: usize,
+}
+
+impl OffsetStore for Flaky {
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+    fn is_durable(&self) -> bool {
+        true
+    }
+    fn load(&mut self) -> BoxFuture<'_, Result<Option<OffsetRecord>, StoreError>> {
+        Box::pin(async { Ok(self.held.clone()) })
+    }
+    fn store<'a>(&'a mut self, record: &'a OffsetRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.failing {
+                return Err(StoreError::Io {
+                    action: "write",
+                    path: "flaky".into(),
+                    source: std::io::Error::other("disk full"),
+                });
+            }
+            self.writes += 1;
+            self.held = Some(record.clone());
+            Ok(())
+        })
+    }
+    fn clear(&mut self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn releases_a_contiguous_prefix_only() {
+    let (mut c, flushed) = confirmer(
+        Box::new(MemoryStore::default()),
+        FlushMode::Connector,
+        Lsn(10),
+    );
+    let tickets: Vec<Ticket> = [20, 30, 40]
+        .into_iter()
+        .map(|end| {
+            c.begin();
+            c.register(tx(end), None)
+        })
+        .collect();
+    let mut tickets = tickets.into_iter();
+    let (t20, t30, t40) = (
+        tickets.next().unwrap(),
+        tickets.next().unwrap(),
+        tickets.next().unwrap(),
+    );
+    c.acknowledged(t30);
+    assert_eq!(c.released(), Lsn(10), "30 waits for 20");
+    assert_eq!(*flushed.borrow(), Lsn::ZERO);
+    c.acknowledged(t20);
+    assert_eq!(c.released(), Lsn(30));
+    assert_eq!(*flushed.borrow(), Lsn(30), "memory: confirmed at once");
+    c.acknowledged(t40);
+    assert_eq!(c.confirmed(), Lsn(40));
+    assert!(c.is_idle());
+    assert_eq!(c.record().await.unwrap(), None, "memory: nothing to write");
+}
+
+#[tokio::test]
+async fn a_durable_store_is_written_before_the_slot_is_told_and_only_when_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offset.json");
+    let (mut c, flushed) = confirmer(
+        Box::new(FileStore::new(path.clone())),
+        FlushMode::Connector,
+        Lsn(10),
+    );
+    for end in [20, 30, 40] {
+        c.begin();
+        let t = c.register(tx(end), None);
+        c.acknowledged(t);
+    }
+    assert_eq!(c.released(), Lsn(40));
+    assert_eq!(*flushed.borrow(), Lsn::ZERO, "not recorded yet");
+    assert!(!path.exists(), "three transactions, no write yet");
+    assert_eq!(c.record().await.unwrap(), Some(Lsn(40)));
+    assert_eq!(*flushed.borrow(), Lsn(40));
+    let stored = FileStore::new(path).load().await.unwrap().unwrap();
+    assert_eq!(stored.commit_end_lsn, Lsn(40));
+    assert_eq!(stored.xid, Some(40), "the newest transaction's details");
+    assert_eq!(c.record().await.unwrap(), None, "nothing new: no write");
+}
+
+#[tokio::test]
+async fn a_failed_write_confirms_nothing() {
+    let (mut c, flushed) = confirmer(
+        Box::new(Flaky {
+            failing: true,
+            ..Flaky::default()
+        }),
+        FlushMode::Connector,
+        Lsn(10),
+    );
+    let t = c.register(tx(20), None);
+    c.acknowledged(t);
+    assert!(c.record().await.is_err());
+    assert_eq!(*flushed.borrow(), Lsn::ZERO);
+    assert_eq!(c.confirmed(), Lsn(10));
+}
+
+#[tokio::test]
+async fn manual_mode_records_but_never_tells_the_slot() {
+    let (mut c, flushed) = confirmer(Box::new(Flaky::default()), FlushMode::Manual, Lsn(10));
+    let t = c.register(tx(20), None);
+    c.acknowledged(t);
+    assert_eq!(c.record().await.unwrap(), Some(Lsn(20)));
+    assert_eq!(*flushed.borrow(), Lsn::ZERO);
+}
+
+#[tokio::test]
+async fn keepalives_release_the_wal_end_only_when_nothing_is_in_flight() {
+    let (mut c, flushed) = confirmer(
+        Box::new(MemoryStore::default()),
+        FlushMode::ConnectorAndDriver,
+        Lsn(10),
+    );
+    c.begin();
+    c.keepalive(Lsn(100));
+    assert_eq!(c.released(), Lsn(10), "a transaction is being received");
+    let t = c.register(tx(50), None);
+    c.keepalive(Lsn(100));
+    assert_eq!(c.released(), Lsn(10), "a transaction awaits its ack");
+    c.acknowledged(t);
+    c.keepalive(Lsn(100));
+    assert_eq!(*flushed.borrow(), Lsn(100));
+    c.keepalive(Lsn(90));
+    assert_eq!(c.released(), Lsn(100), "never backwards");
+
+    let (mut connector, _) = confirmer(
+        Box::new(MemoryStore::default()),
+        FlushMode::Connector,
+        Lsn(10),
+    );
+    connector.keepalive(Lsn(100));
+    assert_eq!(connector.released(), Lsn(10), "only connector-and-driver");
+}
+
+#[tokio::test]
+async fn progress_is_recorded_with_the_prefix_it_belongs_to() {
+    let (mut c, _) = confirmer(Box::new(Flaky::default()), FlushMode::Connector, Lsn(10));
+    let first = c.register(tx(20), None);
+    let marker = c.register(
+        None,
+        Some(Update::Backfills(vec![BackfillProgress::new(
+            Lsn(15),
+            "public.t",
+            None,
+        )])),
+    );
+    c.acknowledged(marker);
+    assert!(c.backfills().is_empty(), "the marker waits for 20");
+    c.acknowledged(first);
+    assert_eq!(c.backfills().len(), 1);
+    c.record().await.unwrap();
+    // A marker alone (position unchanged) is recorded too.
+    let marker = c.register(None, Some(Update::Backfills(Vec::new())));
+    c.acknowledged(marker);
+    assert_eq!(c.record().await.unwrap(), None, "position unchanged");
+    assert!(c.backfills().is_empty());
+}
+
+proptest! {
+    /// Whatever the order of acknowledgements, the released position is the
+    /// newest end of the acknowledged prefix, and only moves forward.
+    #[test]
+    fn released_is_the_acknowledged_prefix(order in Just((0..40usize).collect::<Vec<_>>()).prop_shuffle()) {
+        let (mut c, _) = confirmer(Box::new(MemoryStore::default()), FlushMode::Connector, Lsn(0));
+        let ends: Vec<u64> = (1..=40u64).map(|i| i * 100).collect();
+        let mut tickets: Vec<Option<Ticket>> = ends
+            .iter()
+            .map(|&e| {
+                c.begin();
+                Some(c.register(tx(e), None))
+            })
+            .collect();
+        let mut acked = vec![false; ends.len()];
+        let mut last = Lsn(0);
+        for i in order {
+            c.acknowledged(tickets[i].take().unwrap());
+            acked[i] = true;
+            let prefix = acked.iter().take_while(|a| **a).count();
+            let expected = if prefix == 0 { Lsn(0) } else { Lsn(ends[prefix - 1]) };
+            prop_assert_eq!(c.released(), expected);
+            prop_assert!(c.released() >= last);
+            last = c.released();
+        }
+        prop_assert!(c.is_idle());
+    }
+}
