@@ -11,6 +11,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use sluice_host::causes;
 use sluice_host::plugin::{CallError, PluginError};
 use tracing_subscriber::EnvFilter;
 
@@ -42,19 +43,18 @@ fn main() -> ExitCode {
             // The first line tells the whole story: where (batch, flag,
             // file) and what (the plugin's error). Deeper causes, such as a
             // trap's Wasm backtrace, follow on their own lines.
-            let mut chain = error.chain();
-            let mut line = String::from("error: ");
-            for cause in chain.by_ref() {
-                line.push_str(&cause.to_string());
-                if cause.is::<PluginError>() || cause.is::<CallError>() || cause.source().is_none()
-                {
+            // Each cause once: many errors already quote their cause.
+            let mut causes = causes::distinct(error.as_ref()).into_iter();
+            let mut first = Vec::new();
+            for (cause, text) in causes.by_ref() {
+                first.push(text);
+                if cause.is::<PluginError>() || cause.is::<CallError>() {
                     break;
                 }
-                line.push_str(": ");
             }
-            eprintln!("{line}");
-            for cause in chain {
-                eprintln!("  caused by: {cause}");
+            eprintln!("error: {}", first.join(": "));
+            for (_, text) in causes {
+                eprintln!("  caused by: {text}");
             }
             ExitCode::FAILURE
         }

@@ -294,48 +294,68 @@ pub(crate) mod hex_bytes {
     }
 }
 
+/// Test data shared by the modules' unit tests.
+#[cfg(test)]
+impl Batch {
+    /// One transaction on `public.t` (OID 1), whose columns are `int4`s named
+    /// `columns` (`id` is the key), carrying `events`.
+    pub(crate) fn on_table_t(columns: &[&str], events: Vec<Event>) -> Batch {
+        let columns = columns
+            .iter()
+            .map(|name| Column {
+                name: (*name).into(),
+                type_oid: 23,
+                type_name: "int4".into(),
+                type_modifier: -1,
+                is_key: *name == "id",
+            })
+            .collect();
+        Batch {
+            xid: 7,
+            commit_lsn: Lsn(0x100),
+            commit_time: 5,
+            first: true,
+            last: true,
+            relations: vec![Relation {
+                oid: 1,
+                schema: "public".into(),
+                name: "t".into(),
+                replica_identity: ReplicaIdentity::Default,
+                columns,
+            }],
+            events,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sample() -> Batch {
+        let events = vec![Event::Row(RowChange {
+            op: Operation::Update,
+            relation: 0,
+            lsn: Lsn(0x16B3700),
+            old: Some(vec![Value::Float(f64::NEG_INFINITY)]),
+            new: Some(vec![
+                Value::Float(f64::INFINITY),
+                Value::Float(1.5),
+                Value::Bytes(vec![0, 255, 16]),
+                Value::Null,
+                Value::UnchangedToast,
+                Value::Interval(Interval {
+                    months: 1,
+                    days: -2,
+                    microseconds: 3,
+                }),
+            ]),
+        })];
         Batch {
             xid: 7,
             commit_lsn: Lsn(0x16B3748),
             commit_time: 1_700_000_000_000_000,
-            first: true,
-            last: true,
-            relations: vec![Relation {
-                oid: 16384,
-                schema: "public".into(),
-                name: "t".into(),
-                replica_identity: ReplicaIdentity::Default,
-                columns: vec![Column {
-                    name: "id".into(),
-                    type_oid: 23,
-                    type_name: "int4".into(),
-                    type_modifier: -1,
-                    is_key: true,
-                }],
-            }],
-            events: vec![Event::Row(RowChange {
-                op: Operation::Update,
-                relation: 0,
-                lsn: Lsn(0x16B3700),
-                old: Some(vec![Value::Float(f64::NEG_INFINITY)]),
-                new: Some(vec![
-                    Value::Float(f64::INFINITY),
-                    Value::Float(1.5),
-                    Value::Bytes(vec![0, 255, 16]),
-                    Value::Null,
-                    Value::UnchangedToast,
-                    Value::Interval(Interval {
-                        months: 1,
-                        days: -2,
-                        microseconds: 3,
-                    }),
-                ]),
-            })],
+            ..Batch::on_table_t(&["id"], events)
         }
     }
 

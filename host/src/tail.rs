@@ -448,31 +448,10 @@ async fn write_batches<W: AsyncWrite + Unpin + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Column, LogicalMessage, Relation, ReplicaIdentity, RowChange, Truncate};
+    use crate::model::{LogicalMessage, RowChange, Truncate};
 
     fn batch(events: Vec<Event>) -> Batch {
-        let column = |name: &str| Column {
-            name: name.into(),
-            type_oid: 23,
-            type_name: "int4".into(),
-            type_modifier: -1,
-            is_key: name == "id",
-        };
-        Batch {
-            xid: 7,
-            commit_lsn: Lsn(0x100),
-            commit_time: 5,
-            first: true,
-            last: true,
-            relations: vec![Relation {
-                oid: 1,
-                schema: "public".into(),
-                name: "t".into(),
-                replica_identity: ReplicaIdentity::Default,
-                columns: vec![column("id"), column("b")],
-            }],
-            events,
-        }
+        Batch::on_table_t(&["id", "b"], events)
     }
 
     fn text(lines: &[TailLine]) -> Vec<String> {

@@ -171,19 +171,12 @@ fn time_text(us: i64) -> String {
 pub(super) async fn open_store(manifest: &Manifest) -> anyhow::Result<Box<dyn OffsetStore>> {
     let nats = match &manifest.position.store {
         OffsetStoreSpec::NatsKv { .. } => {
-            let client =
-                publish::connect(&sluice_host::pipeline::run::nats_options(manifest)).await?;
+            let client = publish::connect(&manifest.nats.connection).await?;
             Some(async_nats::jetstream::new(client))
         }
         OffsetStoreSpec::Memory | OffsetStoreSpec::File { .. } => None,
     };
-    Ok(store::open(
-        &manifest.position.store,
-        &manifest.pipeline,
-        nats.as_ref(),
-        manifest.nats.replicas,
-    )
-    .await?)
+    Ok(store::for_manifest(manifest, nats.as_ref()).await?)
 }
 
 /// `IDENTIFY_SYSTEM` on the manifest's server: its system identifier,

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use sluice_host::config::Manifest;
-use sluice_host::pipeline::run::{nats_options, plugin_runtime};
 use sluice_host::position::startup::read_slot;
 use sluice_host::position::store;
 use sluice_host::publish;
@@ -50,7 +49,7 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
         file.display(),
         m.pipeline
     );
-    let rt = plugin_runtime(&m)?;
+    let rt = m.plugin_runtime()?;
     for spec in &m.transforms {
         rt.load_transform(spec.clone())?.instantiate()?;
         println!(
@@ -87,23 +86,20 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
                 m.source.slot
             ),
         }
-        let client = publish::connect(&nats_options(&m)).await?;
+        let client = publish::connect(&m.nats.connection).await?;
         let js = async_nats::jetstream::new(client);
-        let filter = publish::SubjectFilter::parse(&m.nats.subjects)?;
-        match publish::verify_stream(&js, m.nats.stream.as_str(), &filter).await {
+        match publish::verify_stream(&js, &m.nats.stream.name, &m.nats.subjects).await {
             Ok(_) => println!(
                 "nats stream \"{}\": exists and covers {}",
-                m.nats.stream,
-                m.nats.subjects.join(", ")
+                m.nats.stream.name, m.nats.subjects
             ),
             Err(_) if m.nats.create_stream => println!(
                 "nats stream \"{}\": run will create or update it",
-                m.nats.stream
+                m.nats.stream.name
             ),
             Err(e) => return Err(e.into()),
         }
-        let mut store =
-            store::open(&m.position.store, &m.pipeline, Some(&js), m.nats.replicas).await?;
+        let mut store = store::for_manifest(&m, Some(&js)).await?;
         match store.load().await? {
             Some(o) => {
                 println!("offset ({}): {}", store.describe(), o.commit_end_lsn);
@@ -145,7 +141,7 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
         m.source.publication,
         m.transforms.len(),
         m.sink.name,
-        m.nats.stream,
+        m.nats.stream.name,
         m.position.flush,
         m.position.mismatch
     );

@@ -104,30 +104,35 @@ async fn status(file: &Path) -> anyhow::Result<()> {
     let mut out = String::new();
     match (&slot, &activity) {
         (Some(slot), Some(a)) => {
-            out.push_str(&format!("slot: {slot_name}\n"));
-            out.push_str(&format!(
-                "plugin: {}\n",
-                slot.plugin.as_deref().unwrap_or("none (physical slot)")
-            ));
-            out.push_str(&format!(
-                "active: {}\n",
-                a.active_pid
-                    .map_or_else(|| "no".to_owned(), |pid| format!("yes (pid {pid})"))
-            ));
-            out.push_str(&format!("restart_lsn: {}\n", or_null(slot.restart_lsn)));
-            out.push_str(&format!(
-                "confirmed_flush_lsn: {}\n",
-                or_null(slot.confirmed_flush_lsn)
-            ));
-            out.push_str(&format!(
-                "wal_status: {}\n",
-                a.wal_status.as_deref().unwrap_or("NULL")
-            ));
-            out.push_str(&format!(
-                "wal_retained: {}\n",
-                a.retained
-                    .map_or_else(|| "NULL".to_owned(), |b| format!("{b} bytes"))
-            ));
+            let fields = [
+                ("slot", slot_name.to_string()),
+                (
+                    "plugin",
+                    slot.plugin
+                        .as_deref()
+                        .unwrap_or("none (physical slot)")
+                        .to_owned(),
+                ),
+                (
+                    "active",
+                    a.active_pid
+                        .map_or_else(|| "no".to_owned(), |pid| format!("yes (pid {pid})")),
+                ),
+                ("restart_lsn", or_null(slot.restart_lsn)),
+                ("confirmed_flush_lsn", or_null(slot.confirmed_flush_lsn)),
+                (
+                    "wal_status",
+                    a.wal_status.as_deref().unwrap_or("NULL").to_owned(),
+                ),
+                (
+                    "wal_retained",
+                    a.retained
+                        .map_or_else(|| "NULL".to_owned(), |b| format!("{b} bytes")),
+                ),
+            ];
+            for (name, value) in fields {
+                out.push_str(&format!("{name}: {value}\n"));
+            }
         }
         _ => out.push_str(&format!("slot: {slot_name} (does not exist)\n")),
     }
@@ -142,12 +147,7 @@ async fn status(file: &Path) -> anyhow::Result<()> {
     }
 
     let settings = StartupSettings::from_manifest(&manifest);
-    let server = ServerState {
-        system_id: identity.system_id,
-        timeline: identity.timeline,
-        wal_end: identity.xlogpos,
-        database: identity.dbname.clone(),
-    };
+    let server = ServerState::from(&identity);
     let store_name = store.describe();
     out.push_str("start-up would, by position.mismatch:\n");
     for strategy in [

@@ -52,8 +52,8 @@ struct StoredView<'a> {
 
 async fn show(file: &Path, last: Option<u64>) -> anyhow::Result<()> {
     let manifest = Manifest::load(file)?;
-    let name = manifest.nats.stream.as_str();
-    let client = publish::connect(&sluice_host::pipeline::run::nats_options(&manifest)).await?;
+    let name = manifest.nats.stream.name.as_str();
+    let client = publish::connect(&manifest.nats.connection).await?;
     let js = jetstream::new(client);
     let mut stream = js
         .get_stream(name)

@@ -25,12 +25,11 @@ use std::time::Duration;
 pub use crate::plugin::{Limits, PluginSpec};
 pub use crate::replication::SlotName;
 pub use crate::replication::setup::{PublicationScope, TableName};
+pub use crate::snapshot::{SnapshotMode, SnapshotSettings};
 pub use fields::Problem;
-pub(crate) use sections::subject_matches;
 pub use sections::{
     BatchSettings, ErrorPolicy, FlushMode, Heartbeat, LogFormat, LogSettings, MismatchStrategy,
-    NatsAuth, NatsSettings, NatsTls, OffsetStoreSpec, PositionSettings, Secret, SnapshotMode,
-    SnapshotSettings, SourceSettings, StorageKind,
+    NatsSettings, OffsetStoreSpec, PositionSettings, SourceSettings,
 };
 pub use values::{Identifier, PipelineName, PluginName, StreamName};
 
@@ -62,11 +61,10 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read manifest {}: {source}", file.display())]
+    #[error("cannot read manifest {}: {error}", file.display())]
     Read {
         file: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML.
     #[error("manifest {} is not valid TOML: {message}", file.display())]
@@ -87,11 +85,6 @@ impl ManifestError {
             _ => &[],
         }
     }
-
-    /// A bad manifest is a definite error: retrying cannot help.
-    pub fn is_transient(&self) -> bool {
-        false
-    }
 }
 
 fn invalid_text(file: &Path, problems: &[Problem]) -> String {
@@ -109,12 +102,25 @@ fn invalid_text(file: &Path, problems: &[Problem]) -> String {
 }
 
 impl Manifest {
+    /// Every plugin: the transforms in order, then the sink.
+    pub fn plugins(&self) -> impl Iterator<Item = &PluginSpec> {
+        self.transforms.iter().chain([&self.sink])
+    }
+
+    /// The plugin runtime these plugins need (see
+    /// [`crate::plugin::RuntimeConfig::for_plugins`]).
+    pub fn plugin_runtime(
+        &self,
+    ) -> Result<crate::plugin::PluginRuntime, crate::plugin::PluginError> {
+        crate::plugin::PluginRuntime::new(crate::plugin::RuntimeConfig::for_plugins(self.plugins()))
+    }
+
     /// Reads and validates the manifest at `file`, taking `${VAR}`s from the
     /// process environment.
     pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
             file: file.to_owned(),
-            source,
+            error: source,
         })?;
         Manifest::parse(&text, file, &|name| std::env::var(name).ok())
     }

@@ -1,7 +1,6 @@
 //! The manifest's sections as typed settings, and how each is read from its
 //! TOML table. Defaults live here, next to the field they belong to.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,27 +13,13 @@ use super::values::{
     Identifier, PipelineName, PluginName, StreamName, parse_bytes, parse_duration,
 };
 use crate::plugin::{Limits, PluginSpec, WasiGrants};
+use crate::publish::{
+    NatsAuth, NatsOptions, Storage, StreamSpec, Subject, SubjectFilter, TlsOptions,
+};
 use crate::replication::setup::{PublicationScope, TableName};
 use crate::replication::{ConnInfo, SlotName};
-
-/// A value that must not appear in logs or errors (a password, a token, a
-/// URL with a password in it).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+use crate::secret::Secret;
+use crate::snapshot::{SnapshotMode, SnapshotSettings};
 
 /// `[source]`: the PostgreSQL side.
 #[derive(Clone, Debug)]
@@ -50,56 +35,6 @@ pub struct SourceSettings {
     pub create_publication: Option<PublicationScope>,
     /// When the published tables' existing rows are copied into the stream.
     pub snapshot: SnapshotMode,
-}
-
-/// `source.snapshot`: when the existing rows of the published tables are
-/// read into the stream as `read` events (see `crate::snapshot`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnapshotMode {
-    /// Never: only changes are streamed (the default, and the behaviour of
-    /// pipelines written before snapshots existed).
-    Never,
-    /// When the slot is created, then stream.
-    Initial,
-    /// As `initial`, and also when the stored offset's WAL is gone.
-    WhenNeeded,
-    /// Snapshot when the slot is created, then exit without streaming.
-    InitialOnly,
-}
-
-impl SnapshotMode {
-    /// The mode as the manifest spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SnapshotMode::Never => "never",
-            SnapshotMode::Initial => "initial",
-            SnapshotMode::WhenNeeded => "when-needed",
-            SnapshotMode::InitialOnly => "initial-only",
-        }
-    }
-
-    /// Whether a new slot is followed by a snapshot.
-    pub fn on_new_slot(self) -> bool {
-        self != SnapshotMode::Never
-    }
-}
-
-/// `[snapshot]`: how snapshots and backfills read tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SnapshotSettings {
-    /// Rows per chunk (one keyset-paginated SELECT, one batch of events).
-    pub chunk_rows: usize,
-    /// Tables copied at the same time, each on its own connection.
-    pub parallel_tables: usize,
-}
-
-impl Default for SnapshotSettings {
-    fn default() -> Self {
-        SnapshotSettings {
-            chunk_rows: 10_000,
-            parallel_tables: 2,
-        }
-    }
 }
 
 /// Where the offset is stored (DESIGN §3).
@@ -149,48 +84,20 @@ pub struct PositionSettings {
     pub heartbeat: Option<Heartbeat>,
 }
 
-/// JetStream storage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StorageKind {
-    File,
-    Memory,
-}
-
-/// How the host authenticates to NATS.
-#[derive(Clone, Debug)]
-pub enum NatsAuth {
-    None,
-    UserPassword { user: String, password: Secret },
-    Token(Secret),
-    NKey { seed: Secret },
-    Credentials(PathBuf),
-}
-
-/// `[nats.tls]`.
-#[derive(Clone, Debug, Default)]
-pub struct NatsTls {
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    pub required: bool,
-}
-
-/// `[nats]`.
+/// `[nats]`, parsed into the publisher's own types: the one place the
+/// manifest's NATS keys are mapped.
 #[derive(Clone, Debug)]
 pub struct NatsSettings {
-    pub urls: Vec<Secret>,
-    pub stream: StreamName,
+    /// Servers (secret: a URL may hold a password), authentication and TLS.
+    pub connection: NatsOptions,
+    /// The stream: created from this when `create_stream`, otherwise only
+    /// verified to capture `subjects`.
+    pub stream: StreamSpec,
     /// The subjects this pipeline may publish to (NATS wildcards allowed).
-    pub subjects: Vec<String>,
+    pub subjects: SubjectFilter,
     pub create_stream: bool,
-    pub storage: StorageKind,
-    pub replicas: usize,
-    pub duplicate_window: Duration,
     pub max_in_flight: usize,
     pub max_in_flight_bytes: u64,
-    pub auth: NatsAuth,
-    pub tls: Option<NatsTls>,
 }
 
 /// `[batch]`.
@@ -552,45 +459,16 @@ fn position(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<PositionSetti
 }
 
 fn nats(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<NatsSettings> {
-    let urls = t.req_parsed("url", p, |v: toml::Value| match v {
-        toml::Value::String(s) => Ok(vec![Secret(s)]),
-        toml::Value::Array(items) if !items.is_empty() => items
-            .into_iter()
-            .map(|i| match i {
-                toml::Value::String(s) => Ok(Secret(s)),
-                _ => Err("must be a URL or a list of URLs".to_owned()),
-            })
-            .collect(),
-        _ => Err(
-            "must be a URL or a non-empty list of URLs like \"nats://localhost:4222\"".to_owned(),
-        ),
-    });
-    if let Some(urls) = &urls {
-        for (i, u) in urls.iter().enumerate() {
-            let ok = ["nats://", "tls://", "ws://", "wss://"]
-                .iter()
-                .any(|s| u.expose().starts_with(s))
-                || !u.expose().contains("://");
-            if !ok {
-                p.push(
-                    format!("{}[{i}]", t.path_of("url")),
-                    "must be a nats://, tls://, ws:// or wss:// URL",
-                );
-            }
-        }
-    }
+    let urls = nats_urls(&mut t, p);
     let stream = t.req_parsed("stream", p, |s: String| StreamName::try_from(s));
     let subjects = t.req_parsed("subjects", p, |v: Vec<String>| {
         if v.is_empty() {
             return Err("must list at least one subject the pipeline may publish to".to_owned());
         }
-        for s in &v {
-            check_subject_pattern(s)?;
-        }
-        Ok(v)
+        SubjectFilter::parse(&v).map_err(|e| e.to_string())
     });
     let create_stream = t.opt("create-stream", p).unwrap_or(true);
-    let storage = t.opt("storage", p).unwrap_or(StorageKind::File);
+    let storage = t.opt("storage", p).unwrap_or(Storage::File);
     let replicas = t.opt_parsed("replicas", p, |n: i64| match usize::try_from(n) {
         Ok(n @ 1..=5) => Ok(n),
         _ => Err(format!(
@@ -605,85 +483,8 @@ fn nats(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<NatsSettings> {
         )),
     });
     let max_in_flight_bytes = t.opt_parsed("max-in-flight-bytes", p, parse_bytes);
-    let user = t.opt::<String>("user", p);
-    let password = t.opt::<Secret>("password", p);
-    let token = t.opt::<Secret>("token", p);
-    let nkey = t.opt::<Secret>("nkey-seed", p);
-    let creds = t.opt::<PathBuf>("credentials", p);
-    let methods = [
-        user.is_some() || password.is_some(),
-        token.is_some(),
-        nkey.is_some(),
-        creds.is_some(),
-    ];
-    let auth = if methods.iter().filter(|m| **m).count() > 1 {
-        p.push(
-            t.path_of("user"),
-            "choose one way to authenticate: user and password, token, nkey-seed or credentials",
-        );
-        None
-    } else if let Some(user) = user {
-        match password {
-            Some(password) => Some(NatsAuth::UserPassword { user, password }),
-            None => {
-                p.push(t.path_of("password"), "is required with nats.user");
-                None
-            }
-        }
-    } else if password.is_some() {
-        p.push(t.path_of("user"), "is required with nats.password");
-        None
-    } else if let Some(token) = token {
-        Some(NatsAuth::Token(token))
-    } else if let Some(seed) = nkey {
-        Some(NatsAuth::NKey { seed })
-    } else if let Some(c) = creds {
-        let path = dir.join(c);
-        if path.is_file() {
-            Some(NatsAuth::Credentials(path))
-        } else {
-            p.push(
-                t.path_of("credentials"),
-                format!("file {} does not exist", path.display()),
-            );
-            None
-        }
-    } else {
-        Some(NatsAuth::None)
-    };
-    let tls = t.table("tls", p).map(|mut s| {
-        let file = |key: &str, s: &mut Fields, p: &mut Problems| {
-            s.opt::<PathBuf>(key, p).and_then(|f| {
-                let path = dir.join(f);
-                if path.is_file() {
-                    Some(path)
-                } else {
-                    p.push(
-                        s.path_of(key),
-                        format!("file {} does not exist", path.display()),
-                    );
-                    None
-                }
-            })
-        };
-        let ca = file("ca", &mut s, p);
-        let cert = file("cert", &mut s, p);
-        let key = file("key", &mut s, p);
-        if cert.is_some() != key.is_some() {
-            p.push(
-                s.path_of("cert"),
-                "a client certificate needs both `cert` and `key`",
-            );
-        }
-        let required = s.opt("required", p).unwrap_or(true);
-        s.finish(&["ca", "cert", "key", "required"], p);
-        NatsTls {
-            ca,
-            cert,
-            key,
-            required,
-        }
-    });
+    let auth = nats_auth(&mut t, dir, p);
+    let tls = t.table("tls", p).map(|s| nats_tls(s, dir, p));
     t.finish(
         &[
             "url",
@@ -704,45 +505,139 @@ fn nats(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<NatsSettings> {
         ],
         p,
     );
+    let subjects = subjects?;
+    let connection = NatsOptions {
+        servers: urls?,
+        auth: auth?,
+        tls: tls.unwrap_or_default(),
+        ..NatsOptions::new(Vec::<String>::new())
+    };
     Some(NatsSettings {
-        urls: urls?,
-        stream: stream?,
-        subjects: subjects?,
+        connection,
+        stream: StreamSpec {
+            name: stream?.as_str().to_owned(),
+            subjects: subjects.patterns().to_vec(),
+            storage,
+            replicas: replicas.unwrap_or(1),
+            duplicate_window: duplicate_window.unwrap_or(Duration::from_secs(120)),
+        },
+        subjects,
         create_stream,
-        storage,
-        replicas: replicas.unwrap_or(1),
-        duplicate_window: duplicate_window.unwrap_or(Duration::from_secs(120)),
         max_in_flight: max_in_flight.unwrap_or(1024),
         max_in_flight_bytes: max_in_flight_bytes.unwrap_or(64 << 20),
-        auth: auth?,
-        tls,
     })
 }
 
-/// A subject or subject pattern the pipeline may publish to: dot-separated
-/// non-empty tokens without whitespace; `*` and `>` only as whole tokens,
-/// `>` only last.
-fn check_subject_pattern(s: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("`{s}` is not a valid subject: {why}"));
-    if s.is_empty() {
-        return bad("it is empty");
-    }
-    if s.chars().any(char::is_whitespace) {
-        return bad("it contains whitespace");
-    }
-    let tokens: Vec<&str> = s.split('.').collect();
-    for (i, tok) in tokens.iter().enumerate() {
-        if tok.is_empty() {
-            return bad("it has an empty token (two dots, or a dot at an end)");
+/// `nats.url`: one URL or a list, each kept secret (it may hold a password).
+fn nats_urls(t: &mut Fields, p: &mut Problems) -> Option<Vec<Secret>> {
+    let urls = t.req_parsed("url", p, |v: toml::Value| match v {
+        toml::Value::String(s) => Ok(vec![Secret::new(s)]),
+        toml::Value::Array(items) if !items.is_empty() => items
+            .into_iter()
+            .map(|i| match i {
+                toml::Value::String(s) => Ok(Secret::new(s)),
+                _ => Err("must be a URL or a list of URLs".to_owned()),
+            })
+            .collect(),
+        _ => Err(
+            "must be a URL or a non-empty list of URLs like \"nats://localhost:4222\"".to_owned(),
+        ),
+    });
+    for (i, u) in urls.iter().flatten().enumerate() {
+        let ok = ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|s| u.expose().starts_with(s))
+            || !u.expose().contains("://");
+        if !ok {
+            p.push(
+                format!("{}[{i}]", t.path_of("url")),
+                "must be a nats://, tls://, ws:// or wss:// URL",
+            );
         }
-        if tok.len() > 1 && (tok.contains('*') || tok.contains('>')) {
-            return bad("`*` and `>` must stand alone between dots");
-        }
-        if *tok == ">" && i + 1 != tokens.len() {
-            return bad("`>` may only be the last token");
-        }
     }
-    Ok(())
+    urls
+}
+
+/// The one way `[nats]` authenticates: user and password, token, NKey seed,
+/// credentials file, or none.
+fn nats_auth(t: &mut Fields, dir: &Path, p: &mut Problems) -> Option<NatsAuth> {
+    let user = t.opt::<String>("user", p);
+    let password = t.opt::<Secret>("password", p);
+    let token = t.opt::<Secret>("token", p);
+    let nkey = t.opt::<Secret>("nkey-seed", p);
+    let creds = t.opt::<PathBuf>("credentials", p);
+    let methods = [
+        user.is_some() || password.is_some(),
+        token.is_some(),
+        nkey.is_some(),
+        creds.is_some(),
+    ];
+    if methods.iter().filter(|m| **m).count() > 1 {
+        p.push(
+            t.path_of("user"),
+            "choose one way to authenticate: user and password, token, nkey-seed or credentials",
+        );
+        return None;
+    }
+    match (user, password) {
+        (Some(user), Some(password)) => return Some(NatsAuth::UserPassword { user, password }),
+        (Some(_), None) => {
+            p.push(t.path_of("password"), "is required with nats.user");
+            return None;
+        }
+        (None, Some(_)) => {
+            p.push(t.path_of("user"), "is required with nats.password");
+            return None;
+        }
+        (None, None) => {}
+    }
+    if let Some(token) = token {
+        return Some(NatsAuth::Token(token));
+    }
+    if let Some(seed) = nkey {
+        return Some(NatsAuth::NKey(seed));
+    }
+    match creds {
+        Some(c) => {
+            existing_file(dir.join(c), t.path_of("credentials"), p).map(NatsAuth::CredentialsFile)
+        }
+        None => Some(NatsAuth::None),
+    }
+}
+
+/// `[nats.tls]`.
+fn nats_tls(mut s: Fields, dir: &Path, p: &mut Problems) -> TlsOptions {
+    let mut file = |key: &str, p: &mut Problems| {
+        let path = s.opt::<PathBuf>(key, p)?;
+        existing_file(dir.join(path), s.path_of(key), p)
+    };
+    let ca_file = file("ca", p);
+    let client_cert = file("cert", p);
+    let client_key = file("key", p);
+    if client_cert.is_some() != client_key.is_some() {
+        p.push(
+            s.path_of("cert"),
+            "a client certificate needs both `cert` and `key`",
+        );
+    }
+    let required = s.opt("required", p).unwrap_or(true);
+    s.finish(&["ca", "cert", "key", "required"], p);
+    TlsOptions {
+        required,
+        ca_file,
+        client_cert,
+        client_key,
+    }
+}
+
+/// `path` when it is a file; otherwise a problem at `at`.
+fn existing_file(path: PathBuf, at: String, p: &mut Problems) -> Option<PathBuf> {
+    if path.is_file() {
+        Some(path)
+    } else {
+        p.push(at, format!("file {} does not exist", path.display()));
+        None
+    }
 }
 
 fn limits(mut t: Fields, base: Limits, p: &mut Problems) -> Limits {
@@ -830,11 +725,9 @@ fn errors(mut t: Fields, p: &mut Problems) -> Option<ErrorPolicy> {
         )),
     });
     let subject = t.opt_parsed("dead-letter-subject", p, |s: String| {
-        check_subject_pattern(&s)?;
-        if s.contains('*') || s.contains('>') {
-            return Err(format!("`{s}` must be a subject, not a pattern"));
-        }
-        Ok(s)
+        Subject::new(s)
+            .map(|s| s.as_str().to_owned())
+            .map_err(|e| e.to_string())
     });
     let had_subject = t.has("dead-letter-subject");
     let path = t.path_of("dead-letter-subject");
@@ -885,16 +778,13 @@ fn cross_checks(
         );
     }
     if let ErrorPolicy::DeadLetter { subject } = errors
-        && !nats
-            .subjects
-            .iter()
-            .any(|pattern| subject_matches(pattern, subject))
+        && !nats.subjects.allows(subject)
     {
         p.push(
             "errors.dead-letter-subject",
             format!(
                 "`{subject}` is not among nats.subjects ({}): the pipeline could not publish there",
-                nats.subjects.join(", ")
+                nats.subjects
             ),
         );
     }
@@ -903,20 +793,5 @@ fn cross_checks(
             "position.heartbeat",
             "has no effect with position.flush = \"manual\": the host never advances the slot",
         );
-    }
-}
-
-/// Whether `subject` matches the NATS subject `pattern`.
-pub(crate) fn subject_matches(pattern: &str, subject: &str) -> bool {
-    let mut pat = pattern.split('.');
-    let mut sub = subject.split('.');
-    loop {
-        match (pat.next(), sub.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
     }
 }

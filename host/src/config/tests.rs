@@ -116,11 +116,11 @@ fn each_mistake_is_reported_with_its_path() {
         ),
         (
             edit("subjects = [\"cdc.>\"]", "subjects = [\"cdc.>.x\"]"),
-            "nats.subjects: `cdc.>.x` is not a valid subject: `>` may only be the last token",
+            "nats.subjects: `cdc.>.x` is not a valid NATS subject pattern: `>` may only be the last token",
         ),
         (
             edit("subjects = [\"cdc.>\"]", "subjects = [\"cdc..x\"]"),
-            "nats.subjects: `cdc..x` is not a valid subject: it has an empty token (two dots, or a dot at an end)",
+            "nats.subjects: `cdc..x` is not a valid NATS subject pattern: it has an empty token (a leading, trailing or doubled `.`)",
         ),
         (
             edit("stream = \"CDC\"", "stream = \"C.D\""),

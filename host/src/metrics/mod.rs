@@ -338,47 +338,54 @@ fn gauge(v: u64) -> ConstGauge<i64> {
     ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// Encodes one gauge with its name and help text.
+fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let g = gauge(v);
+    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
 impl Collector for Sampled {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let in_flight = lock(&self.publisher)
             .as_ref()
             .map_or(0, |p| p.stats().in_flight);
-        let g = gauge(in_flight as u64);
-        g.encode(encoder.encode_descriptor(
+        encode_gauge(
+            &mut encoder,
             names::PUBLISHES_IN_FLIGHT,
             "Messages handed to the publisher and not yet acknowledged",
-            None,
-            g.metric_type(),
-        )?)?;
+            in_flight as u64,
+        )?;
 
         let confirmed = self.confirmed.load(Ordering::Relaxed);
-        let g = gauge(confirmed);
-        g.encode(encoder.encode_descriptor(
+        encode_gauge(
+            &mut encoder,
             names::CONFIRMED_LSN,
             "Newest transaction end acknowledged by JetStream and stored, as a WAL byte position",
-            None,
-            g.metric_type(),
-        )?)?;
+            confirmed,
+        )?;
 
         let wal_end = lock(&self.wal_end).as_ref().map_or(0, |w| w.get().0);
         if wal_end > 0 {
-            let g = gauge(wal_end);
-            g.encode(encoder.encode_descriptor(
+            encode_gauge(
+                &mut encoder,
                 names::SERVER_WAL_END_LSN,
                 "The server's WAL end from its last XLogData or keepalive",
-                None,
-                g.metric_type(),
-            )?)?;
+                wal_end,
+            )?;
             // Unknown until something is confirmed: a lag against 0/0
             // would be the whole WAL, which is noise, not lag.
             if confirmed > 0 {
-                let g = gauge(wal_end.saturating_sub(confirmed));
-                g.encode(encoder.encode_descriptor(
+                encode_gauge(
+                    &mut encoder,
                     names::REPLICATION_LAG_BYTES,
                     "Server WAL end minus confirmed LSN, in bytes",
-                    None,
-                    g.metric_type(),
-                )?)?;
+                    wal_end.saturating_sub(confirmed),
+                )?;
             }
         }
 

@@ -137,6 +137,24 @@ fn ymd(c: &mut Cursor<'_>) -> Option<(i64, i64, i64)> {
     Some((year, month, day))
 }
 
+/// `Some(true)` for `infinity`, `Some(false)` for `-infinity`.
+fn infinite(s: &[u8]) -> Option<bool> {
+    match s {
+        b"infinity" => Some(true),
+        b"-infinity" => Some(false),
+        _ => None,
+    }
+}
+
+/// What is left after a date: nothing (AD, `false`) or ` BC` (`true`).
+fn era(c: &Cursor<'_>) -> Option<bool> {
+    match c.rest() {
+        b"" => Some(false),
+        b" BC" => Some(true),
+        _ => None,
+    }
+}
+
 /// Checks the calendar and returns days since 1970 for a printed year.
 fn civil_days(printed_year: i64, month: i64, day: i64, bc: bool) -> Option<i64> {
     if printed_year == 0 || !(1..=12).contains(&month) {
@@ -152,18 +170,12 @@ fn civil_days(printed_year: i64, month: i64, day: i64, bc: bool) -> Option<i64> 
 /// `date`: days since 1970-01-01; `infinity` and `-infinity` are `i32::MAX`
 /// and `i32::MIN`.
 pub(crate) fn parse_date(s: &[u8]) -> Result<Option<i32>, Expected> {
-    match s {
-        b"infinity" => return Ok(Some(i32::MAX)),
-        b"-infinity" => return Ok(Some(i32::MIN)),
-        _ => {}
+    if let Some(future) = infinite(s) {
+        return Ok(Some(if future { i32::MAX } else { i32::MIN }));
     }
     let mut c = Cursor::new(s);
     let (year, month, day) = ymd(&mut c).ok_or(DATE_FORM)?;
-    let bc = match c.rest() {
-        b"" => false,
-        b" BC" => true,
-        _ => return Err(DATE_FORM),
-    };
+    let bc = era(&c).ok_or(DATE_FORM)?;
     let days = civil_days(year, month, day, bc).ok_or(DATE_FORM)?;
     Ok(i32::try_from(days)
         .ok()
@@ -173,15 +185,7 @@ pub(crate) fn parse_date(s: &[u8]) -> Result<Option<i32>, Expected> {
 /// `HH:MM:SS[.ffffff]` as microseconds since midnight; 24:00:00 is allowed.
 fn time_of_day(c: &mut Cursor<'_>) -> Option<i64> {
     let hour = c.fixed(2)?;
-    if !c.eat(b':') {
-        return None;
-    }
-    let minute = c.fixed(2)?;
-    if !c.eat(b':') {
-        return None;
-    }
-    let second = c.fixed(2)?;
-    let fraction = c.fraction()?;
+    let (minute, second, fraction) = minutes_seconds(c)?;
     // PostgreSQL rejects leap seconds in time values, so 60 never appears.
     if hour > 24
         || minute > 59
@@ -191,6 +195,20 @@ fn time_of_day(c: &mut Cursor<'_>) -> Option<i64> {
         return None;
     }
     Some(((hour * 60 + minute) * 60 + second) * MICROS_PER_SECOND + fraction)
+}
+
+/// `:MM:SS[.ffffff]`, the part of a time after its hours: minutes, seconds
+/// and microseconds, unchecked.
+fn minutes_seconds(c: &mut Cursor<'_>) -> Option<(i64, i64, i64)> {
+    if !c.eat(b':') {
+        return None;
+    }
+    let minutes = c.fixed(2)?;
+    if !c.eat(b':') {
+        return None;
+    }
+    let seconds = c.fixed(2)?;
+    Some((minutes, seconds, c.fraction()?))
 }
 
 /// `time`: microseconds since midnight.
@@ -242,10 +260,8 @@ fn parse_timestamp_with(
     with_offset: bool,
     form: Expected,
 ) -> Result<Option<i64>, Expected> {
-    match s {
-        b"infinity" => return Ok(Some(i64::MAX)),
-        b"-infinity" => return Ok(Some(i64::MIN)),
-        _ => {}
+    if let Some(future) = infinite(s) {
+        return Ok(Some(if future { i64::MAX } else { i64::MIN }));
     }
     let mut c = Cursor::new(s);
     let (year, month, day) = ymd(&mut c).ok_or(form)?;
@@ -258,11 +274,7 @@ fn parse_timestamp_with(
     } else {
         0
     };
-    let bc = match c.rest() {
-        b"" => false,
-        b" BC" => true,
-        _ => return Err(form),
-    };
+    let bc = era(&c).ok_or(form)?;
     let days = civil_days(year, month, day, bc).ok_or(form)?;
     Ok(to_micros(days, time, offset))
 }
@@ -355,15 +367,7 @@ pub(crate) fn parse_interval(s: &[u8]) -> Result<Option<IntervalParts>, Expected
 fn interval_time(s: &str) -> Option<i128> {
     let mut c = Cursor::new(s.as_bytes());
     let (hours, _) = c.digits()?;
-    if !c.eat(b':') {
-        return None;
-    }
-    let minutes = c.fixed(2)?;
-    if !c.eat(b':') {
-        return None;
-    }
-    let seconds = c.fixed(2)?;
-    let fraction = c.fraction()?;
+    let (minutes, seconds, fraction) = minutes_seconds(&mut c)?;
     if !c.at_end() || minutes > 59 || seconds > 59 {
         return None;
     }

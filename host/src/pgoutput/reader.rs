@@ -82,11 +82,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn count16(&mut self, what: &'static str) -> Result<usize, DecodeError> {
         let offset = self.pos;
         let n = self.i16(what)?;
-        usize::try_from(n).map_err(|_| DecodeError::NegativeCount {
-            what,
-            offset,
-            value: i64::from(n),
-        })
+        non_negative(what, offset, n.into())
     }
 
     /// A count or length sent as a signed 32-bit integer that can never be
@@ -94,11 +90,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn count32(&mut self, what: &'static str) -> Result<usize, DecodeError> {
         let offset = self.pos;
         let n = self.i32(what)?;
-        usize::try_from(n).map_err(|_| DecodeError::NegativeCount {
-            what,
-            offset,
-            value: i64::from(n),
-        })
+        non_negative(what, offset, n.into())
     }
 
     /// A NUL-terminated string, which pgoutput sends in the database
@@ -131,4 +123,13 @@ impl<'a> Reader<'a> {
             }),
         }
     }
+}
+
+/// `value`, read at `offset`, as a count: negative is malformed.
+fn non_negative(what: &'static str, offset: usize, value: i64) -> Result<usize, DecodeError> {
+    usize::try_from(value).map_err(|_| DecodeError::NegativeCount {
+        what,
+        offset,
+        value,
+    })
 }

@@ -38,13 +38,12 @@ pub enum RelationError {
         expected: usize,
         found: usize,
     },
-    #[error("column {column} ({type_name}) of {relation}: {source}")]
+    #[error("column {column} ({type_name}) of {relation}: {error}")]
     Value {
         relation: String,
         column: String,
         type_name: String,
-        #[source]
-        source: ValueError,
+        error: ValueError,
     },
 }
 
@@ -66,15 +65,22 @@ impl CachedRelation {
         format!("{}.{}", self.relation.schema, self.relation.name)
     }
 
+    /// A row of `found` columns fits this relation only with one value per
+    /// column.
+    fn check_width(&self, found: usize) -> Result<(), RelationError> {
+        if found == self.kinds.len() {
+            return Ok(());
+        }
+        Err(RelationError::ColumnCount {
+            relation: self.qualified_name(),
+            expected: self.kinds.len(),
+            found,
+        })
+    }
+
     /// Converts a tuple of this relation into one value per column.
     pub fn decode_tuple(&self, tuple: &TupleData<'_>) -> Result<Vec<Value>, RelationError> {
-        if tuple.len() != self.kinds.len() {
-            return Err(RelationError::ColumnCount {
-                relation: self.qualified_name(),
-                expected: self.kinds.len(),
-                found: tuple.len(),
-            });
-        }
+        self.check_width(tuple.len())?;
         let mut values = Vec::with_capacity(self.kinds.len());
         for (index, (data, kind)) in tuple.iter().zip(self.kinds.iter()).enumerate() {
             let value = match data {
@@ -85,15 +91,9 @@ impl CachedRelation {
             };
             values.push(value.map_err(|source| self.value_error(index, source))?);
         }
-        if values.len() != self.kinds.len() {
-            // Unreachable for a tuple that `decode` validated; kept so that a
-            // short iteration can never pass as a complete row.
-            return Err(RelationError::ColumnCount {
-                relation: self.qualified_name(),
-                expected: self.kinds.len(),
-                found: values.len(),
-            });
-        }
+        // Unreachable for a tuple that `decode` validated; kept so that a
+        // short iteration can never pass as a complete row.
+        self.check_width(values.len())?;
         Ok(values)
     }
 }
@@ -107,13 +107,7 @@ impl CachedRelation {
         &self,
         columns: impl ExactSizeIterator<Item = Option<&'a str>>,
     ) -> Result<Vec<Value>, RelationError> {
-        if columns.len() != self.kinds.len() {
-            return Err(RelationError::ColumnCount {
-                relation: self.qualified_name(),
-                expected: self.kinds.len(),
-                found: columns.len(),
-            });
-        }
+        self.check_width(columns.len())?;
         let mut values = Vec::with_capacity(self.kinds.len());
         for (index, (text, kind)) in columns.zip(self.kinds.iter()).enumerate() {
             let value = match text {
@@ -133,7 +127,7 @@ impl CachedRelation {
             relation: self.qualified_name(),
             column: column.name.clone(),
             type_name: column.type_name.clone(),
-            source,
+            error: source,
         }
     }
 }

@@ -14,6 +14,18 @@ pub(crate) enum Col<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Msg(pub(crate) Vec<u8>);
 
+/// Appenders of integers in network byte order, one per type, named after it.
+macro_rules! big_endian {
+    ($($t:ident),*) => {
+        $(
+            pub(crate) fn $t(mut self, v: $t) -> Self {
+                self.0.extend_from_slice(&v.to_be_bytes());
+                self
+            }
+        )*
+    };
+}
+
 impl Msg {
     pub(crate) fn new(tag: u8) -> Self {
         Msg(vec![tag])
@@ -22,26 +34,8 @@ impl Msg {
         self.0.push(v);
         self
     }
-    pub(crate) fn i16(mut self, v: i16) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    pub(crate) fn u32(mut self, v: u32) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    pub(crate) fn i32(mut self, v: i32) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    pub(crate) fn u64(mut self, v: u64) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    pub(crate) fn i64(mut self, v: i64) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
+    big_endian!(i16, u32, i32, u64, i64);
+
     pub(crate) fn str(mut self, s: &str) -> Self {
         self.0.extend_from_slice(s.as_bytes());
         self.0.push(0);

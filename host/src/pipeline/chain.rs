@@ -38,6 +38,7 @@ use crate::lsn::Lsn;
 use crate::metrics::{Metrics, PluginProbe};
 use crate::model::{Batch, Event, Message, Relation};
 use crate::plugin::{CallError, PluginError, Sink, Transform};
+use crate::publish::SubjectFilter;
 
 /// A message ready for publishing, with its identity.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,23 +126,13 @@ pub enum ChainError {
     },
 }
 
-impl ChainError {
-    /// Whether retrying the same batch may succeed (a deadline, say).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ChainError::Plugin(e) => e.is_transient(),
-            ChainError::ForbiddenSubject { .. } => false,
-        }
-    }
-}
-
 /// The transforms and sink of one pipeline, with its policy.
 #[derive(Debug)]
 pub struct Chain {
     pub transforms: Vec<Transform>,
     pub sink: Sink,
     policy: ErrorPolicy,
-    allowed: Vec<String>,
+    allowed: SubjectFilter,
     metrics: Option<Arc<Metrics>>,
     /// Per stage (transforms, then the sink), resolved on first use and
     /// again when the plugin at that stage changes name (after a reload).
@@ -149,12 +140,12 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// A chain that may publish to `allowed` subjects (NATS patterns).
+    /// A chain that may publish to the `allowed` subjects.
     pub fn new(
         transforms: Vec<Transform>,
         sink: Sink,
         policy: ErrorPolicy,
-        allowed: Vec<String>,
+        allowed: SubjectFilter,
     ) -> Self {
         Chain {
             transforms,
@@ -257,24 +248,18 @@ impl Chain {
             input,
             error: error.into(),
         })?;
-        if let Some(bad) = messages.iter().find(|m| !self.may_publish(&m.subject)) {
+        if let Some(bad) = messages.iter().find(|m| !self.allowed.allows(&m.subject)) {
             return Err(Failure {
                 stage: sink_stage,
                 input: Box::new(sink_input.unwrap_or(EMPTY)),
                 error: ChainError::ForbiddenSubject {
                     plugin: self.sink.name().to_owned(),
                     subject: bad.subject.clone(),
-                    allowed: self.allowed.join(", "),
+                    allowed: self.allowed.to_string(),
                 },
             });
         }
         Ok(Encoded { messages, sources })
-    }
-
-    fn may_publish(&self, subject: &str) -> bool {
-        self.allowed
-            .iter()
-            .any(|p| crate::config::subject_matches(p, subject))
     }
 
     /// Processes each event of `batch` (the input of the failing `stage`)

@@ -84,14 +84,6 @@ pub enum ReloadError {
     Task(String),
 }
 
-impl ReloadError {
-    /// Every reload failure waits for the next change: retrying the same
-    /// files cannot help.
-    pub fn is_transient(&self) -> bool {
-        false
-    }
-}
-
 /// Reload counters, for logs and metrics.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
@@ -143,7 +135,7 @@ pub struct ReloadSettings {
     pub manifest: Manifest,
     pub runtime: PluginRuntime,
     pub policy: ErrorPolicy,
-    pub allowed: Vec<String>,
+    pub allowed: crate::publish::SubjectFilter,
     /// Where reloads and their failures are counted, and what the new
     /// chain reports its plugin metrics to.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
@@ -176,7 +168,7 @@ pub fn load_watched(file: &Path) -> Result<(Manifest, Baseline), ManifestError> 
     let meta = std::fs::metadata(file).ok();
     let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
         file: file.to_owned(),
-        source,
+        error: source,
     })?;
     let manifest = Manifest::parse(&text, file, &|name| std::env::var(name).ok())?;
     let mut files = Files::default();
@@ -402,7 +394,7 @@ async fn watch(
                     m.reload_failed();
                 }
                 tracing::error!(
-                    error = %causes(&e),
+                    error = %crate::causes::line(&e),
                     reload_failures = stats.failures(),
                     "reload failed; the running plugin chain stays in place"
                 );
@@ -499,21 +491,6 @@ fn changed_sections(running: Option<&toml::Table>, new: &toml::Table) -> Vec<Str
         .filter(|k| running.get(*k) != new.get(*k))
         .map(|k| format!("[{k}]"))
         .collect()
-}
-
-/// An error and its causes on one line, each cause once.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -622,7 +599,7 @@ path = "json-sink.wasm"
                 manifest,
                 runtime,
                 policy: ErrorPolicy::Stop,
-                allowed: vec!["cdc.>".into()],
+                allowed: crate::publish::SubjectFilter::parse(["cdc.>"]).unwrap(),
                 metrics: None,
                 baseline,
             },

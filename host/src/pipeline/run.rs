@@ -36,13 +36,13 @@ use super::reload::Baseline;
 use super::source_loop::{LoopSettings, SourceLoop};
 use super::stages::{ChainSettings, Stages};
 use super::start::{self, Started};
-use crate::config::{Manifest, NatsAuth as AuthSetting, SnapshotMode, StorageKind};
+use crate::config::{Manifest, SnapshotMode};
 use crate::lsn::Lsn;
 use crate::metrics;
-use crate::plugin::{EngineConfig, PluginError, PluginRuntime, RuntimeConfig};
+use crate::plugin::PluginError;
 use crate::position::startup;
 use crate::position::{Confirmer, ConfirmerSettings, StoreError};
-use crate::publish::{self, NatsOptions, Publisher, PublisherConfig};
+use crate::publish::{self, Publisher, PublisherConfig};
 use crate::replication::setup;
 use crate::snapshot::{Backfills, SnapshotError};
 use crate::source::{self, StartPosition};
@@ -97,74 +97,6 @@ impl From<source::SourceError> for RunError {
         // Boxed: the source's errors are large, and rare.
         RunError::Source(Box::new(e))
     }
-}
-
-/// NATS connection options from the manifest.
-pub fn nats_options(m: &Manifest) -> NatsOptions {
-    let n = &m.nats;
-    let mut o = NatsOptions::new(n.urls.iter().map(|u| u.expose().to_owned()));
-    o.auth = match &n.auth {
-        AuthSetting::None => publish::NatsAuth::None,
-        AuthSetting::UserPassword { user, password } => publish::NatsAuth::UserPassword {
-            user: user.clone(),
-            password: publish::Secret::new(password.expose()),
-        },
-        AuthSetting::Token(t) => publish::NatsAuth::Token(publish::Secret::new(t.expose())),
-        AuthSetting::NKey { seed } => publish::NatsAuth::NKey(publish::Secret::new(seed.expose())),
-        AuthSetting::Credentials(p) => publish::NatsAuth::CredentialsFile(p.clone()),
-    };
-    if let Some(tls) = &n.tls {
-        o.tls = publish::TlsOptions {
-            required: tls.required,
-            ca_file: tls.ca.clone(),
-            client_cert: tls.cert.clone(),
-            client_key: tls.key.clone(),
-        };
-    }
-    o
-}
-
-/// The stream the manifest describes.
-pub fn stream_spec(m: &Manifest) -> Result<publish::StreamSpec, publish::SubjectError> {
-    Ok(publish::StreamSpec {
-        name: m.nats.stream.as_str().to_owned(),
-        subjects: m
-            .nats
-            .subjects
-            .iter()
-            .map(|s| publish::SubjectPattern::new(s.clone()))
-            .collect::<Result<_, _>>()?,
-        storage: match m.nats.storage {
-            StorageKind::File => publish::Storage::File,
-            StorageKind::Memory => publish::Storage::Memory,
-        },
-        replicas: m.nats.replicas,
-        duplicate_window: m.nats.duplicate_window,
-    })
-}
-
-/// The plugin runtime sized for the manifest's limits.
-pub fn plugin_runtime(m: &Manifest) -> Result<PluginRuntime, PluginError> {
-    let max_memory = m
-        .transforms
-        .iter()
-        .chain([&m.sink])
-        .map(|p| p.limits.memory)
-        .max()
-        .unwrap_or(64 << 20);
-    let fuel = m
-        .transforms
-        .iter()
-        .chain([&m.sink])
-        .any(|p| p.limits.fuel.is_some());
-    PluginRuntime::new(RuntimeConfig {
-        engine: EngineConfig {
-            max_memory,
-            fuel,
-            ..EngineConfig::default()
-        },
-        ..RuntimeConfig::default()
-    })
 }
 
 /// Runs the pipeline until `shutdown` is cancelled (then drains and exits
@@ -280,7 +212,7 @@ fn publisher_config(m: &Manifest) -> PublisherConfig {
     PublisherConfig {
         max_in_flight: m.nats.max_in_flight,
         max_in_flight_bytes: usize::try_from(m.nats.max_in_flight_bytes).unwrap_or(usize::MAX),
-        stream: Some(m.nats.stream.as_str().to_owned()),
+        stream: Some(m.nats.stream.name.clone()),
         ..PublisherConfig::default()
     }
 }

@@ -91,7 +91,7 @@ pub(super) struct Plugins {
 pub(super) struct ChainSettings {
     pub(super) pipeline: String,
     pub(super) policy: crate::config::ErrorPolicy,
-    pub(super) allowed: Vec<String>,
+    pub(super) allowed: crate::publish::SubjectFilter,
     pub(super) metrics: Arc<Metrics>,
 }
 

@@ -22,7 +22,6 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::RunError;
 use super::reload::{Baseline, ReloadSettings, Reloader};
-use super::run::{nats_options, plugin_runtime, stream_spec};
 use super::stages::Plugins;
 use crate::config::{Manifest, SnapshotMode};
 use crate::metrics::{self, Metrics};
@@ -103,16 +102,16 @@ pub(super) async fn start(
 async fn open_nats(
     m: &Manifest,
 ) -> Result<(async_nats::Client, SubjectFilter, Box<dyn OffsetStore>), RunError> {
-    let client = publish::connect(&nats_options(m)).await?;
+    let client = publish::connect(&m.nats.connection).await?;
     let js = async_nats::jetstream::new(client.clone());
-    let filter = SubjectFilter::parse(&m.nats.subjects)?;
+    let filter = m.nats.subjects.clone();
     if m.nats.create_stream {
-        let report = publish::ensure_stream(&js, &stream_spec(m)?, &filter).await?;
-        tracing::info!(stream = %m.nats.stream, created = report.created, "JetStream stream ready");
+        let report = publish::ensure_stream(&js, &m.nats.stream, &filter).await?;
+        tracing::info!(stream = %m.nats.stream.name, created = report.created, "JetStream stream ready");
     } else {
-        publish::verify_stream(&js, m.nats.stream.as_str(), &filter).await?;
+        publish::verify_stream(&js, &m.nats.stream.name, &filter).await?;
     }
-    let store = store::open(&m.position.store, &m.pipeline, Some(&js), m.nats.replicas).await?;
+    let store = store::for_manifest(m, Some(&js)).await?;
     Ok((client, filter, store))
 }
 
@@ -124,7 +123,7 @@ async fn load_plugins(
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> Result<(Plugins, Reloader), RunError> {
-    let runtime = plugin_runtime(m)?;
+    let runtime = m.plugin_runtime()?;
     metrics.watch_plugin_counters(runtime.counters().clone());
     let mut transforms = Vec::new();
     for spec in &m.transforms {

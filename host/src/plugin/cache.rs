@@ -67,8 +67,17 @@ pub(super) struct ComponentCache {
 }
 
 impl ComponentCache {
-    /// A cache for `engine`, persisting under `dir` when there is one.
+    /// A cache for `engine`, persisting under `dir` when there is one and
+    /// it is private to this user (see [`private_dir`]); otherwise compiled
+    /// components are kept in memory only, with a warning.
     pub(super) fn new(engine: Engine, dir: Option<PathBuf>) -> Self {
+        let dir = dir.filter(|dir| match private_dir(dir) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::warn!(dir = %dir.display(), %reason, "not using the component cache folder: compiled components are kept in memory only");
+                false
+            }
+        });
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = hex(&hasher.0.finalize())[..16].to_owned();
@@ -167,11 +176,17 @@ impl ComponentCache {
             return Err("checksum mismatch (truncated or corrupt)".into());
         }
         // SAFETY: `Component::deserialize` trusts its input to be an artifact
-        // that wasmtime produced. This one was: the checksum above proves the
-        // bytes are exactly those `write_entry` wrote with
-        // `Component::serialize`, into a folder this process created for
-        // itself (mode 0700), and wasmtime still checks that the artifact's
-        // version and engine settings match before using it.
+        // that wasmtime produced. This one was, as far as file ownership and
+        // permissions can show: the folder passed `private_dir`
+        // when the cache was made (a real folder, owned by this process's
+        // user, writable by no one else), so only this user can have put a
+        // file there; the header's checksum proves the bytes are exactly
+        // those written after it, which `write_entry` takes from
+        // `Component::serialize`; and wasmtime still checks that the
+        // artifact's version and engine settings match before using it. What
+        // it relies on beyond that: no other process of this user (or root)
+        // writes forged entries there, and no one swaps the folder or one of
+        // its parents for another after the check.
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(&self.engine, artifact) };
         component.map_err(|e| format!("{e}"))
@@ -228,6 +243,39 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// Creates `dir` (mode 0700) when it does not exist, then checks that it may
+/// be trusted with compiled code: a folder, not a link to one, owned by this
+/// process's user, and not writable by its group or others. An entry is
+/// loaded as native code, so a folder someone else can write to would let
+/// them run code as this user.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    create_private_dir(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    let meta = fs::symlink_metadata(dir).map_err(|e| format!("cannot inspect it: {e}"))?;
+    if !meta.is_dir() {
+        return Err("it is not a folder (a symbolic link, or a file)".into());
+    }
+    // A file this process creates is owned by the user it runs as.
+    let me = tempfile::tempfile()
+        .and_then(|f| f.metadata())
+        .map_err(|e| format!("cannot tell which user this process runs as: {e}"))?
+        .uid();
+    if meta.uid() != me {
+        return Err(format!(
+            "it is owned by user id {}, not by this process's user ({me})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "its group or other users may write to it (mode {:o}); run `chmod go-w` on it",
+            mode & 0o777
+        ));
+    }
+    Ok(())
+}
+
 /// The default cache folder: `$XDG_CACHE_HOME/sluice`, else
 /// `$HOME/.cache/sluice`; `None` when neither variable is set.
 pub fn default_cache_dir() -> Option<PathBuf> {
@@ -276,5 +324,31 @@ mod tests {
             Err(PluginError::CoreModule { .. })
         ));
         assert!(check_header(p, b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn only_a_private_folder_is_trusted() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = tempfile::tempdir().unwrap();
+        let fresh = base.path().join("new/cache");
+        private_dir(&fresh).unwrap();
+        let mode = fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        let shared = base.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = private_dir(&shared).unwrap_err();
+        assert!(err.contains("may write to it (mode 777)"), "{err}");
+
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        assert!(private_dir(&link).unwrap_err().contains("not a folder"));
+
+        // The cache then keeps components in memory only.
+        let cache = ComponentCache::new(Engine::default(), Some(shared));
+        assert!(cache.dir.is_none());
+        let cache = ComponentCache::new(Engine::default(), Some(fresh.clone()));
+        assert_eq!(cache.dir, Some(fresh));
     }
 }

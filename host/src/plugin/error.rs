@@ -1,12 +1,10 @@
 //! The one error type of the plugin runtime.
 //!
 //! Every variant names the plugin (or the file) at fault, so that a user who
-//! runs a chain of five plugins knows which one to look at. Each error also
-//! knows whether retrying the same call could succeed ([`PluginError::is_transient`]):
-//! plugins are pure functions of their input, so almost everything a plugin
-//! does wrong is *definite* — the same batch fails the same way again — and
-//! only failures that depend on the machine (a deadline under load, a full
-//! instance pool, an unreadable file) are transient.
+//! runs a chain of five plugins knows which one to look at. Plugins are pure
+//! functions of their input, so almost everything a plugin does wrong is
+//! *definite*: the same batch fails the same way again, which is why the
+//! error policy (`[errors]`) handles a failing batch instead of retrying it.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -103,11 +101,10 @@ pub enum PluginError {
     },
     #[error("plugin \"{plugin}\" failed: {message}")]
     Failed { plugin: String, message: String },
-    #[error("plugin \"{plugin}\" returned invalid output: {source}")]
+    #[error("plugin \"{plugin}\" returned invalid output: {error}")]
     InvalidOutput {
         plugin: String,
-        #[source]
-        source: InvalidOutput,
+        error: InvalidOutput,
     },
     #[error(
         "plugin \"{plugin}\" asks for a fuel limit, but fuel metering is disabled for this host"
@@ -132,38 +129,6 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    /// Whether the same call could succeed if retried: true only for failures
-    /// that depend on the machine rather than on the plugin and its input.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            // The file may be replaced or become readable; the pool frees up
-            // as other instances are dropped; a deadline depends on load.
-            PluginError::Read { .. }
-            | PluginError::Instantiate { .. }
-            | PluginError::Deadline { .. }
-            | PluginError::Join { .. } => true,
-            PluginError::NotWasm { .. }
-            | PluginError::CoreModule { .. }
-            | PluginError::Compile { .. }
-            | PluginError::WrongWorld { .. }
-            | PluginError::UnknownWorld { .. }
-            | PluginError::Mismatch { .. }
-            | PluginError::NotGranted { .. }
-            | PluginError::UnknownImports { .. }
-            | PluginError::BadConfig { .. }
-            | PluginError::InitFailed { .. }
-            | PluginError::Trapped { .. }
-            | PluginError::MemoryLimit { .. }
-            | PluginError::OutOfFuel { .. }
-            | PluginError::BadInput { .. }
-            | PluginError::Failed { .. }
-            | PluginError::InvalidOutput { .. }
-            | PluginError::FuelDisabled { .. }
-            | PluginError::MemoryLimitTooHigh { .. }
-            | PluginError::Engine { .. } => false,
-        }
-    }
-
     /// For a `bad-input` error, the index of the failing event in the batch
     /// the plugin was given, when the plugin said which one it was.
     pub fn event_index(&self) -> Option<u32> {
@@ -272,6 +237,5 @@ mod tests {
             e.to_string(),
             "plugin \"slow\" exceeded its 100 ms deadline"
         );
-        assert!(e.is_transient());
     }
 }

@@ -29,7 +29,7 @@ use super::bindings::{self, wit};
 use super::engine::Ticker;
 use super::host_api::{Counters, HostState};
 use super::limits::{Limits, MemoryCap};
-use super::validate::{self, TransactionId};
+use super::validate::{self, InvalidOutput, TransactionId};
 use super::wasi::{Refused, WasiGrants};
 use super::{CallError, PluginError};
 use crate::model::{Batch, Message};
@@ -47,45 +47,36 @@ pub(super) trait WorldBindings: Sized + Send + 'static {
     ) -> wasmtime::Result<Result<(), wit::PluginError>>;
 }
 
-impl WorldBindings for bindings::Transform {
-    type Pre = bindings::TransformPre<HostState>;
+/// The two worlds' generated bindings differ only in their names.
+macro_rules! world_bindings {
+    ($world:ty, $pre:ident) => {
+        impl WorldBindings for $world {
+            type Pre = bindings::$pre<HostState>;
 
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        bindings::TransformPre::new(pre)
-    }
+            fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+                bindings::$pre::new(pre)
+            }
 
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
-    }
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut Store<HostState>,
+            ) -> wasmtime::Result<Self> {
+                pre.instantiate(store)
+            }
 
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), wit::PluginError>> {
-        self.call_init(store, config)
-    }
+            fn init(
+                &self,
+                store: &mut Store<HostState>,
+                config: &str,
+            ) -> wasmtime::Result<Result<(), wit::PluginError>> {
+                self.call_init(store, config)
+            }
+        }
+    };
 }
 
-impl WorldBindings for bindings::Sink {
-    type Pre = bindings::SinkPre<HostState>;
-
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        bindings::SinkPre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
-    }
-
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), wit::PluginError>> {
-        self.call_init(store, config)
-    }
-}
+world_bindings!(bindings::Transform, TransformPre);
+world_bindings!(bindings::Sink, SinkPre);
 
 /// A compiled, type-checked plugin with its configuration and limits: the
 /// factory of its instances.
@@ -166,32 +157,29 @@ impl<B: WorldBindings> Prepared<B> {
         self.arm(&mut store);
         match bindings.init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
-            Ok(Err(e)) => Err(self.init_error(e)),
+            Ok(Err(e)) => Err(self.guest_error(e, true)),
             Err(e) => Err(self.classify(&store, e)),
         }
     }
 
-    fn init_error(&self, e: wit::PluginError) -> PluginError {
+    /// The error a plugin returned; from `init` (`in_init`), anything but a
+    /// bad configuration is a failed initialisation.
+    fn guest_error(&self, e: wit::PluginError, in_init: bool) -> PluginError {
         let plugin = self.plugin.to_string();
         match e {
             wit::PluginError::BadConfig(message) => PluginError::BadConfig { plugin, message },
-            wit::PluginError::BadInput(bad) => PluginError::InitFailed {
-                plugin,
-                message: bad.message,
-            },
-            wit::PluginError::Other(message) => PluginError::InitFailed { plugin, message },
-        }
-    }
-
-    fn call_error(&self, e: wit::PluginError) -> PluginError {
-        let plugin = self.plugin.to_string();
-        match e {
-            wit::PluginError::BadConfig(message) => PluginError::BadConfig { plugin, message },
-            wit::PluginError::BadInput(bad) => PluginError::BadInput {
+            wit::PluginError::BadInput(bad) if !in_init => PluginError::BadInput {
                 plugin,
                 event_index: bad.event_index,
                 message: bad.message,
             },
+            wit::PluginError::BadInput(bad) => PluginError::InitFailed {
+                plugin,
+                message: bad.message,
+            },
+            wit::PluginError::Other(message) if in_init => {
+                PluginError::InitFailed { plugin, message }
+            }
             wit::PluginError::Other(message) => PluginError::Failed { plugin, message },
         }
     }
@@ -270,6 +258,35 @@ impl<B: WorldBindings> Slot<B> {
         })
     }
 
+    /// Calls the guest with `batch` through `call` and checks its output
+    /// with `check`. The guest only borrows the input: on failure it goes
+    /// back to the caller (a move, not a copy) for the error policy to
+    /// split or dead-letter.
+    fn call_checked<R, T>(
+        &mut self,
+        batch: Batch,
+        call: impl FnOnce(
+            &B,
+            &mut Store<HostState>,
+            &wit::Batch,
+        ) -> wasmtime::Result<Result<R, wit::PluginError>>,
+        check: impl FnOnce(R) -> Result<T, InvalidOutput>,
+    ) -> Result<T, CallError> {
+        let input = wit::Batch::from(batch);
+        let error = match self.call(|b, store| call(b, store, &input)).map(check) {
+            Ok(Ok(output)) => return Ok(output),
+            Ok(Err(invalid)) => PluginError::InvalidOutput {
+                plugin: self.prepared.plugin.to_string(),
+                error: invalid,
+            },
+            Err(error) => error,
+        };
+        Err(CallError {
+            error,
+            input: Box::new(input.into()),
+        })
+    }
+
     /// Calls the guest through `f` on the live instance, starting one first
     /// if the last was dropped.
     fn call<R>(
@@ -287,7 +304,7 @@ impl<B: WorldBindings> Slot<B> {
         self.prepared.arm(&mut live.store);
         match f(&live.bindings, &mut live.store) {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.prepared.call_error(e)),
+            Ok(Err(e)) => Err(self.prepared.guest_error(e, false)),
             Err(e) => {
                 let error = self.prepared.classify(&live.store, e);
                 tracing::warn!(plugin = &*self.prepared.plugin, %error, "dropping the plugin instance; the next call starts a fresh one");
@@ -306,33 +323,58 @@ pub struct TransformPlugin(pub(super) Prepared<bindings::Transform>);
 #[derive(Clone)]
 pub struct SinkPlugin(pub(super) Prepared<bindings::Sink>);
 
-impl TransformPlugin {
-    /// The plugin's name, as errors and logs call it.
-    pub fn name(&self) -> &str {
-        &self.0.plugin
-    }
+/// What a compiled plugin (`$plugin`) and its live handle (`$live`) offer
+/// whatever their world: names, instantiation, the instance count.
+macro_rules! plugin_handles {
+    ($plugin:ident, $live:ident) => {
+        impl $plugin {
+            /// The plugin's name, as errors and logs call it.
+            pub fn name(&self) -> &str {
+                &self.0.plugin
+            }
 
-    /// A new instance, initialised with the plugin's configuration.
-    pub fn instantiate(&self) -> Result<Transform, PluginError> {
-        Ok(Transform {
-            slot: Slot::new(self.0.clone())?,
-        })
-    }
+            /// A new instance, initialised with the plugin's configuration.
+            pub fn instantiate(&self) -> Result<$live, PluginError> {
+                Ok($live {
+                    slot: Slot::new(self.0.clone())?,
+                })
+            }
+        }
+
+        impl std::fmt::Debug for $plugin {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($plugin))
+                    .field("name", &self.name())
+                    .field("limits", &self.0.limits)
+                    .finish()
+            }
+        }
+
+        impl std::fmt::Debug for $live {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($live))
+                    .field("name", &self.name())
+                    .field("live", &self.slot.live.is_some())
+                    .finish()
+            }
+        }
+
+        impl $live {
+            /// The plugin's name.
+            pub fn name(&self) -> &str {
+                &self.slot.prepared.plugin
+            }
+
+            /// How many instances this handle has started (1 + replacements).
+            pub fn instances_started(&self) -> u64 {
+                self.slot.started
+            }
+        }
+    };
 }
 
-impl SinkPlugin {
-    /// The plugin's name, as errors and logs call it.
-    pub fn name(&self) -> &str {
-        &self.0.plugin
-    }
-
-    /// A new instance, initialised with the plugin's configuration.
-    pub fn instantiate(&self) -> Result<Sink, PluginError> {
-        Ok(Sink {
-            slot: Slot::new(self.0.clone())?,
-        })
-    }
-}
+plugin_handles!(TransformPlugin, Transform);
+plugin_handles!(SinkPlugin, Sink);
 
 /// A live transform: call [`Transform::transform`] with each batch, in order.
 pub struct Transform {
@@ -340,39 +382,17 @@ pub struct Transform {
 }
 
 impl Transform {
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.slot.prepared.plugin
-    }
-
-    /// How many instances this handle has started (1 + replacements).
-    pub fn instances_started(&self) -> u64 {
-        self.slot.started
-    }
-
     /// Passes one batch through the plugin and checks what comes back.
     pub fn transform(&mut self, batch: Batch) -> Result<Batch, CallError> {
         let id = TransactionId::of(&batch);
-        let input = wit::Batch::from(batch);
-        let output = self.slot.call(|b, store| b.call_transform(store, &input));
-        // The guest only borrowed `input`: on failure it goes back to the
-        // caller (a move, not a copy) for the error policy to split or
-        // dead-letter.
-        let fail = |error, input: wit::Batch| {
-            Err(CallError {
-                error,
-                input: Box::new(input.into()),
-            })
-        };
-        let output: Batch = match output {
-            Ok(output) => output.into(),
-            Err(error) => return fail(error, input),
-        };
-        if let Err(source) = validate::check(id, &output) {
-            let plugin = self.slot.prepared.plugin.to_string();
-            return fail(PluginError::InvalidOutput { plugin, source }, input);
-        }
-        Ok(output)
+        self.slot.call_checked(
+            batch,
+            |b, store, input| b.call_transform(store, input),
+            |output| {
+                let output = Batch::from(output);
+                validate::check(id, &output).map(|()| output)
+            },
+        )
     }
 }
 
@@ -382,70 +402,16 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.slot.prepared.plugin
-    }
-
-    /// How many instances this handle has started (1 + replacements).
-    pub fn instances_started(&self) -> u64 {
-        self.slot.started
-    }
-
     /// Turns one batch into the messages to publish, in order.
     pub fn encode(&mut self, batch: Batch) -> Result<Vec<Message>, CallError> {
         let count = batch.events.len();
-        let input = wit::Batch::from(batch);
-        let fail = |error, input: wit::Batch| {
-            Err(CallError {
-                error,
-                input: Box::new(input.into()),
-            })
-        };
-        let messages: Vec<Message> = match self.slot.call(|b, store| b.call_encode(store, &input)) {
-            Ok(messages) => messages.into_iter().map(Message::from).collect(),
-            Err(error) => return fail(error, input),
-        };
-        if let Err(source) = validate::check_messages(count, &messages) {
-            let plugin = self.slot.prepared.plugin.to_string();
-            return fail(PluginError::InvalidOutput { plugin, source }, input);
-        }
-        Ok(messages)
-    }
-}
-
-impl std::fmt::Debug for TransformPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransformPlugin")
-            .field("name", &self.name())
-            .field("limits", &self.0.limits)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for SinkPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SinkPlugin")
-            .field("name", &self.name())
-            .field("limits", &self.0.limits)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for Transform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transform")
-            .field("name", &self.name())
-            .field("live", &self.slot.live.is_some())
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for Sink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sink")
-            .field("name", &self.name())
-            .field("live", &self.slot.live.is_some())
-            .finish()
+        self.slot.call_checked(
+            batch,
+            |b, store, input| b.call_encode(store, input),
+            |output| {
+                let messages: Vec<Message> = output.into_iter().map(Message::from).collect();
+                validate::check_messages(count, &messages).map(|()| messages)
+            },
+        )
     }
 }

@@ -75,6 +75,30 @@ impl Default for RuntimeConfig {
     }
 }
 
+impl RuntimeConfig {
+    /// The runtime for a pipeline's plugins: an engine whose memory ceiling
+    /// is the largest any of them may use, metering fuel when any of them
+    /// has a fuel limit, and the default cache folder.
+    pub fn for_plugins<'a>(specs: impl IntoIterator<Item = &'a PluginSpec>) -> Self {
+        let mut engine = EngineConfig {
+            max_memory: 0,
+            fuel: false,
+            ..EngineConfig::default()
+        };
+        for spec in specs {
+            engine.max_memory = engine.max_memory.max(spec.limits.memory);
+            engine.fuel |= spec.limits.fuel.is_some();
+        }
+        if engine.max_memory == 0 {
+            engine.max_memory = 64 << 20;
+        }
+        RuntimeConfig {
+            engine,
+            ..RuntimeConfig::default()
+        }
+    }
+}
+
 /// One plugin as the manifest describes it.
 #[derive(Clone, Debug)]
 pub struct PluginSpec {

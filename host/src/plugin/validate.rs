@@ -175,29 +175,13 @@ pub(super) fn check(input: TransactionId, output: &Batch) -> Result<(), InvalidO
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Column, Relation, ReplicaIdentity, RowChange, Truncate, Value};
+    use crate::model::{RowChange, Truncate, Value};
 
     fn batch(events: Vec<Event>) -> Batch {
         Batch {
             xid: 1,
             commit_lsn: Lsn(100),
-            commit_time: 5,
-            first: true,
-            last: true,
-            relations: vec![Relation {
-                oid: 1,
-                schema: "public".into(),
-                name: "t".into(),
-                replica_identity: ReplicaIdentity::Default,
-                columns: vec![Column {
-                    name: "id".into(),
-                    type_oid: 23,
-                    type_name: "int4".into(),
-                    type_modifier: -1,
-                    is_key: true,
-                }],
-            }],
-            events,
+            ..Batch::on_table_t(&["id"], events)
         }
     }
 

@@ -41,7 +41,7 @@ const OLDEST_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
     #[error("not an offset record: {0}")]
-    Malformed(#[source] serde_json::Error),
+    Malformed(serde_json::Error),
     #[error(
         "offset record format version {found} is not supported by this sluice (it reads versions {OLDEST_VERSION} to {VERSION}); it was written by a newer sluice"
     )]
@@ -84,6 +84,12 @@ pub struct OffsetRecord {
 }
 
 impl OffsetRecord {
+    /// For tests: slot `orders` at `lsn` on server 42, timeline 1.
+    #[cfg(test)]
+    pub(crate) fn test_at(lsn: u64) -> Self {
+        OffsetRecord::new(SlotName::new("orders").unwrap(), Lsn(lsn), 42, 1)
+    }
+
     /// A record for position `commit_end_lsn` of `slot` on the server
     /// `system_id`/`timeline`, with no transaction details, written now.
     pub fn new(slot: SlotName, commit_end_lsn: Lsn, system_id: u64, timeline: u32) -> Self {

@@ -1,9 +1,10 @@
 //! Connecting to NATS: servers, authentication, TLS.
 //!
-//! [`NatsOptions`] is what the manifest's `[nats]` table resolves to, secrets already
-//! read from the environment. Secrets live in [`Secret`], whose `Debug` and `Display`
-//! print `***`, and server URLs are shown without their user-info part, so neither a
-//! log line nor an error message can carry a password, token or seed.
+//! [`NatsOptions`] is what the manifest's `[nats]` table parses into (see
+//! `config`), secrets already read from the environment. Secrets, server URLs
+//! included, live in [`Secret`], whose `Debug` and `Display` print `***`, and server
+//! URLs are shown without their user-info part, so neither a log line nor an error
+//! message can carry a password, token or seed.
 //!
 //! The client reconnects on its own for as long as the process lives; the publisher
 //! retries what a disconnect left unacknowledged (see `publisher`). Connection events
@@ -15,36 +16,11 @@ use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, Event};
 
+use crate::secret::Secret;
+
 /// The name the client announces to the server, visible in `nats server report
 /// connections` and the monitoring endpoints.
 pub const CONNECTION_NAME: &str = "sluice";
-
-/// A password, token or seed: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for handing to the client.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// How the client authenticates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,8 +56,9 @@ pub struct TlsOptions {
 /// Everything needed to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NatsOptions {
-    /// One or more server URLs (`nats://host:4222`, `tls://host:4222`).
-    pub servers: Vec<String>,
+    /// One or more server URLs (`nats://host:4222`, `tls://host:4222`), secret since
+    /// one may carry a password.
+    pub servers: Vec<Secret>,
     pub auth: NatsAuth,
     pub tls: TlsOptions,
     /// How long one connection attempt may take.
@@ -92,7 +69,7 @@ impl NatsOptions {
     /// Options for `servers` with no authentication and no TLS requirement.
     pub fn new<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> Self {
         NatsOptions {
-            servers: servers.into_iter().map(Into::into).collect(),
+            servers: servers.into_iter().map(Secret::new).collect(),
             auth: NatsAuth::None,
             tls: TlsOptions::default(),
             connect_timeout: Duration::from_secs(5),
@@ -103,7 +80,7 @@ impl NatsOptions {
     pub fn display_servers(&self) -> String {
         self.servers
             .iter()
-            .map(|s| redact_url(s))
+            .map(|s| redact_url(s.expose()))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -158,19 +135,6 @@ pub enum ConnectError {
     },
 }
 
-impl ConnectError {
-    /// Whether trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Connect {
-                failure: ConnectFailure::TimedOut | ConnectFailure::Unreachable,
-                ..
-            }
-        )
-    }
-}
-
 /// Connects with `options`.
 pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, ConnectError> {
     if options.servers.is_empty() {
@@ -217,28 +181,26 @@ pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Connec
     }
     let servers = options.display_servers();
     tracing::debug!(servers = %servers, "connecting to NATS");
-    connect
-        .connect(options.servers.as_slice())
-        .await
-        .map_err(|source| {
-            let failure = match source.kind() {
-                ConnectErrorKind::AuthorizationViolation => ConnectFailure::Authorization,
-                ConnectErrorKind::Authentication => ConnectFailure::Credentials,
-                ConnectErrorKind::Tls => ConnectFailure::Tls,
-                // A rejected certificate surfaces as an I/O error from the handshake.
-                ConnectErrorKind::Io if caused_by_tls(&source) => ConnectFailure::Tls,
-                ConnectErrorKind::TimedOut => ConnectFailure::TimedOut,
-                ConnectErrorKind::ServerParse
-                | ConnectErrorKind::Dns
-                | ConnectErrorKind::Io
-                | ConnectErrorKind::MaxReconnects => ConnectFailure::Unreachable,
-            };
-            ConnectError::Connect {
-                servers,
-                failure,
-                source,
-            }
-        })
+    let urls: Vec<&str> = options.servers.iter().map(Secret::expose).collect();
+    connect.connect(urls.as_slice()).await.map_err(|source| {
+        let failure = match source.kind() {
+            ConnectErrorKind::AuthorizationViolation => ConnectFailure::Authorization,
+            ConnectErrorKind::Authentication => ConnectFailure::Credentials,
+            ConnectErrorKind::Tls => ConnectFailure::Tls,
+            // A rejected certificate surfaces as an I/O error from the handshake.
+            ConnectErrorKind::Io if caused_by_tls(&source) => ConnectFailure::Tls,
+            ConnectErrorKind::TimedOut => ConnectFailure::TimedOut,
+            ConnectErrorKind::ServerParse
+            | ConnectErrorKind::Dns
+            | ConnectErrorKind::Io
+            | ConnectErrorKind::MaxReconnects => ConnectFailure::Unreachable,
+        };
+        ConnectError::Connect {
+            servers,
+            failure,
+            source,
+        }
+    })
 }
 
 /// Whether a rustls error is somewhere in `error`'s chain.
@@ -297,7 +259,8 @@ mod tests {
             password: Secret::new("hunter2"),
         };
         assert!(!format!("{auth:?}").contains("hunter2"));
-        assert_eq!(Secret::new("x").to_string(), "***");
+        let opts = NatsOptions::new(["nats://u:hunter2@h"]);
+        assert!(!format!("{opts:?}").contains("hunter2"));
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub mod publisher;
 pub mod stream;
 pub mod subject;
 
-pub use connect::{ConnectError, NatsAuth, NatsOptions, Secret, TlsOptions, connect};
+pub use crate::secret::Secret;
+pub use connect::{ConnectError, NatsAuth, NatsOptions, TlsOptions, connect};
 pub use msg_id::{MsgId, msg_id, read_msg_id};
 pub use outgoing::{HostMeta, MessageError, Outgoing};
 pub use publisher::{

@@ -20,8 +20,9 @@ use async_nats::jetstream::{Context, ErrorCode};
 
 use super::subject::{SubjectFilter, SubjectPattern};
 
-/// Where a stream keeps its messages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Where a stream keeps its messages (`nats.storage` in the manifest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Storage {
     #[default]
     File,
@@ -135,24 +136,6 @@ pub enum StreamError {
         #[source]
         source: async_nats::jetstream::context::GetStreamError,
     },
-}
-
-impl StreamError {
-    /// Whether trying again later may succeed (JetStream was unreachable).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StreamError::Create { source, .. } => {
-                matches!(
-                    source.kind(),
-                    CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable
-                )
-            }
-            StreamError::Lookup { source, .. } => {
-                matches!(source.kind(), GetStreamErrorKind::Request)
-            }
-            _ => false,
-        }
-    }
 }
 
 /// Verifies that the stream `name` exists and captures every pattern in `allowed`.

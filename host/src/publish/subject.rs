@@ -44,41 +44,58 @@ pub enum SubjectError {
     NotAllowed { subject: String, allowed: String },
 }
 
+/// A validated subject type: `new` checks the text (with or without
+/// wildcards) and names the problem with `$error`; the text as `&str` and as
+/// `Display`; parsing through `new`.
+macro_rules! text_type {
+    ($name:ident, $doc:literal, wildcards: $wildcards:expr, $error:expr) => {
+        impl $name {
+            #[doc = $doc]
+            pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
+                let text = text.into();
+                let error: fn(String, &'static str) -> SubjectError = $error;
+                check_tokens(&text, $wildcards).map_err(|reason| error(quote(&text), reason))?;
+                Ok($name(text))
+            }
+
+            /// The validated text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = SubjectError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = SubjectError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                $name::new(s)
+            }
+        }
+    };
+}
+
 /// A validated concrete subject.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Subject(String);
 
-impl Subject {
-    /// Validates `text` as a concrete subject.
-    pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
-        let text = text.into();
-        match check_tokens(&text, false) {
-            Ok(()) => Ok(Subject(text)),
-            Err(reason) => Err(SubjectError::InvalidSubject {
-                subject: quote(&text),
-                reason,
-            }),
-        }
-    }
-
-    /// The subject's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Subject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for Subject {
-    type Err = SubjectError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Subject::new(s)
-    }
-}
+text_type!(
+    Subject,
+    "Validates `text` as a concrete subject.",
+    wildcards: false,
+    |subject, reason| SubjectError::InvalidSubject { subject, reason }
+);
 
 /// A validated subject pattern, which may contain the wildcards `*` and `>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -86,51 +103,37 @@ impl FromStr for Subject {
 pub struct SubjectPattern(String);
 
 impl SubjectPattern {
-    /// Validates `text` as a subject pattern.
-    pub fn new(text: impl Into<String>) -> Result<Self, SubjectError> {
-        let text = text.into();
-        match check_tokens(&text, true) {
-            Ok(()) => Ok(SubjectPattern(text)),
-            Err(reason) => Err(SubjectError::InvalidPattern {
-                pattern: quote(&text),
-                reason,
-            }),
-        }
-    }
-
-    /// The pattern's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// Whether the concrete `subject` matches this pattern.
     pub fn matches(&self, subject: &Subject) -> bool {
-        let mut pattern = self.0.split('.');
-        let mut tokens = subject.0.split('.');
-        loop {
-            match (pattern.next(), tokens.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(p), Some(t)) if p == t => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
+        self.matches_text(&subject.0)
+    }
+
+    /// Whether the subject text matches, token by token, without validating it.
+    fn matches_text(&self, subject: &str) -> bool {
+        self.walk(subject, |_| true)
     }
 
     /// Whether every subject matched by `other` is also matched by this pattern: the
     /// test a JetStream stream's subjects must pass to capture what a pipeline may
     /// publish.
     pub fn covers(&self, other: &SubjectPattern) -> bool {
-        let mut outer = self.0.split('.');
-        let mut inner = other.0.split('.');
+        // `*` matches one token, which `other` may spell as anything but `>`
+        // (more than one token).
+        self.walk(&other.0, |token| token != ">")
+    }
+
+    /// The NATS matching rules, in the one place they are written: `text`'s
+    /// tokens against the pattern's, where `>` takes one or more tokens
+    /// whatever they are, `*` one token that `star_takes`, and any other
+    /// token only itself.
+    fn walk(&self, text: &str, star_takes: impl Fn(&str) -> bool) -> bool {
+        let mut pattern = self.0.split('.');
+        let mut tokens = text.split('.');
         loop {
-            match (outer.next(), inner.next()) {
-                // `>` matches one or more tokens, whatever `other` has there.
+            match (pattern.next(), tokens.next()) {
                 (Some(">"), Some(_)) => return true,
-                // `*` matches one token, which `other` may spell as anything but `>`.
-                (Some("*"), Some(t)) if t != ">" => {}
-                (Some(o), Some(i)) if o == i => {}
+                (Some("*"), Some(t)) if star_takes(t) => {}
+                (Some(p), Some(t)) if p == t => {}
                 (None, None) => return true,
                 _ => return false,
             }
@@ -138,25 +141,12 @@ impl SubjectPattern {
     }
 }
 
-impl fmt::Display for SubjectPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for SubjectPattern {
-    type Err = SubjectError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SubjectPattern::new(s)
-    }
-}
-
-impl TryFrom<String> for SubjectPattern {
-    type Error = SubjectError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        SubjectPattern::new(s)
-    }
-}
+text_type!(
+    SubjectPattern,
+    "Validates `text` as a subject pattern.",
+    wildcards: true,
+    |pattern, reason| SubjectError::InvalidPattern { pattern, reason }
+);
 
 /// The subjects a pipeline may publish to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +180,12 @@ impl SubjectFilter {
         &self.patterns
     }
 
+    /// Whether a pattern matches `subject`, taken as written (not validated): for
+    /// checks made before a message is built, such as the plugin chain's.
+    pub fn allows(&self, subject: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches_text(subject))
+    }
+
     /// Validates `subject` and checks that it is allowed.
     pub fn check(&self, subject: &str) -> Result<Subject, SubjectError> {
         let subject = Subject::new(subject)?;
@@ -210,6 +206,19 @@ impl SubjectFilter {
             .map(|p| format!("`{p}`"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// The patterns as the manifest lists them: `a.>, b.*`.
+impl fmt::Display for SubjectFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.patterns.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(p.as_str())?;
+        }
+        Ok(())
     }
 }
 
@@ -363,6 +372,9 @@ mod tests {
             filter.check("cdc.*"),
             Err(SubjectError::InvalidSubject { .. })
         ));
+        assert!(filter.allows("audit.x"));
+        assert!(!filter.allows("audit.x.y"));
+        assert_eq!(filter.to_string(), "cdc.>, audit.*");
         assert_eq!(
             SubjectFilter::parse(Vec::<String>::new()),
             Err(SubjectError::EmptyFilter)

@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::conninfo::{ConnInfo, Host, SslMode};
+use super::sql::transient_sqlstate;
 use super::tls::{self, TlsError};
 
 /// How much the read buffer grows by when it runs out of room. Large reads
@@ -74,14 +75,9 @@ impl ServerError {
         Ok(e)
     }
 
-    /// Whether retrying later may succeed: connection failures (class 08),
-    /// shutdowns and restarts (57P01–57P03), exhausted resources (class 53,
-    /// e.g. too many connections), and an object still in use (55006: a
-    /// slot still held by a previous connection that has not yet died).
+    /// Whether retrying later may succeed (see [`transient_sqlstate`]).
     pub fn is_transient(&self) -> bool {
-        self.code.starts_with("08")
-            || self.code.starts_with("53")
-            || matches!(self.code.as_str(), "57P01" | "57P02" | "57P03" | "55006")
+        transient_sqlstate(&self.code)
     }
 }
 
@@ -355,6 +351,23 @@ fn encode(result: io::Result<()>, what: &str) -> Result<(), ReplicationError> {
     result.map_err(|e| ReplicationError::Protocol(format!("cannot encode {what}: {e}")))
 }
 
+/// The SCRAM exchange under way, or a protocol error: `what` came before
+/// the exchange started.
+fn sasl_started<'a>(
+    scram: &'a mut Option<ScramSha256>,
+    what: &str,
+) -> Result<&'a mut ScramSha256, ReplicationError> {
+    scram
+        .as_mut()
+        .ok_or_else(|| ReplicationError::Protocol(format!("{what} before SASL start")))
+}
+
+fn unsupported_auth(method: &str) -> ReplicationError {
+    ReplicationError::UnsupportedAuth {
+        method: method.into(),
+    }
+}
+
 /// The rows and command tag of one simple query.
 #[derive(Debug, Default)]
 pub struct QueryResult {
@@ -464,12 +477,11 @@ impl ReplicationConnection {
             match self.wire.frame().await? {
                 Frame::Other(Message::AuthenticationOk) => return Ok(()),
                 Frame::Other(Message::AuthenticationCleartextPassword) => {
-                    let password = password_of(&self.info)?;
-                    encode(
-                        frontend::password_message(password.as_bytes(), self.wire.out()),
-                        "the password message",
-                    )?;
-                    self.wire.send().await?;
+                    let password = password_of(&self.info)?.to_owned();
+                    self.reply("the password message", |out| {
+                        frontend::password_message(password.as_bytes(), out)
+                    })
+                    .await?;
                 }
                 Frame::Other(Message::AuthenticationMd5Password(body)) => {
                     let hash = postgres_protocol::authentication::md5_hash(
@@ -477,11 +489,10 @@ impl ReplicationConnection {
                         password_of(&self.info)?.as_bytes(),
                         body.salt(),
                     );
-                    encode(
-                        frontend::password_message(hash.as_bytes(), self.wire.out()),
-                        "the password message",
-                    )?;
-                    self.wire.send().await?;
+                    self.reply("the password message", |out| {
+                        frontend::password_message(hash.as_bytes(), out)
+                    })
+                    .await?;
                 }
                 Frame::Other(Message::AuthenticationSasl(body)) => {
                     let mut offered = Vec::new();
@@ -495,34 +506,25 @@ impl ReplicationConnection {
                     let (mechanism, binding) = self.choose_sasl(&offered)?;
                     let password = self.password()?.to_owned();
                     let client = ScramSha256::new(password.as_bytes(), binding);
-                    encode(
-                        frontend::sasl_initial_response(
-                            mechanism,
-                            client.message(),
-                            self.wire.out(),
-                        ),
-                        "the SASL response",
-                    )?;
-                    self.wire.send().await?;
+                    self.reply("the SASL response", |out| {
+                        frontend::sasl_initial_response(mechanism, client.message(), out)
+                    })
+                    .await?;
                     scram = Some(client);
                 }
                 Frame::Other(Message::AuthenticationSaslContinue(body)) => {
-                    let client = scram.as_mut().ok_or_else(|| {
-                        ReplicationError::Protocol("SASL continuation before SASL start".into())
-                    })?;
+                    let client = sasl_started(&mut scram, "SASL continuation")?;
                     client
                         .update(body.data())
                         .map_err(ReplicationError::Scram)?;
-                    encode(
-                        frontend::sasl_response(client.message(), self.wire.out()),
-                        "the SASL response",
-                    )?;
-                    self.wire.send().await?;
+                    let message = client.message().to_owned();
+                    self.reply("the SASL response", |out| {
+                        frontend::sasl_response(&message, out)
+                    })
+                    .await?;
                 }
                 Frame::Other(Message::AuthenticationSaslFinal(body)) => {
-                    let client = scram.as_mut().ok_or_else(|| {
-                        ReplicationError::Protocol("SASL final message before SASL start".into())
-                    })?;
+                    let client = sasl_started(&mut scram, "SASL final message")?;
                     // Verifies the server's signature: the server knew the
                     // password too, so we are not talking to an impostor.
                     client
@@ -533,24 +535,25 @@ impl ReplicationConnection {
                     Message::AuthenticationGss
                     | Message::AuthenticationGssContinue(_)
                     | Message::AuthenticationKerberosV5,
-                ) => {
-                    return Err(ReplicationError::UnsupportedAuth {
-                        method: "GSSAPI/Kerberos".into(),
-                    });
-                }
-                Frame::Other(Message::AuthenticationSspi) => {
-                    return Err(ReplicationError::UnsupportedAuth {
-                        method: "SSPI".into(),
-                    });
-                }
+                ) => return Err(unsupported_auth("GSSAPI/Kerberos")),
+                Frame::Other(Message::AuthenticationSspi) => return Err(unsupported_auth("SSPI")),
                 Frame::Other(Message::AuthenticationScmCredential) => {
-                    return Err(ReplicationError::UnsupportedAuth {
-                        method: "SCM credential".into(),
-                    });
+                    return Err(unsupported_auth("SCM credential"));
                 }
                 other => self.unexpected(other, "authenticating")?,
             }
         }
+    }
+
+    /// Writes one message with `write` and sends it; `what` names it in
+    /// errors.
+    async fn reply(
+        &mut self,
+        what: &str,
+        write: impl FnOnce(&mut BytesMut) -> io::Result<()>,
+    ) -> Result<(), ReplicationError> {
+        encode(write(self.wire.out()), what)?;
+        self.wire.send().await
     }
 
     /// Picks SCRAM-SHA-256-PLUS when the session is TLS, the server offers

@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::secret::Secret;
+
 /// The default TCP port and Unix socket suffix, as libpq uses them.
 const DEFAULT_PORT: u16 = 5432;
 /// Debian's (and most distributions') compiled-in socket directory.
@@ -110,34 +112,13 @@ impl fmt::Display for SslMode {
     }
 }
 
-/// A password that does not print itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(password: impl Into<String>) -> Self {
-        Password(password.into())
-    }
-
-    /// The secret itself, for the authentication exchange only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
 /// Everything needed to open a connection to PostgreSQL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnInfo {
     pub host: Host,
     pub port: u16,
     pub user: String,
-    pub password: Option<Password>,
+    pub password: Option<Secret>,
     pub dbname: String,
     pub ssl_mode: SslMode,
     /// A PEM file of trusted root certificates, or `system` for the
@@ -305,7 +286,7 @@ impl Params {
             .ok_or(ConnInfoError::NoUser)?;
         // An empty password in the URL (`user:@host`) is still a password, as
         // in libpq; only an absent one falls back to PGPASSWORD.
-        let password = self.password.or_else(|| env("PGPASSWORD")).map(Password);
+        let password = self.password.or_else(|| env("PGPASSWORD")).map(Secret::new);
         let dbname = pick(self.dbname, "PGDATABASE").unwrap_or_else(|| user.clone());
         let ssl_mode = match pick(self.sslmode, "PGSSLMODE") {
             None => SslMode::default(),

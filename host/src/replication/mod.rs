@@ -20,15 +20,17 @@ mod connection;
 mod conninfo;
 pub mod setup;
 mod slot;
+mod sql;
 mod stream;
 mod tls;
 
 pub use backoff::Backoff;
 pub use connection::{QueryResult, ReplicationConnection, ReplicationError, ServerError};
-pub use conninfo::{ConnInfo, ConnInfoError, Host, Password, SslMode};
+pub use conninfo::{ConnInfo, ConnInfoError, Host, SslMode};
 pub use slot::{
     CreateSlotOptions, CreatedSlot, SlotName, SlotNameError, SnapshotAction, SystemIdentity,
     quote_ident, quote_literal,
 };
+pub use sql::SqlError;
 pub use stream::{PgOutputOptions, ReplicationEvent, ReplicationStream, StreamOptions};
 pub use tls::{MakeRustlsConnect, RustlsConnect, RustlsStream, TlsError};

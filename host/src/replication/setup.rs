@@ -12,6 +12,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::conninfo::{ConnInfo, Host, SslMode};
 use super::slot::{SlotName, quote_ident, quote_literal};
+use super::sql::{SqlError, reason};
 use super::tls::{self, MakeRustlsConnect, TlsError};
 use crate::lsn::Lsn;
 
@@ -20,20 +21,9 @@ use crate::lsn::Lsn;
 pub enum SetupError {
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
-    Connect {
-        target: String,
-        reason: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("{during}: {reason}")]
-    Sql {
-        during: String,
-        reason: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    /// Connecting (`cannot connect to PostgreSQL at …`) or a statement failed.
+    #[error(transparent)]
+    Sql(#[from] SqlError),
     #[error("PostgreSQL is not ready for logical replication:\n{}", bullets(.0))]
     Problems(Vec<SetupProblem>),
 }
@@ -42,18 +32,9 @@ impl SetupError {
     /// Whether retrying later may help (a network failure, a server
     /// starting or shutting down); problems found by the checks are not.
     pub fn is_transient(&self) -> bool {
-        let sql = match self {
-            SetupError::Connect { source, .. } | SetupError::Sql { source, .. } => source,
-            SetupError::Tls(_) | SetupError::Problems(_) => return false,
-        };
-        match sql.as_db_error() {
-            Some(db) => {
-                let code = db.code().code();
-                code.starts_with("08")
-                    || code.starts_with("53")
-                    || matches!(code, "57P01" | "57P02" | "57P03")
-            }
-            None => sql.is_closed() || std::error::Error::source(sql).is_some(),
+        match self {
+            SetupError::Sql(e) => e.is_transient(),
+            SetupError::Tls(_) | SetupError::Problems(_) => false,
         }
     }
 }
@@ -216,11 +197,10 @@ pub async fn connect_sql(info: &ConnInfo) -> Result<Client, SetupError> {
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
         _ => tokio_postgres::config::SslMode::Require,
     });
-    let connect_err = |source: tokio_postgres::Error| SetupError::Connect {
-        target: info.target(),
-        reason: describe(&source),
-        source,
-    };
+    let connect_err = SqlError::during::<SetupError>(format!(
+        "cannot connect to PostgreSQL at {}",
+        info.target()
+    ));
     let client = match tls::client_config(info)? {
         Some(tls) => {
             let (client, conn) = config
@@ -245,52 +225,12 @@ where
     F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
 {
     if let Err(e) = conn.await {
-        tracing::debug!(error = %describe(&e), "SQL connection ended");
+        tracing::debug!(error = %reason(&e), "SQL connection ended");
     }
 }
 
-/// In one line: the server's message and SQLSTATE for database errors, the
-/// error's own text otherwise. For errors that say what was being done.
-pub(crate) fn brief(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
-}
-
-/// The server's message for database errors, the error chain otherwise.
-fn describe(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        let mut s = format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
-        if let Some(d) = db.detail() {
-            s.push_str(&format!("\nDETAIL: {d}"));
-        }
-        if let Some(h) = db.hint() {
-            s.push_str(&format!("\nHINT: {h}"));
-        }
-        return s;
-    }
-    let mut s = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
-}
-
-fn sql_err(during: &str) -> impl FnOnce(tokio_postgres::Error) -> SetupError + '_ {
-    move |source| SetupError::Sql {
-        during: during.to_owned(),
-        reason: describe(&source),
-        source,
-    }
+fn sql_err(during: &str) -> impl FnOnce(tokio_postgres::Error) -> SetupError {
+    SqlError::during(during)
 }
 
 /// Connects with `info` and runs every check.
@@ -393,7 +333,7 @@ async fn check_publication(
                 problems.push(SetupProblem::PublicationCreate {
                     publication: name.clone(),
                     command,
-                    reason: describe(&e),
+                    reason: reason(&e),
                 });
                 return Ok(false);
             }

@@ -65,11 +65,13 @@ pub(crate) fn client_config(info: &ConnInfo) -> Result<Option<Arc<ClientConfig>>
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match info.ssl_mode {
         SslMode::Disable => return Ok(None),
-        SslMode::Prefer => Arc::new(NoChainCheck::new(&provider)),
-        SslMode::Require => match root_store(info)? {
-            None => Arc::new(NoChainCheck::new(&provider)),
-            Some(roots) => Arc::new(ChainOnly(webpki(roots, &provider)?)),
-        },
+        SslMode::Prefer => Arc::new(Lenient::new(None, &provider)),
+        SslMode::Require => {
+            let chain = root_store(info)?
+                .map(|roots| webpki(roots, &provider))
+                .transpose()?;
+            Arc::new(Lenient::new(chain, &provider))
+        }
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let roots = root_store(info)?.ok_or_else(|| TlsError::MissingRootCert {
                 mode: info.ssl_mode,
@@ -77,7 +79,7 @@ pub(crate) fn client_config(info: &ConnInfo) -> Result<Option<Arc<ClientConfig>>
             })?;
             let verifier = webpki(roots, &provider)?;
             if info.ssl_mode == SslMode::VerifyCa {
-                Arc::new(ChainOnly(verifier))
+                Arc::new(Lenient::new(Some(verifier), &provider))
             } else {
                 verifier
             }
@@ -154,12 +156,27 @@ fn root_store(info: &ConnInfo) -> Result<Option<RootCertStore>, TlsError> {
     Ok(Some(store))
 }
 
-/// Checks the chain but forgives a certificate that names another host
-/// (`verify-ca`).
+/// The verifier of the modes that do not check the host name: `verify-ca`
+/// and `require` with roots check the chain (`chain`) but forgive a
+/// certificate that names another host; `prefer` and `require` without roots
+/// accept any certificate. Either way the peer must sign the handshake with
+/// its certificate's key.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl Lenient {
+    fn new(chain: Option<Arc<WebPkiServerVerifier>>, provider: &CryptoProvider) -> Self {
+        Lenient {
+            chain,
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -168,10 +185,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -185,7 +202,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -194,57 +211,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// Accepts any certificate but still checks that the peer signs the
-/// handshake with its key (`prefer`, and `require` without roots).
-#[derive(Debug)]
-struct NoChainCheck(WebPkiSupportedAlgorithms);
-
-impl NoChainCheck {
-    fn new(provider: &CryptoProvider) -> Self {
-        NoChainCheck(provider.signature_verification_algorithms)
-    }
-}
-
-impl ServerCertVerifier for NoChainCheck {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

@@ -71,8 +71,10 @@ mod backfill;
 mod catalog;
 mod display;
 mod reader;
+mod settings;
 
 pub use backfill::{BackfillRequest, Backfills, request_backfill};
+pub use settings::{SnapshotMode, SnapshotSettings};
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
@@ -83,7 +85,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::config::{Manifest, SnapshotMode};
+use crate::config::Manifest;
 use crate::lsn::Lsn;
 use crate::model::{Batch, Event, Operation, RowChange};
 pub use crate::position::progress::ChunkDone;
@@ -91,7 +93,7 @@ use crate::position::startup::Startup;
 use crate::position::store::{OffsetStore, StoreError};
 use crate::position::{OffsetRecord, SnapshotProgress, TableProgress};
 use crate::replication::{
-    CreateSlotOptions, ReplicationConnection, ReplicationError, SlotName, SnapshotAction,
+    CreateSlotOptions, ReplicationConnection, ReplicationError, SlotName, SnapshotAction, SqlError,
 };
 use catalog::TableInfo;
 
@@ -104,13 +106,8 @@ pub enum SnapshotError {
     Replication(#[from] ReplicationError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{during}: {reason}")]
-    Sql {
-        during: String,
-        reason: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    #[error(transparent)]
+    Sql(#[from] SqlError),
     #[error(
         "table {table} has no primary key: a snapshot reads tables in primary-key order; add one, or leave the table out of the publication"
     )]
@@ -125,11 +122,10 @@ pub enum SnapshotError {
     NotPublished { table: String, publication: String },
     #[error("table {table} returned a NULL primary key value")]
     NullKey { table: String },
-    #[error("table {table}: {source}")]
+    #[error("table {table}: {error}")]
     Row {
         table: String,
-        #[source]
-        source: crate::pgoutput::RelationError,
+        error: crate::pgoutput::RelationError,
     },
     #[error(
         "replication slot \"{slot}\" does not exist in this database: a backfill request travels through the pipeline's slot, and one written before the slot exists is never seen; start `sluice run` first, and ask again once it streams"
@@ -144,26 +140,8 @@ pub enum SnapshotError {
 }
 
 impl SnapshotError {
-    fn sql(during: String, source: tokio_postgres::Error) -> Self {
-        SnapshotError::Sql {
-            during,
-            reason: crate::replication::setup::brief(&source),
-            source,
-        }
-    }
-
-    /// Whether retrying later may help: a lost connection may; a table
-    /// without a key or a malformed row does not.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            SnapshotError::Setup(e) => e.is_transient(),
-            SnapshotError::Replication(e) => e.is_transient(),
-            SnapshotError::Store(e) => e.is_transient(),
-            SnapshotError::Sql { source, .. } => {
-                source.is_closed() || source.as_db_error().is_none()
-            }
-            _ => false,
-        }
+    fn sql(during: String, error: tokio_postgres::Error) -> Self {
+        SnapshotError::Sql(SqlError::new(during, error))
     }
 }
 

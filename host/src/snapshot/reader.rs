@@ -100,7 +100,7 @@ impl Reader {
                 .decode_text_row((0..width).map(|i| row.get(i)))
                 .map_err(|source| SnapshotError::Row {
                     table: table.qualified(),
-                    source,
+                    error: source,
                 })?;
             let key: Option<Vec<String>> = table
                 .key

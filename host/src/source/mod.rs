@@ -140,6 +140,41 @@ impl SourceError {
     }
 }
 
+impl SourceError {
+    /// A closure for `map_err`: the walsender session of `slot` failed at
+    /// the step `during`.
+    fn replication(
+        slot: &SlotName,
+        during: &'static str,
+    ) -> impl FnOnce(ReplicationError) -> SourceError {
+        let slot = slot.clone();
+        move |source| SourceError::Replication {
+            slot,
+            during,
+            source,
+        }
+    }
+}
+
+/// Opens a walsender session for `slot`'s source and identifies the server.
+async fn open_session(
+    conninfo: &crate::replication::ConnInfo,
+    slot: &SlotName,
+) -> Result<(ReplicationConnection, SystemIdentity), SourceError> {
+    let mut conn =
+        ReplicationConnection::connect(conninfo)
+            .await
+            .map_err(SourceError::replication(
+                slot,
+                "cannot open the replication connection",
+            ))?;
+    let identity = conn
+        .identify_system()
+        .await
+        .map_err(SourceError::replication(slot, "IDENTIFY_SYSTEM failed"))?;
+    Ok((conn, identity))
+}
+
 /// Settings of the source beyond the manifest's `[source]` section.
 #[derive(Clone, Debug)]
 pub struct SourceOptions {
@@ -235,22 +270,7 @@ pub async fn prepare(
         create_slot: settings.create_slot || temporary,
     };
     let report = setup::check(&settings.conninfo, &spec).await?;
-    let slot_name = settings.slot.clone();
-    let failed = |during| {
-        let slot = slot_name.clone();
-        move |source| SourceError::Replication {
-            slot,
-            during,
-            source,
-        }
-    };
-    let mut conn = ReplicationConnection::connect(&settings.conninfo)
-        .await
-        .map_err(failed("cannot open the replication connection"))?;
-    let identity = conn
-        .identify_system()
-        .await
-        .map_err(failed("IDENTIFY_SYSTEM failed"))?;
+    let (mut conn, identity) = open_session(&settings.conninfo, &settings.slot).await?;
     let slot = match (report.slot, temporary) {
         (Some(existing), false) => SlotState {
             name: settings.slot.clone(),
@@ -272,7 +292,10 @@ pub async fn prepare(
                     },
                 )
                 .await
-                .map_err(failed("cannot create the replication slot"))?;
+                .map_err(SourceError::replication(
+                    &settings.slot,
+                    "cannot create the replication slot",
+                ))?;
             tracing::info!(
                 slot = %settings.slot,
                 temporary,

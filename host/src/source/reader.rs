@@ -27,8 +27,8 @@ use crate::config::SourceSettings;
 use crate::lsn::Lsn;
 use crate::pgoutput::Batcher;
 use crate::replication::{
-    Backoff, PgOutputOptions, ReplicationConnection, ReplicationError, ReplicationEvent,
-    ReplicationStream, StreamOptions, SystemIdentity,
+    Backoff, PgOutputOptions, ReplicationError, ReplicationEvent, ReplicationStream, StreamOptions,
+    SystemIdentity,
 };
 
 type Events = mpsc::Sender<Result<SourceEvent, SourceError>>;
@@ -139,7 +139,7 @@ impl Reader {
             }
             tracing::warn!(
                 slot = %self.settings.slot,
-                error = %chain(&error),
+                error = %crate::causes::line(&error),
                 "replication connection lost; reconnecting"
             );
             stream = match self.reconnect().await {
@@ -209,7 +209,7 @@ impl Reader {
                     };
                 }
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(slot = %self.settings.slot, error = %chain(&e), "reconnecting failed");
+                    tracing::warn!(slot = %self.settings.slot, error = %crate::causes::line(&e), "reconnecting failed");
                 }
                 Err(e) => return Err(e),
             }
@@ -224,21 +224,7 @@ impl Reader {
         start: Lsn,
     ) -> Result<(ReplicationStream, SystemIdentity), SourceError> {
         let slot = &self.settings.slot;
-        let failed = |during| {
-            let slot = slot.clone();
-            move |source| SourceError::Replication {
-                slot,
-                during,
-                source,
-            }
-        };
-        let mut conn = ReplicationConnection::connect(&self.settings.conninfo)
-            .await
-            .map_err(failed("cannot open the replication connection"))?;
-        let identity = conn
-            .identify_system()
-            .await
-            .map_err(failed("IDENTIFY_SYSTEM failed"))?;
+        let (conn, identity) = super::open_session(&self.settings.conninfo, slot).await?;
         if identity.system_id != self.identity.system_id {
             return Err(SourceError::ServerChanged {
                 slot: slot.clone(),
@@ -257,13 +243,13 @@ impl Reader {
                 },
             )
             .await
-            .map_err(failed("START_REPLICATION failed"))?;
+            .map_err(SourceError::replication(slot, "START_REPLICATION failed"))?;
         Ok((stream, identity))
     }
 
     /// Hands a definite error to the consumer (if it is still there).
     async fn fail(&mut self, error: SourceError) {
-        tracing::error!(slot = %self.settings.slot, error = %chain(&error), "replication source stopped");
+        tracing::error!(slot = %self.settings.slot, error = %crate::causes::line(&error), "replication source stopped");
         // A consumer that asks to stop instead of reading must not wait
         // for the error to fit in the channel.
         tokio::select! {
@@ -460,18 +446,6 @@ fn skips(delivered: Option<Position>, skip_through: Lsn, commit_lsn: Lsn, xid: u
 async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     // An error means the sender was dropped: that is a stop request too.
     let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// The error and its causes on one line, for logs.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ impl OffsetStore for Flaky {
                 return Err(StoreError::Io {
                     action: "write",
                     path: "flaky".into(),
-                    source: std::io::Error::other("disk full"),
+                    error: std::io::Error::other("disk full"),
                 });
             }
             self.writes += 1;

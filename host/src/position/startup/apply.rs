@@ -18,7 +18,7 @@ use crate::position::offset::OffsetRecord;
 use crate::position::store::{OffsetStore, StoreError};
 use crate::replication::{
     CreateSlotOptions, CreatedSlot, ReplicationConnection, ReplicationError, SlotName,
-    SnapshotAction, SystemIdentity,
+    SnapshotAction, SqlError, SystemIdentity,
 };
 
 /// The manifest's part in the decision.
@@ -81,13 +81,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Replication(#[from] ReplicationError),
-    #[error("{during}: {reason}")]
-    Sql {
-        during: String,
-        reason: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    #[error(transparent)]
+    Sql(#[from] SqlError),
     #[error("replication slot \"{slot}\" has {column} `{value}`, which is not an LSN")]
     BadSlotRow {
         slot: SlotName,
@@ -110,28 +105,8 @@ impl From<Refusal> for StartupError {
     }
 }
 
-impl StartupError {
-    /// Whether retrying later may help.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StartupError::Refused(r) => r.is_transient(),
-            StartupError::Store(e) => e.is_transient(),
-            StartupError::Replication(e) => e.is_transient(),
-            StartupError::Sql { source, .. } => {
-                source.is_closed() || source.as_db_error().is_none()
-            }
-            StartupError::BadSlotRow { .. } => false,
-            StartupError::AdvanceFellShort { .. } => true,
-        }
-    }
-}
-
 fn sql_error(during: String) -> impl FnOnce(tokio_postgres::Error) -> StartupError {
-    move |source| StartupError::Sql {
-        during,
-        reason: crate::replication::setup::brief(&source),
-        source,
-    }
+    SqlError::during(during)
 }
 
 /// Reads `slot` from `pg_replication_slots`; `None` when it does not exist.
@@ -181,12 +156,7 @@ pub async fn apply(
     let identity = repl.identify_system().await?;
     let offset = store.load().await?;
     let slot_state = read_slot(sql, &settings.slot).await?;
-    let server = ServerState {
-        system_id: identity.system_id,
-        timeline: identity.timeline,
-        wal_end: identity.xlogpos,
-        database: identity.dbname.clone(),
-    };
+    let server = ServerState::from(&identity);
     let store_name = store.describe();
     let decision = decide(&Inputs {
         manifest: &settings.manifest,

@@ -34,7 +34,7 @@ pub use refusal::Refusal;
 use crate::config::{FlushMode, MismatchStrategy};
 use crate::lsn::Lsn;
 use crate::position::offset::OffsetRecord;
-use crate::replication::{SlotName, quote_literal};
+use crate::replication::{SlotName, SystemIdentity, quote_literal};
 
 /// The output plugin sluice decodes.
 const PLUGIN: &str = "pgoutput";
@@ -67,6 +67,17 @@ pub struct ServerState {
     pub wal_end: Lsn,
     /// The database the session is connected to.
     pub database: Option<String>,
+}
+
+impl From<&SystemIdentity> for ServerState {
+    fn from(identity: &SystemIdentity) -> Self {
+        ServerState {
+            system_id: identity.system_id,
+            timeline: identity.timeline,
+            wal_end: identity.xlogpos,
+            database: identity.dbname.clone(),
+        }
+    }
 }
 
 /// Everything the decision depends on.

@@ -121,13 +121,6 @@ pub enum Refusal {
     },
 }
 
-impl Refusal {
-    /// Refusals are definite: an operator must act.
-    pub fn is_transient(&self) -> bool {
-        false
-    }
-}
-
 fn slot_at(lsn: Option<Lsn>) -> String {
     match lsn {
         Some(lsn) => format!("is at {lsn}"),

@@ -64,7 +64,7 @@ impl FileStore {
             .map(|b| {
                 OffsetRecord::decode(&b).map_err(|source| StoreError::CorruptFile {
                     path: self.path.clone(),
-                    source,
+                    error: source,
                 })
             })
             .transpose()
@@ -74,7 +74,7 @@ impl FileStore {
         StoreError::Io {
             action,
             path: self.path.clone(),
-            source,
+            error: source,
         }
     }
 }
@@ -175,10 +175,9 @@ mod tests {
     use super::*;
     use crate::lsn::Lsn;
     use crate::position::offset::OffsetError;
-    use crate::replication::SlotName;
 
     fn at(lsn: u64) -> OffsetRecord {
-        OffsetRecord::new(SlotName::new("orders").unwrap(), Lsn(lsn), 42, 1)
+        OffsetRecord::test_at(lsn)
     }
 
     #[tokio::test]
@@ -270,7 +269,7 @@ mod tests {
         assert!(matches!(
             err,
             StoreError::CorruptFile {
-                source: OffsetError::Malformed(_),
+                error: OffsetError::Malformed(_),
                 ..
             }
         ));

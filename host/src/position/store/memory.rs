@@ -47,10 +47,9 @@ impl OffsetStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::lsn::Lsn;
-    use crate::replication::SlotName;
 
     fn at(lsn: u64) -> OffsetRecord {
-        OffsetRecord::new(SlotName::new("s").unwrap(), Lsn(lsn), 1, 1)
+        OffsetRecord::test_at(lsn)
     }
 
     #[tokio::test]
@@ -62,7 +61,7 @@ mod tests {
         let err = store.store(&at(0x10)).await.unwrap_err();
         assert_eq!(
             err.to_string(),
-            "refusing to store offset 0/10 for slot \"s\" in the memory offset store: it holds 0/20, and a stored offset never moves backwards"
+            "refusing to store offset 0/10 for slot \"orders\" in the memory offset store: it holds 0/20, and a stored offset never moves backwards"
         );
         assert_eq!(
             store.load().await.unwrap().unwrap().commit_end_lsn,

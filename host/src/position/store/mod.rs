@@ -65,31 +65,25 @@ pub enum StoreError {
         held: Lsn,
         offered: Lsn,
     },
-    #[error("cannot {action} offset file {}: {source}", path.display())]
+    #[error("cannot {action} offset file {}: {error}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
-        "offset file {} is corrupt: {source}; repair it, or delete it (`sluice offset clear <manifest>`) to let the slot decide where streaming resumes",
+        "offset file {} is corrupt: {error}; repair it, or delete it (`sluice offset clear <manifest>`) to let the slot decide where streaming resumes",
         path.display()
     )]
-    CorruptFile {
-        path: PathBuf,
-        #[source]
-        source: OffsetError,
-    },
+    CorruptFile { path: PathBuf, error: OffsetError },
     #[error(
-        "NATS KV bucket \"{bucket}\" key \"{key}\" (revision {revision}) holds no valid offset: {source}; delete it (`sluice offset clear <manifest>`) to let the slot decide where streaming resumes"
+        "NATS KV bucket \"{bucket}\" key \"{key}\" (revision {revision}) holds no valid offset: {error}; delete it (`sluice offset clear <manifest>`) to let the slot decide where streaming resumes"
     )]
     CorruptEntry {
         bucket: String,
         key: String,
         revision: u64,
-        #[source]
-        source: OffsetError,
+        error: OffsetError,
     },
     #[error(
         "the offset in NATS KV bucket \"{bucket}\" key \"{key}\" was changed by another writer since this host read it at revision {expected}: another sluice host is running pipeline \"{key}\"; stop one of them (a slot has one reader)"
@@ -108,27 +102,17 @@ pub enum StoreError {
         #[source]
         source: async_nats::Error,
     },
-    #[error("cannot {action} NATS KV bucket \"{bucket}\" key \"{key}\": {source}")]
+    #[error("cannot {action} NATS KV bucket \"{bucket}\" key \"{key}\": {error}")]
     Nats {
         action: &'static str,
         bucket: String,
         key: String,
-        #[source]
-        source: async_nats::Error,
+        error: async_nats::Error,
     },
     #[error(
         "position.store = \"nats-kv\" needs a NATS connection, and none was given to the offset store"
     )]
     NoNatsConnection,
-}
-
-impl StoreError {
-    /// Whether retrying later may help: NATS being unreachable may pass; a
-    /// refusal, a conflict, a corrupt record or a file-system error do not
-    /// fix themselves.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Nats { .. } | StoreError::Bucket { .. })
-    }
 }
 
 /// Refuses `offered` when `held` is newer.
@@ -165,4 +149,13 @@ pub async fn open(
             Box::new(NatsKvStore::open(js, bucket, pipeline.as_str(), replicas).await?)
         }
     })
+}
+
+/// The offset store `m` names (`position.store`), a NATS KV bucket with as
+/// many replicas as the stream.
+pub async fn for_manifest(
+    m: &crate::config::Manifest,
+    nats: Option<&async_nats::jetstream::Context>,
+) -> Result<Box<dyn OffsetStore>, StoreError> {
+    open(&m.position.store, &m.pipeline, nats, m.nats.stream.replicas).await
 }

@@ -97,7 +97,7 @@ impl NatsKvStore {
                 bucket: self.bucket.clone(),
                 key: self.key.clone(),
                 revision: entry.revision,
-                source,
+                error: source,
             })?;
         Ok((entry.revision, Some(record)))
     }
@@ -111,7 +111,7 @@ impl NatsKvStore {
             action,
             bucket: self.bucket.clone(),
             key: self.key.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         }
     }
 }

@@ -1,0 +1,73 @@
+//! An error and its causes as text: the one formatter of error chains, for
+//! logs, the binary's last words and errors that quote a cause.
+//!
+//! Invariant: each cause is printed once. Many errors already write their
+//! cause into their own text (`tokio_postgres::Error` and `std::io::Error`
+//! wrappers do, as do our `"…: {source}"` messages), so a cause whose text
+//! is already in what was printed before it is left out.
+
+use std::error::Error;
+
+/// `error` and each of its causes, outermost first, with its text; a cause
+/// whose text is already contained in the texts before it is left out.
+pub fn distinct<'a>(error: &'a (dyn Error + 'static)) -> Vec<(&'a (dyn Error + 'static), String)> {
+    let mut seen = String::new();
+    let mut out = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !seen.contains(&text) {
+            seen.push_str(&text);
+            seen.push('\n');
+            out.push((e, text));
+        }
+        next = e.source();
+    }
+    out
+}
+
+/// The error and its causes on one line, separated by `: `, each once.
+pub fn line(error: &(dyn Error + 'static)) -> String {
+    distinct(error)
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read plugin {path}: {source}")]
+    struct Quoting {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("loading failed")]
+    struct Outer(#[source] Quoting);
+
+    #[test]
+    fn each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let io_text = io.to_string();
+        let e = Outer(Quoting {
+            path: "x.wasm",
+            source: io,
+        });
+        assert_eq!(
+            line(&e),
+            format!("loading failed: cannot read plugin x.wasm: {io_text}")
+        );
+        assert_eq!(distinct(&e).len(), 2);
+    }
+
+    #[test]
+    fn a_lone_error_is_its_text() {
+        let io = std::io::Error::other("disk on fire");
+        assert_eq!(line(&io), "disk on fire");
+    }
+}
