@@ -87,6 +87,15 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
                 m.source.slot
             ),
         }
+        for finding in sluice_host::replication::ha::check(
+            &m.source.conninfo,
+            &m.source.slot,
+            m.source.failover,
+        )
+        .await
+        {
+            println!("{finding}");
+        }
         let client = publish::connect(&nats_options(&m)).await?;
         let js = async_nats::jetstream::new(client);
         let filter = publish::SubjectFilter::parse(&m.nats.subjects)?;

@@ -323,6 +323,7 @@ pub async fn run(
         mode: m.position.flush,
         slot: m.source.slot.clone(),
         server: start.server.clone(),
+        timeline: events.server_timeline(),
         last: start.start.max(skip_through),
         metrics: metrics.clone(),
         progress,
@@ -640,6 +641,9 @@ pub(super) struct Flusher {
     pub(super) mode: FlushMode,
     slot: crate::replication::SlotName,
     server: SystemIdentity,
+    /// The server's timeline now (it changes when the source follows a
+    /// promotion): offset records carry it.
+    timeline: source::ServerTimeline,
     last: Lsn,
     metrics: Arc<Metrics>,
     /// The snapshot's progress, carried in every record written.
@@ -739,7 +743,7 @@ impl Flusher {
                 self.slot.clone(),
                 to,
                 self.server.system_id,
-                self.server.timeline,
+                self.timeline.get(),
             )
             .with_snapshot(self.progress.clone())
             .with_backfills(self.backfills.clone());
