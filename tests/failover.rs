@@ -394,6 +394,7 @@ async fn ghost_changes_after_a_promotion_are_refused() {
         "app",
         HaOptions {
             synchronized_standby_slots: false,
+            ..HaOptions::default()
         },
     );
     pair.primary.psql(
@@ -404,6 +405,16 @@ async fn ghost_changes_after_a_promotion_are_refused() {
     let js = nats.jetstream().await;
     let dir = tempfile::tempdir().unwrap();
     let manifest = ha_manifest(dir.path(), &pair.url("app", "primary"), &nats, "memory");
+    let check = Command::new(sluice_binary())
+        .args(["check", manifest.to_str().unwrap()])
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        said.contains("synchronized_standby_slots is empty"),
+        "sluice check did not warn: {said}"
+    );
     let mut host = start_sluice(&manifest, dir.path());
     pair.primary.wait_for(
         "app",
@@ -478,4 +489,114 @@ async fn an_existing_slot_becomes_a_failover_slot_on_17() {
     );
     signal(&host, "-TERM");
     assert!(wait_exit(&mut host, Duration::from_secs(30)).success());
+}
+
+/// A standby that never synced the slot (`sync_replication_slots = off`):
+/// after its promotion the slot is missing there, and sluice refuses,
+/// naming it, instead of starting a new slot that would skip changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promotion_before_the_slot_is_synced_is_refused() {
+    if !ha_or_skip("a_promotion_before_the_slot_is_synced_is_refused") {
+        return;
+    }
+    let mut pair = HaPair::start(
+        "app",
+        HaOptions {
+            sync_replication_slots: false,
+            ..HaOptions::default()
+        },
+    );
+    pair.primary.psql(
+        "app",
+        "CREATE TABLE items (id bigint PRIMARY KEY, email text)",
+    );
+    let nats = NatsServer::launch();
+    let js = nats.jetstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = ha_manifest(dir.path(), &pair.url("app", "primary"), &nats, "memory");
+    let mut host = start_sluice(&manifest, dir.path());
+    pair.primary.wait_for(
+        "app",
+        "SELECT count(*) FROM pg_replication_slots
+          WHERE slot_name = 'slot_fo' AND active AND confirmed_flush_lsn IS NOT NULL",
+        "1",
+        Duration::from_secs(60),
+    );
+    pair.primary.psql(
+        "app",
+        "INSERT INTO items SELECT g, 'x' FROM generate_series(0, 99) g",
+    );
+    wait_until("the rows", Duration::from_secs(60), || async {
+        max_stream_id(&js).await >= 99
+    })
+    .await;
+    pair.primary.kill();
+    pair.standby.promote();
+    let status = wait_exit(&mut host, Duration::from_secs(120));
+    let log = sluice_log(dir.path());
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("replication slot \"slot_fo\" does not exist on the promoted server"),
+        "{log}"
+    );
+}
+
+/// The start-up path: the host is down during the failover; with a
+/// `file` offset, start-up reads the new timeline's history, finds the
+/// offset at or below the switch point and the synced slot, and streams
+/// on without loss or duplicates.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_after_a_promotion_continues_from_the_offset() {
+    if !ha_or_skip("a_restart_after_a_promotion_continues_from_the_offset") {
+        return;
+    }
+    let mut pair = HaPair::start("app", HaOptions::default());
+    pair.primary.psql(
+        "app",
+        "CREATE TABLE items (id bigint PRIMARY KEY, email text)",
+    );
+    let nats = NatsServer::launch();
+    let js = nats.jetstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = ha_manifest(dir.path(), &pair.url("app", "primary"), &nats, "file");
+    let mut host = start_sluice(&manifest, dir.path());
+    pair.primary.wait_for(
+        "app",
+        "SELECT count(*) FROM pg_replication_slots
+          WHERE slot_name = 'slot_fo' AND active AND confirmed_flush_lsn IS NOT NULL",
+        "1",
+        Duration::from_secs(60),
+    );
+    pair.primary.psql(
+        "app",
+        "INSERT INTO items SELECT g, 'x' FROM generate_series(0, 999) g",
+    );
+    wait_until("the first rows", Duration::from_secs(60), || async {
+        max_stream_id(&js).await >= 999
+    })
+    .await;
+    pair.wait_synced("slot_fo", Duration::from_secs(120));
+    signal(&host, "-TERM");
+    assert!(wait_exit(&mut host, Duration::from_secs(30)).success());
+    pair.primary.kill();
+    pair.standby.promote();
+    pair.standby.psql(
+        "app",
+        "INSERT INTO items SELECT g, 'y' FROM generate_series(1000, 1999) g",
+    );
+    let mut host = start_sluice(&manifest, dir.path());
+    wait_until(
+        "the rows of the new primary",
+        Duration::from_secs(120),
+        || async { max_stream_id(&js).await >= 1999 },
+    )
+    .await;
+    signal(&host, "-TERM");
+    let status = wait_exit(&mut host, Duration::from_secs(30));
+    let log = sluice_log(dir.path());
+    assert!(status.success(), "{log}");
+    assert!(log.contains("promoted from timeline 1 to 2"), "{log}");
+    let ids = stream_ids(&js).await;
+    assert_eq!(ids.len(), 2000, "every row");
+    assert!(ids.values().all(|n| *n == 1), "every row exactly once");
 }

@@ -207,12 +207,16 @@ pub struct HaOptions {
     /// `synchronized_standby_slots` on the primary names the standby's
     /// physical slot: logical walsenders never run ahead of the standby.
     pub synchronized_standby_slots: bool,
+    /// `sync_replication_slots` on the standby: it keeps copies of the
+    /// primary's failover slots.
+    pub sync_replication_slots: bool,
 }
 
 impl Default for HaOptions {
     fn default() -> Self {
         HaOptions {
             synchronized_standby_slots: true,
+            sync_replication_slots: true,
         }
     }
 }
@@ -284,7 +288,10 @@ impl HaPair {
         // the slot sync worker.
         let mut conf = common_conf(&standby);
         conf.extend([
-            "sync_replication_slots = on".to_owned(),
+            format!(
+                "sync_replication_slots = {}",
+                if options.sync_replication_slots { "on" } else { "off" }
+            ),
             "hot_standby_feedback = on".to_owned(),
             // Once promoted it has no standby of its own to wait for.
             "synchronized_standby_slots = ''".to_owned(),
