@@ -15,6 +15,15 @@
 //! record *ends*, which can be exactly where the next transaction's commit
 //! record starts. So a position is (LSN, kind) with a message ordered
 //! before a transaction at the same LSN ([`Position`]).
+//!
+//! Failover. A reconnect walks the source URL's host list
+//! (`ReplicationConnection::connect`), so it reaches a promoted standby.
+//! When that server is on another timeline, `check_timeline` decides with
+//! the end LSN of the newest transaction delivered (`delivered_end`: the
+//! consumer publishes everything delivered, so that is what the stream will
+//! hold): at or below the switch point, with the slot there, streaming
+//! continues and the new timeline is published through [`ServerTimeline`]
+//! for the offset records; otherwise the reader stops with the refusal.
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
