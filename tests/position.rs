@@ -185,6 +185,7 @@ impl<'a> Fixture<'a> {
             create_slot: true,
             resnapshot: false,
             export_snapshot: false,
+            failover: None,
         }
     }
 

@@ -370,6 +370,7 @@ async fn streams_pgoutput_messages_for_an_insert() {
             CreateSlotOptions {
                 temporary: true,
                 snapshot: SnapshotAction::Nothing,
+                failover: false,
             },
         )
         .await
@@ -441,6 +442,7 @@ async fn keepalive_replies_confirm_only_what_the_hook_says() {
             CreateSlotOptions {
                 temporary: false,
                 snapshot: SnapshotAction::Nothing,
+                failover: false,
             },
         )
         .await
@@ -519,6 +521,7 @@ async fn losing_the_walsender_is_a_transient_error() {
         CreateSlotOptions {
             temporary: true,
             snapshot: SnapshotAction::Nothing,
+            failover: false,
         },
     )
     .await
@@ -730,6 +733,7 @@ async fn setup_checks_role_and_slot() {
         CreateSlotOptions {
             temporary: false,
             snapshot: SnapshotAction::Nothing,
+            failover: false,
         },
     )
     .await
@@ -810,6 +814,7 @@ async fn throughput_against_pg_recvlogical() {
         CreateSlotOptions {
             temporary: false,
             snapshot: SnapshotAction::Nothing,
+            failover: false,
         },
     )
     .await

@@ -47,6 +47,7 @@ fn settings(url: &str, publication: &str, slot: &str) -> SourceSettings {
         create_slot: true,
         create_publication: None,
         snapshot: sluice_host::config::SnapshotMode::Never,
+        failover: None,
     }
 }
 

@@ -124,6 +124,7 @@ async fn sluice(url: &str, slot: &str, end: Lsn) -> Duration {
         create_slot: false,
         create_publication: None,
         snapshot: sluice_host::config::SnapshotMode::Never,
+        failover: None,
     };
     let started = Instant::now();
     let options = SourceOptions::new(NonZeroUsize::new(256).expect("non-zero"));

@@ -109,6 +109,7 @@ impl TailOptions {
                 create_slot: false,
                 create_publication: None,
                 snapshot: crate::config::SnapshotMode::Never,
+                failover: None,
             },
             from_start,
             confirm: false,

@@ -86,6 +86,15 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
                 m.source.slot
             ),
         }
+        for finding in sluice_host::replication::ha::check(
+            &m.source.conninfo,
+            &m.source.slot,
+            m.source.failover,
+        )
+        .await
+        {
+            println!("{finding}");
+        }
         let client = publish::connect(&m.nats.connection).await?;
         let js = async_nats::jetstream::new(client);
         match publish::verify_stream(&js, &m.nats.stream.name, &m.nats.subjects).await {

@@ -17,11 +17,11 @@ use tokio_postgres::Client;
 use sluice_host::config::{Manifest, MismatchStrategy};
 use sluice_host::lsn::Lsn;
 use sluice_host::position::startup::{
-    Decision, Inputs, ServerState, SlotState, Start, StartupSettings, decide, read_slot,
-    strategy_name,
+    Decision, Inputs, ServerState, SlotState, Start, StartupSettings, decide, read_history,
+    read_slot, strategy_name,
 };
-use sluice_host::replication::SlotName;
 use sluice_host::replication::setup::connect_sql;
+use sluice_host::replication::{ReplicationConnection, SlotName};
 
 use super::offset::{describe_record, identify, open_store};
 
@@ -100,6 +100,16 @@ async fn status(file: &Path) -> anyhow::Result<()> {
     let activity = read_activity(&sql, slot_name).await?;
     let mut store = open_store(&manifest).await?;
     let offset = store.load().await?;
+    // The timeline history matters only after a promotion since the offset.
+    let history = match &offset {
+        Some(o) if o.timeline < identity.timeline => {
+            let mut repl = ReplicationConnection::connect(&manifest.source.conninfo).await?;
+            let history = read_history(&mut repl, &identity, offset.as_ref()).await?;
+            repl.close().await;
+            history
+        }
+        _ => None,
+    };
 
     let mut out = String::new();
     match (&slot, &activity) {
@@ -148,6 +158,15 @@ async fn status(file: &Path) -> anyhow::Result<()> {
 
     let settings = StartupSettings::from_manifest(&manifest);
     let server = ServerState::from(&identity);
+    for finding in sluice_host::replication::ha::check(
+        &manifest.source.conninfo,
+        slot_name,
+        manifest.source.failover,
+    )
+    .await
+    {
+        out.push_str(&format!("{finding}\n"));
+    }
     let store_name = store.describe();
     out.push_str("start-up would, by position.mismatch:\n");
     for strategy in [
@@ -167,6 +186,7 @@ async fn status(file: &Path) -> anyhow::Result<()> {
             offset: offset.as_ref(),
             slot: slot.as_ref(),
             server: &server,
+            history: history.as_deref(),
         });
         let text = match outcome {
             Ok(decision) => describe_decision(&decision),

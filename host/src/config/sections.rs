@@ -35,6 +35,10 @@ pub struct SourceSettings {
     pub create_publication: Option<PublicationScope>,
     /// When the published tables' existing rows are copied into the stream.
     pub snapshot: SnapshotMode,
+    /// `source.failover`: make the slot a failover slot. `None` (not given)
+    /// means "yes on PostgreSQL 17+, no below"; `Some(true)` on a server
+    /// older than 17 is an error at start-up.
+    pub failover: Option<bool>,
 }
 
 /// Where the offset is stored (DESIGN §3).
@@ -280,6 +284,7 @@ fn source(
         SlotName::new(s).map_err(|e| e.to_string())
     });
     let create_slot = t.opt("create-slot", p).unwrap_or(true);
+    let failover = t.opt("failover", p);
     let snapshot = t
         .opt_parsed("snapshot", p, |s: String| match s.as_str() {
             "never" => Ok(SnapshotMode::Never),
@@ -314,6 +319,7 @@ fn source(
             "create-slot",
             "create-publication",
             "snapshot",
+            "failover",
         ],
         p,
     );
@@ -324,6 +330,7 @@ fn source(
         create_slot,
         create_publication,
         snapshot,
+        failover,
     })
 }
 

@@ -162,6 +162,7 @@ impl Feeder {
             }
             Some(Ok(SourceEvent::Keepalive { wal_end })) => confirmer.keepalive(wal_end),
             Some(Ok(SourceEvent::Restarted(r))) => {
+                confirmer.set_timeline(r.timeline);
                 tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
                     "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
             }

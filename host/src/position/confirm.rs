@@ -320,10 +320,11 @@ impl Confirmer {
         &self.backfills
     }
 
-    /// The server the records are written for; a failover moves it to a new
-    /// timeline.
-    pub fn set_server(&mut self, server: SystemIdentity) {
-        self.server = server;
+    /// The source followed a promotion to `timeline`: records written from
+    /// now on carry it (the timeline decision has checked that everything
+    /// released lies on the new timeline's history).
+    pub fn set_timeline(&mut self, timeline: u32) {
+        self.server.timeline = timeline;
     }
 }
 

@@ -27,7 +27,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::conninfo::{ConnInfo, Host, SslMode};
+use super::conninfo::{ConnInfo, Host, ServerRole, SessionAttrs, SslMode};
 use super::sql::transient_sqlstate;
 use super::tls::{self, TlsError};
 
@@ -137,6 +137,14 @@ pub enum ReplicationError {
     Io(#[source] io::Error),
     #[error("PostgreSQL protocol violation: {0}")]
     Protocol(String),
+    /// Every host of the list was tried; none is what
+    /// `target_session_attrs` asks for (a failover may be under way).
+    #[error("no server at {targets} is what target_session_attrs={attrs} asks for ({found})")]
+    NoMatchingHost {
+        targets: String,
+        attrs: SessionAttrs,
+        found: String,
+    },
 }
 
 impl ReplicationError {
@@ -145,6 +153,7 @@ impl ReplicationError {
         match self {
             ReplicationError::Connect { .. }
             | ReplicationError::ConnectTimeout { .. }
+            | ReplicationError::NoMatchingHost { .. }
             | ReplicationError::Io(_) => true,
             // A certificate the verifier rejected will be rejected again; a
             // handshake cut short by the network may succeed next time.
@@ -390,12 +399,80 @@ pub struct ReplicationConnection {
     info: ConnInfo,
     backend_pid: i32,
     server_version: Option<String>,
+    in_hot_standby: Option<bool>,
+    read_only_default: Option<bool>,
 }
 
 impl ReplicationConnection {
-    /// Connects, negotiates TLS per `sslmode`, authenticates and waits until
-    /// the server is ready for commands.
+    /// Connects to the first server of the host list that
+    /// `target_session_attrs` accepts (libpq's walk: in order; for
+    /// `prefer-standby`, the first server that answered when no standby
+    /// did). With one host and `any`, that is simply [`Self::connect_one`].
     pub async fn connect(info: &ConnInfo) -> Result<Self, ReplicationError> {
+        if !info.walks() {
+            return Self::connect_one(info).await;
+        }
+        let mut found = Vec::new();
+        let mut fallback = None;
+        let mut last_error = None;
+        for candidate in info.candidates() {
+            let mut conn = match Self::connect_one(&candidate).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(host = %candidate.target(), error = %e, "host not reachable");
+                    found.push(format!("{}: {e}", candidate.target()));
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let role = conn.role().await?;
+            if info.session_attrs.accepts(role) {
+                return Ok(conn);
+            }
+            found.push(format!("{}: {role}", candidate.target()));
+            if info.session_attrs == SessionAttrs::PreferStandby && fallback.is_none() {
+                fallback = Some(conn);
+            } else {
+                conn.close().await;
+            }
+        }
+        if let Some(conn) = fallback {
+            return Ok(conn);
+        }
+        match last_error {
+            // One host, unreachable: its own error says it best.
+            Some(e) if found.len() == 1 => Err(e),
+            _ => Err(ReplicationError::NoMatchingHost {
+                targets: info.targets(),
+                attrs: info.session_attrs,
+                found: found.join("; "),
+            }),
+        }
+    }
+
+    /// What the server is: from the parameters PostgreSQL 14+ reports at
+    /// start-up, else by asking.
+    pub async fn role(&mut self) -> Result<ServerRole, ReplicationError> {
+        let in_recovery = match self.in_hot_standby {
+            Some(v) => v,
+            None => {
+                let r = self.simple_query("SELECT pg_is_in_recovery() AS r").await?;
+                r.get("r") == Some("t")
+            }
+        };
+        let read_only = match self.read_only_default {
+            Some(v) => v,
+            None => in_recovery,
+        };
+        Ok(ServerRole {
+            in_recovery,
+            read_only: read_only || in_recovery,
+        })
+    }
+
+    /// Connects to `info`'s first host, negotiates TLS per `sslmode`,
+    /// authenticates and waits until the server is ready for commands.
+    pub async fn connect_one(info: &ConnInfo) -> Result<Self, ReplicationError> {
         let tls = tls::client_config(info)?;
         let connect = open_transport(info, tls);
         let transport = match info.connect_timeout {
@@ -411,6 +488,8 @@ impl ReplicationConnection {
             info: info.clone(),
             backend_pid: 0,
             server_version: None,
+            in_hot_standby: None,
+            read_only_default: None,
         };
         conn.startup().await?;
         Ok(conn)
@@ -429,6 +508,17 @@ impl ReplicationConnection {
     /// The server's `server_version` parameter, e.g. `15.8 (Debian …)`.
     pub fn server_version(&self) -> Option<&str> {
         self.server_version.as_deref()
+    }
+
+    /// The server's major version (`17` for `17.10`), from `server_version`.
+    pub fn server_major(&self) -> Option<u32> {
+        self.server_version.as_deref().and_then(major_version)
+    }
+
+    /// Whether the server said it is a hot standby (`in_hot_standby`,
+    /// reported by PostgreSQL 14+); `None` when it did not say.
+    pub fn in_hot_standby(&self) -> Option<bool> {
+        self.in_hot_standby
     }
 
     async fn startup(&mut self) -> Result<(), ReplicationError> {
@@ -451,11 +541,18 @@ impl ReplicationConnection {
         self.authenticate().await?;
         loop {
             match self.wire.frame().await? {
-                Frame::Other(Message::ParameterStatus(p)) => {
-                    if p.name().ok() == Some("server_version") {
+                Frame::Other(Message::ParameterStatus(p)) => match p.name().ok() {
+                    Some("server_version") => {
                         self.server_version = p.value().ok().map(str::to_owned);
                     }
-                }
+                    Some("in_hot_standby") => {
+                        self.in_hot_standby = p.value().ok().map(|v| v == "on");
+                    }
+                    Some("default_transaction_read_only") => {
+                        self.read_only_default = p.value().ok().map(|v| v == "on");
+                    }
+                    _ => {}
+                },
                 Frame::Other(Message::BackendKeyData(k)) => self.backend_pid = k.process_id(),
                 Frame::Other(Message::ReadyForQuery(_)) => return Ok(()),
                 other => self.unexpected(other, "starting the session")?,
@@ -731,6 +828,17 @@ fn frame_name(frame: &Frame) -> &'static str {
     }
 }
 
+/// The major version in a `server_version` text: `17` for `17.10 (Debian…)`,
+/// `9` for `9.6.1`.
+pub fn major_version(server_version: &str) -> Option<u32> {
+    let digits: String = server_version
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// Opens the socket and, over TCP, negotiates TLS as `sslmode` says.
 async fn open_transport(
     info: &ConnInfo,
@@ -815,6 +923,14 @@ async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn major_versions() {
+        assert_eq!(major_version("17.10"), Some(17));
+        assert_eq!(major_version("15.8 (Debian 15.8-0+deb12u1)"), Some(15));
+        assert_eq!(major_version("18beta1"), Some(18));
+        assert_eq!(major_version("devel"), None);
+    }
 
     #[test]
     fn transient_sqlstates() {

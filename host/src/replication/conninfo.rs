@@ -6,6 +6,13 @@
 //! `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGAPPNAME`).
 //! A host that starts with `/` is a Unix-domain socket directory, as in libpq.
 //!
+//! Several hosts (`postgres://h1:5432,h2:5433/db`, or `host=h1,h2
+//! port=5432,5433`) are tried in order, as libpq does, and
+//! `target_session_attrs` says which server is acceptable ([`SessionAttrs`]):
+//! [`ConnInfo::candidates`] gives one single-host `ConnInfo` per host, in
+//! the order to try them; the connecting code asks each server what it is
+//! ([`ServerRole`]) and takes the first that [`SessionAttrs::accepts`].
+//!
 //! Invariant: the password never leaves this module in printable form. `Debug`
 //! and `Display` of [`ConnInfo`] redact it, and no parse error quotes the input
 //! string (which may carry the password).
@@ -33,10 +40,8 @@ pub enum ConnInfoError {
     Value { key: String, reason: String },
     #[error("unknown connection parameter `{0}`")]
     UnknownParameter(String),
-    #[error(
-        "several hosts in one connection string are not supported: give one host (sluice reconnects to it with backoff)"
-    )]
-    MultipleHosts,
+    #[error("{hosts} hosts but {ports} ports: give one port for all hosts, or one per host")]
+    PortCount { hosts: usize, ports: usize },
     #[error("no user name: put it in the URL (`postgres://USER@host/db`) or set PGUSER")]
     NoUser,
 }
@@ -112,11 +117,118 @@ impl fmt::Display for SslMode {
     }
 }
 
+/// `target_session_attrs`: which server of the host list is acceptable,
+/// with libpq's meanings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SessionAttrs {
+    /// Any server that accepts the connection.
+    #[default]
+    Any,
+    /// A server that accepts writes by default.
+    ReadWrite,
+    /// A server that does not accept writes by default.
+    ReadOnly,
+    /// A server that is not in recovery.
+    Primary,
+    /// A server in recovery (a hot standby).
+    Standby,
+    /// A standby if there is one, otherwise any server.
+    PreferStandby,
+}
+
+impl SessionAttrs {
+    /// The libpq spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionAttrs::Any => "any",
+            SessionAttrs::ReadWrite => "read-write",
+            SessionAttrs::ReadOnly => "read-only",
+            SessionAttrs::Primary => "primary",
+            SessionAttrs::Standby => "standby",
+            SessionAttrs::PreferStandby => "prefer-standby",
+        }
+    }
+
+    /// Whether a server in `role` is acceptable on the first pass over the
+    /// hosts. (`prefer-standby` takes any server on a second pass.)
+    pub fn accepts(self, role: ServerRole) -> bool {
+        match self {
+            SessionAttrs::Any => true,
+            SessionAttrs::ReadWrite => !role.in_recovery && !role.read_only,
+            SessionAttrs::ReadOnly => role.in_recovery || role.read_only,
+            SessionAttrs::Primary => !role.in_recovery,
+            SessionAttrs::Standby | SessionAttrs::PreferStandby => role.in_recovery,
+        }
+    }
+
+    /// Whether connecting must ask the server what it is.
+    pub fn needs_role(self) -> bool {
+        self != SessionAttrs::Any
+    }
+}
+
+impl FromStr for SessionAttrs {
+    type Err = ConnInfoError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "any" => SessionAttrs::Any,
+            "read-write" => SessionAttrs::ReadWrite,
+            "read-only" => SessionAttrs::ReadOnly,
+            "primary" => SessionAttrs::Primary,
+            "standby" => SessionAttrs::Standby,
+            "prefer-standby" => SessionAttrs::PreferStandby,
+            _ => {
+                return Err(value_err(
+                    "target_session_attrs",
+                    "expected any, read-write, read-only, primary, standby or prefer-standby",
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for SessionAttrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a server is, for [`SessionAttrs::accepts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerRole {
+    /// `pg_is_in_recovery()` (or the `in_hot_standby` parameter).
+    pub in_recovery: bool,
+    /// `default_transaction_read_only` (or a standby).
+    pub read_only: bool,
+}
+
+impl fmt::Display for ServerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.in_recovery, self.read_only) {
+            (true, _) => "a standby",
+            (false, true) => "a read-only primary",
+            (false, false) => "a primary",
+        })
+    }
+}
+
+/// One host of the list, with its port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: Host,
+    pub port: u16,
+}
+
 /// Everything needed to open a connection to PostgreSQL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnInfo {
+    /// The first host of the list (the only one, usually).
     pub host: Host,
     pub port: u16,
+    /// Every host, in the order to try them; `hosts[0]` is `host:port`.
+    pub hosts: Vec<Endpoint>,
+    pub session_attrs: SessionAttrs,
     pub user: String,
     pub password: Option<Secret>,
     pub dbname: String,
@@ -166,6 +278,34 @@ impl ConnInfo {
         }
     }
 
+    /// One single-host `ConnInfo` per host of the list, in order.
+    pub fn candidates(&self) -> Vec<ConnInfo> {
+        self.hosts
+            .iter()
+            .map(|e| ConnInfo {
+                host: e.host.clone(),
+                port: e.port,
+                hosts: vec![e.clone()],
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// Whether connecting tries more than one host or checks the server's
+    /// role.
+    pub fn walks(&self) -> bool {
+        self.hosts.len() > 1 || self.session_attrs.needs_role()
+    }
+
+    /// Every host as `host:port`, comma-separated, for messages.
+    pub fn targets(&self) -> String {
+        self.candidates()
+            .iter()
+            .map(ConnInfo::target)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `host:port` or the socket path, for messages.
     pub fn target(&self) -> String {
         match &self.host {
@@ -195,22 +335,31 @@ impl fmt::Display for ConnInfo {
             f.write_str(":***")?;
         }
         f.write_str("@")?;
-        match &self.host {
-            Host::Tcp(name) if name.contains(':') => write!(f, "[{name}]:{}", self.port)?,
-            Host::Tcp(name) => write!(f, "{name}:{}", self.port)?,
-            Host::Unix(dir) => write!(
-                f,
-                "{}:{}",
-                percent_encode(&dir.display().to_string()),
-                self.port
-            )?,
+        for (n, e) in self.hosts.iter().enumerate() {
+            if n > 0 {
+                f.write_str(",")?;
+            }
+            match &e.host {
+                Host::Tcp(name) if name.contains(':') => write!(f, "[{name}]:{}", e.port)?,
+                Host::Tcp(name) => write!(f, "{name}:{}", e.port)?,
+                Host::Unix(dir) => write!(
+                    f,
+                    "{}:{}",
+                    percent_encode(&dir.display().to_string()),
+                    e.port
+                )?,
+            }
         }
         write!(
             f,
             "/{}?sslmode={}",
             percent_encode(&self.dbname),
             self.ssl_mode
-        )
+        )?;
+        if self.session_attrs != SessionAttrs::Any {
+            write!(f, "&target_session_attrs={}", self.session_attrs)?;
+        }
+        Ok(())
     }
 }
 
@@ -232,6 +381,7 @@ struct Params {
     sslrootcert: Option<String>,
     application_name: Option<String>,
     connect_timeout: Option<String>,
+    target_session_attrs: Option<String>,
 }
 
 impl Params {
@@ -246,6 +396,7 @@ impl Params {
             "sslrootcert" => &mut self.sslrootcert,
             "application_name" => &mut self.application_name,
             "connect_timeout" => &mut self.connect_timeout,
+            "target_session_attrs" => &mut self.target_session_attrs,
             "replication" => {
                 return Err(value_err(
                     "replication",
@@ -265,21 +416,12 @@ impl Params {
                 .or_else(|| env(var).filter(|v| !v.is_empty()))
         };
         let host_text = pick(self.host, "PGHOST").unwrap_or_else(|| DEFAULT_SOCKET_DIR.to_owned());
-        if host_text.contains(',') {
-            return Err(ConnInfoError::MultipleHosts);
-        }
-        let host = if host_text.starts_with('/') {
-            Host::Unix(PathBuf::from(host_text))
-        } else {
-            Host::Tcp(host_text)
-        };
-        let port = match pick(self.port, "PGPORT") {
-            None => DEFAULT_PORT,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| value_err("port", "expected a number from 1 to 65535"))?,
+        let port_text = pick(self.port, "PGPORT").unwrap_or_default();
+        let hosts = endpoints(&host_text, &port_text)?;
+        let Endpoint { host, port } = hosts[0].clone();
+        let session_attrs = match pick(self.target_session_attrs, "PGTARGETSESSIONATTRS") {
+            None => SessionAttrs::default(),
+            Some(a) => a.parse()?,
         };
         let user = pick(self.user, "PGUSER")
             .or_else(|| env("USER"))
@@ -308,6 +450,8 @@ impl Params {
         Ok(ConnInfo {
             host,
             port,
+            hosts,
+            session_attrs,
             user,
             password,
             dbname,
@@ -317,6 +461,42 @@ impl Params {
             connect_timeout,
         })
     }
+}
+
+/// The host list with its ports: one port for all hosts or one per host; an
+/// empty entry means the default (5432), a host starting with `/` a socket
+/// directory.
+fn endpoints(host_text: &str, port_text: &str) -> Result<Vec<Endpoint>, ConnInfoError> {
+    let hosts: Vec<&str> = host_text.split(',').collect();
+    let ports: Vec<&str> = port_text.split(',').collect();
+    if ports.len() != 1 && ports.len() != hosts.len() {
+        return Err(ConnInfoError::PortCount {
+            hosts: hosts.len(),
+            ports: ports.len(),
+        });
+    }
+    let port_of = |text: &str| match text.trim() {
+        "" => Ok(DEFAULT_PORT),
+        p => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| value_err("port", "expected a number from 1 to 65535")),
+    };
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(n, h)| {
+            let h = h.trim();
+            let host = match h {
+                "" => Host::Unix(PathBuf::from(DEFAULT_SOCKET_DIR)),
+                h if h.starts_with('/') => Host::Unix(PathBuf::from(h)),
+                h => Host::Tcp(h.to_owned()),
+            };
+            let port = port_of(ports.get(n).or(ports.first()).copied().unwrap_or(""))?;
+            Ok(Endpoint { host, port })
+        })
+        .collect()
 }
 
 fn value_err(key: &str, reason: &str) -> ConnInfoError {
@@ -355,31 +535,18 @@ fn parse_url(rest: &str, params: &mut Params) -> Result<(), ConnInfoError> {
         }
         None => authority,
     };
-    if hostport.contains(',') {
-        return Err(ConnInfoError::MultipleHosts);
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for one in hostport.split(',') {
+        let (host, port) = url_host(one)?;
+        hosts.push(host);
+        ports.push(port.unwrap_or_default().to_owned());
     }
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (addr, after) = v6
-            .split_once(']')
-            .ok_or_else(|| ConnInfoError::Url("unterminated `[` in the IPv6 host".into()))?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(|| {
-                ConnInfoError::Url("expected `:port` after the IPv6 host".into())
-            })?),
-        };
-        (addr.to_owned(), port)
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (percent_decode("host", h)?, Some(p)),
-            None => (percent_decode("host", hostport)?, None),
-        }
-    };
-    if !host.is_empty() {
-        params.host = Some(host);
+    if hosts.iter().any(|h| !h.is_empty()) {
+        params.host = Some(hosts.join(","));
     }
-    if let Some(p) = port.filter(|p| !p.is_empty()) {
-        params.port = Some(p.to_owned());
+    if ports.iter().any(|p| !p.is_empty()) {
+        params.port = Some(ports.join(","));
     }
     if let Some(db) = path.filter(|p| !p.is_empty()) {
         params.dbname = Some(percent_decode("dbname", db)?);
@@ -396,6 +563,26 @@ fn parse_url(rest: &str, params: &mut Params) -> Result<(), ConnInfoError> {
         params.set(&key, value)?;
     }
     Ok(())
+}
+
+/// One `host[:port]` or `[v6addr][:port]` of a URL's host list.
+fn url_host(hostport: &str) -> Result<(String, Option<&str>), ConnInfoError> {
+    if let Some(v6) = hostport.strip_prefix('[') {
+        let (addr, after) = v6
+            .split_once(']')
+            .ok_or_else(|| ConnInfoError::Url("unterminated `[` in the IPv6 host".into()))?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(|| {
+                ConnInfoError::Url("expected `:port` after the IPv6 host".into())
+            })?),
+        };
+        return Ok((addr.to_owned(), port));
+    }
+    Ok(match hostport.rsplit_once(':') {
+        Some((h, p)) => (percent_decode("host", h)?, Some(p)),
+        None => (percent_decode("host", hostport)?, None),
+    })
 }
 
 /// Parses `key=value key='quoted value'` pairs, with backslash escapes inside
@@ -581,7 +768,7 @@ mod tests {
             "postgres://u:hunter2@h/d?bogus=1",
             "postgres://u:hunter2%zz@h/d",
             "postgres://u:hunter2@h/d?sslmode=allow",
-            "postgres://u:hunter2@a,b/d",
+            "postgres://u:hunter2@a,b/d?port=1,2,3",
             "mysql://u:hunter2@h/d",
             "password=hunter2 host",
         ] {
@@ -596,5 +783,81 @@ mod tests {
             parse("postgres://u@h/d?bogus=1").unwrap_err(),
             ConnInfoError::UnknownParameter("bogus".into())
         );
+    }
+
+    #[test]
+    fn host_lists_with_ports() {
+        let c = parse("postgres://u@h1:5432,h2:5433,h3/db?target_session_attrs=primary").unwrap();
+        let hosts: Vec<_> = c.hosts.iter().map(|e| (e.host.clone(), e.port)).collect();
+        assert_eq!(
+            hosts,
+            vec![
+                (Host::Tcp("h1".into()), 5432),
+                (Host::Tcp("h2".into()), 5433),
+                (Host::Tcp("h3".into()), 5432),
+            ]
+        );
+        assert_eq!((c.host.clone(), c.port), (Host::Tcp("h1".into()), 5432));
+        assert_eq!(c.session_attrs, SessionAttrs::Primary);
+        assert!(c.walks());
+        assert_eq!(c.targets(), "h1:5432,h2:5433,h3:5432");
+        assert_eq!(
+            c.to_string(),
+            "postgres://u@h1:5432,h2:5433,h3:5432/db?sslmode=prefer&target_session_attrs=primary"
+        );
+        let candidates = c.candidates();
+        assert_eq!(candidates.len(), 3);
+        assert_eq!(candidates[1].target(), "h2:5433");
+        assert_eq!(candidates[1].hosts.len(), 1);
+        assert_eq!(candidates[1].session_attrs, SessionAttrs::Primary);
+
+        let c = parse("host=h1,h2,/tmp port=5432,5433,7 user=u target_session_attrs=read-write")
+            .unwrap();
+        assert_eq!(c.targets(), "h1:5432,h2:5433,/tmp/.s.PGSQL.7");
+        assert_eq!(c.session_attrs, SessionAttrs::ReadWrite);
+        let c = parse("host=h1,h2 port=6000 user=u").unwrap();
+        assert_eq!(c.targets(), "h1:6000,h2:6000");
+        assert!(c.walks());
+        let c = parse("postgres://u@[::1]:5000,[::2]/d").unwrap();
+        assert_eq!(c.targets(), "[::1]:5000,[::2]:5432");
+        assert!(!parse("postgres://u@h/d").unwrap().walks());
+    }
+
+    #[test]
+    fn host_list_errors() {
+        assert_eq!(
+            parse("host=a,b,c port=1,2 user=u").unwrap_err(),
+            ConnInfoError::PortCount { hosts: 3, ports: 2 }
+        );
+        assert!(parse("postgres://u@h/d?target_session_attrs=master").is_err());
+    }
+
+    #[test]
+    fn session_attrs_accept_roles() {
+        let primary = ServerRole {
+            in_recovery: false,
+            read_only: false,
+        };
+        let standby = ServerRole {
+            in_recovery: true,
+            read_only: true,
+        };
+        let read_only_primary = ServerRole {
+            in_recovery: false,
+            read_only: true,
+        };
+        use SessionAttrs::*;
+        for (attrs, p, s, r) in [
+            (Any, true, true, true),
+            (ReadWrite, true, false, false),
+            (ReadOnly, false, true, true),
+            (Primary, true, false, true),
+            (Standby, false, true, false),
+            (PreferStandby, false, true, false),
+        ] {
+            assert_eq!(attrs.accepts(primary), p, "{attrs} primary");
+            assert_eq!(attrs.accepts(standby), s, "{attrs} standby");
+            assert_eq!(attrs.accepts(read_only_primary), r, "{attrs} ro primary");
+        }
     }
 }

@@ -11,6 +11,12 @@
 //! which reports back to the server the flush position the position
 //! tracker gives it.
 //!
+//! A source URL may name several hosts (libpq's host lists and
+//! `target_session_attrs`): both kinds of connection walk the list and take
+//! the first server of the wanted role, and the reader walks it again on
+//! every reconnect, which is how it follows a failover. [`ha`] holds the
+//! checks that say whether a failover would keep the slot.
+//!
 //! Errors say whether they are transient ([`ReplicationError::is_transient`]):
 //! on a transient one the caller reconnects after [`Backoff::next_delay`]
 //! and restarts from the slot; a definite one stops the pipeline.
@@ -18,6 +24,7 @@
 mod backoff;
 mod connection;
 mod conninfo;
+pub mod ha;
 pub mod setup;
 mod slot;
 mod sql;
@@ -25,11 +32,13 @@ mod stream;
 mod tls;
 
 pub use backoff::Backoff;
-pub use connection::{QueryResult, ReplicationConnection, ReplicationError, ServerError};
-pub use conninfo::{ConnInfo, ConnInfoError, Host, SslMode};
+pub use connection::{
+    QueryResult, ReplicationConnection, ReplicationError, ServerError, major_version,
+};
+pub use conninfo::{ConnInfo, ConnInfoError, Endpoint, Host, ServerRole, SessionAttrs, SslMode};
 pub use slot::{
     CreateSlotOptions, CreatedSlot, SlotName, SlotNameError, SnapshotAction, SystemIdentity,
-    quote_ident, quote_literal,
+    TimelineSwitch, parse_timeline_history, quote_ident, quote_literal,
 };
 pub use sql::SqlError;
 pub use stream::{PgOutputOptions, ReplicationEvent, ReplicationStream, StreamOptions};

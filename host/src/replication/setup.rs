@@ -10,7 +10,7 @@ use std::fmt;
 
 use tokio_postgres::{Client, NoTls};
 
-use super::conninfo::{ConnInfo, Host, SslMode};
+use super::conninfo::{ConnInfo, Host, ServerRole, SessionAttrs, SslMode};
 use super::slot::{SlotName, quote_ident, quote_literal};
 use super::sql::{SqlError, reason};
 use super::tls::{self, MakeRustlsConnect, TlsError};
@@ -26,6 +26,14 @@ pub enum SetupError {
     Sql(#[from] SqlError),
     #[error("PostgreSQL is not ready for logical replication:\n{}", bullets(.0))]
     Problems(Vec<SetupProblem>),
+    /// Every host of the list was tried; none is what
+    /// `target_session_attrs` asks for.
+    #[error("no server at {targets} is what target_session_attrs={attrs} asks for ({found})")]
+    NoMatchingHost {
+        targets: String,
+        attrs: SessionAttrs,
+        found: String,
+    },
 }
 
 impl SetupError {
@@ -34,6 +42,7 @@ impl SetupError {
     pub fn is_transient(&self) -> bool {
         match self {
             SetupError::Sql(e) => e.is_transient(),
+            SetupError::NoMatchingHost { .. } => true,
             SetupError::Tls(_) | SetupError::Problems(_) => false,
         }
     }
@@ -173,9 +182,69 @@ pub struct SetupReport {
 }
 
 /// Opens an ordinary SQL connection with the same settings (TLS included) as
-/// the replication connection. The connection task runs on the runtime
-/// until the client is dropped.
+/// the replication connection, to the first server of the host list that
+/// `target_session_attrs` accepts (as [`ReplicationConnection::connect`]
+/// chooses). The connection task runs on the runtime until the client is
+/// dropped.
+///
+/// [`ReplicationConnection::connect`]: super::ReplicationConnection::connect
 pub async fn connect_sql(info: &ConnInfo) -> Result<Client, SetupError> {
+    if !info.walks() {
+        return connect_sql_one(info).await;
+    }
+    let mut found = Vec::new();
+    let mut fallback = None;
+    let mut last_error = None;
+    for candidate in info.candidates() {
+        let client = match connect_sql_one(&candidate).await {
+            Ok(client) => client,
+            Err(e) => {
+                found.push(format!("{}: {e}", candidate.target()));
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let role = sql_role(&client).await?;
+        if info.session_attrs.accepts(role) {
+            return Ok(client);
+        }
+        found.push(format!("{}: {role}", candidate.target()));
+        if info.session_attrs == SessionAttrs::PreferStandby && fallback.is_none() {
+            fallback = Some(client);
+        }
+    }
+    if let Some(client) = fallback {
+        return Ok(client);
+    }
+    match last_error {
+        Some(e) if found.len() == 1 => Err(e),
+        _ => Err(SetupError::NoMatchingHost {
+            targets: info.targets(),
+            attrs: info.session_attrs,
+            found: found.join("; "),
+        }),
+    }
+}
+
+/// What the server behind `client` is, for `target_session_attrs`.
+pub async fn sql_role(client: &Client) -> Result<ServerRole, SetupError> {
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
+            &[],
+        )
+        .await
+        .map_err(sql_err("asking the server whether it is a standby"))?;
+    let in_recovery: bool = row.get(0);
+    let read_only: bool = row.get(1);
+    Ok(ServerRole {
+        in_recovery,
+        read_only: read_only || in_recovery,
+    })
+}
+
+/// [`connect_sql`] to `info`'s first host only.
+pub(crate) async fn connect_sql_one(info: &ConnInfo) -> Result<Client, SetupError> {
     let mut config = tokio_postgres::Config::new();
     config
         .user(&info.user)

@@ -97,6 +97,35 @@ pub struct SystemIdentity {
     pub dbname: Option<String>,
 }
 
+/// One line of a timeline history file: `timeline` ended at `switch_point`
+/// (the first LSN of the next timeline; everything of `timeline` before it
+/// is in the new timeline's history).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimelineSwitch {
+    pub timeline: u32,
+    pub switch_point: Lsn,
+}
+
+/// Parses a timeline history file (`<tli>\t<lsn>\t<reason>` lines; blank
+/// lines and `#` comments ignored). `None` when a line is malformed.
+pub fn parse_timeline_history(content: &str) -> Option<Vec<TimelineSwitch>> {
+    let mut switches = Vec::new();
+    for line in content.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let timeline = fields.next()?.parse().ok()?;
+        let switch_point = fields.next()?.parse().ok()?;
+        switches.push(TimelineSwitch {
+            timeline,
+            switch_point,
+        });
+    }
+    Some(switches)
+}
+
 /// What `CREATE_REPLICATION_SLOT` does with the slot's snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SnapshotAction {
@@ -126,6 +155,10 @@ pub struct CreateSlotOptions {
     /// Dropped when the session ends (or on error).
     pub temporary: bool,
     pub snapshot: SnapshotAction,
+    /// A failover slot (PostgreSQL 17+): physical standbys with
+    /// `sync_replication_slots` keep a copy that survives a promotion.
+    /// Never sent when false, so the command stays valid on older servers.
+    pub failover: bool,
 }
 
 /// The answer to `CREATE_REPLICATION_SLOT`.
@@ -160,17 +193,22 @@ impl ReplicationConnection {
         })
     }
 
-    /// `CREATE_REPLICATION_SLOT name [TEMPORARY] LOGICAL pgoutput (SNAPSHOT …)`
-    /// (PostgreSQL 15 syntax).
+    /// `CREATE_REPLICATION_SLOT name [TEMPORARY] LOGICAL pgoutput (SNAPSHOT …
+    /// [, FAILOVER true])` (PostgreSQL 15 syntax; `FAILOVER` needs 17).
     pub async fn create_slot(
         &mut self,
         slot: &SlotName,
         options: CreateSlotOptions,
     ) -> Result<CreatedSlot, ReplicationError> {
         let command = format!(
-            "CREATE_REPLICATION_SLOT {slot}{} LOGICAL pgoutput (SNAPSHOT {})",
+            "CREATE_REPLICATION_SLOT {slot}{} LOGICAL pgoutput (SNAPSHOT {}{})",
             if options.temporary { " TEMPORARY" } else { "" },
             quote_literal(options.snapshot.as_str()),
+            if options.failover {
+                ", FAILOVER true"
+            } else {
+                ""
+            },
         );
         let r = self.simple_query(&command).await?;
         let point = required(&r, "consistent_point", &command)?;
@@ -182,6 +220,30 @@ impl ReplicationConnection {
             snapshot_name: r.get("snapshot_name").map(str::to_owned),
             output_plugin: r.get("output_plugin").map(str::to_owned),
         })
+    }
+
+    /// `ALTER_REPLICATION_SLOT name (FAILOVER true|false)` (PostgreSQL 17+).
+    /// The server refuses while a walsender holds the slot.
+    pub async fn alter_slot_failover(
+        &mut self,
+        slot: &SlotName,
+        failover: bool,
+    ) -> Result<(), ReplicationError> {
+        let command = format!("ALTER_REPLICATION_SLOT {slot} (FAILOVER {failover})");
+        self.simple_query(&command).await.map(drop)
+    }
+
+    /// `TIMELINE_HISTORY tli`: the history file of timeline `tli` (> 1),
+    /// parsed into the switch points of the timelines before it.
+    pub async fn timeline_history(
+        &mut self,
+        timeline: u32,
+    ) -> Result<Vec<TimelineSwitch>, ReplicationError> {
+        let command = format!("TIMELINE_HISTORY {timeline}");
+        let r = self.simple_query(&command).await?;
+        let content = required(&r, "content", &command)?;
+        parse_timeline_history(content)
+            .ok_or_else(|| bad_value(&command, "content", "(unparsable history file)"))
     }
 
     /// `DROP_REPLICATION_SLOT name [WAIT]`. With `wait`, waits for a slot
@@ -228,6 +290,21 @@ mod tests {
         let s: SlotName = serde_json::from_str("\"abc\"").unwrap();
         assert_eq!(s.as_str(), "abc");
         assert!(serde_json::from_str::<SlotName>("\"ABC\"").is_err());
+    }
+
+    #[test]
+    fn timeline_histories() {
+        let h = parse_timeline_history(
+            "1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tbefore 2000-01-01\n",
+        )
+        .unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].timeline, 1);
+        assert_eq!(h[0].switch_point, "0/3000158".parse().unwrap());
+        assert_eq!(h[1].timeline, 2);
+        assert!(parse_timeline_history("1\tnot-an-lsn\tx\n").is_none());
+        assert!(parse_timeline_history("x 0/1").is_none());
+        assert_eq!(parse_timeline_history("# c\n").unwrap(), vec![]);
     }
 
     #[test]

@@ -472,6 +472,7 @@ pub async fn prepare(
                     CreateSlotOptions {
                         temporary: true,
                         snapshot: SnapshotAction::Export,
+                        failover: false,
                     },
                 )
                 .await?;

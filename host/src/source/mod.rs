@@ -59,7 +59,7 @@ mod reader;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -70,6 +70,7 @@ use crate::config::SourceSettings;
 use crate::lsn::Lsn;
 use crate::model::Batch;
 use crate::pgoutput::{BatchError, TransactionEnd};
+use crate::position::startup::Refusal;
 use crate::replication::setup::{self, SetupError, SetupSpec};
 use crate::replication::{
     Backoff, CreateSlotOptions, PgOutputOptions, ReplicationConnection, ReplicationError, SlotName,
@@ -123,6 +124,12 @@ pub enum SourceError {
     },
     #[error("the replication reader task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// After a reconnect to a promoted server: see
+    /// `crate::position::startup::check_timeline`.
+    #[error(transparent)]
+    Failover(Box<Refusal>),
+    #[error("after reconnecting, cannot read replication slot \"{slot}\" on the server: {reason}")]
+    SlotUnreadable { slot: SlotName, reason: String },
 }
 
 impl SourceError {
@@ -135,6 +142,8 @@ impl SourceError {
             SourceError::Decode { .. }
             | SourceError::ServerChanged { .. }
             | SourceError::TemporarySlotLost { .. }
+            | SourceError::Failover(_)
+            | SourceError::SlotUnreadable { .. }
             | SourceError::Task(_) => false,
         }
     }
@@ -289,6 +298,7 @@ pub async fn prepare(
                     CreateSlotOptions {
                         temporary,
                         snapshot: SnapshotAction::Nothing,
+                        failover: false,
                     },
                 )
                 .await
@@ -384,6 +394,7 @@ impl PreparedSource {
             })?;
         let (events_tx, events) = mpsc::channel(options.capacity.max(1));
         let wal_end = ServerWalEnd::default();
+        let timeline = ServerTimeline::new(identity.timeline);
         let (stop, stop_rx) = watch::channel(false);
         let reader = Reader::new(
             settings,
@@ -395,6 +406,7 @@ impl PreparedSource {
             events_tx,
             stop_rx,
             wal_end.clone(),
+            timeline.clone(),
         );
         let task = tokio::spawn(reader.run(stream));
         Ok(SourceStream {
@@ -404,6 +416,7 @@ impl PreparedSource {
             identity,
             slot,
             wal_end,
+            timeline,
         })
     }
 }
@@ -431,6 +444,8 @@ pub struct Restarted {
     pub abandoned: Option<AbandonedTransaction>,
     /// The LSN `START_REPLICATION` was given.
     pub resumed_at: Lsn,
+    /// The server's timeline now (higher than before after a promotion).
+    pub timeline: u32,
 }
 
 /// See [`Restarted::abandoned`].
@@ -453,6 +468,27 @@ pub struct SourceStream {
     identity: SystemIdentity,
     slot: SlotState,
     wal_end: ServerWalEnd,
+    timeline: ServerTimeline,
+}
+
+/// The server's timeline, shared with whoever writes offset records: it
+/// changes when the reader follows a promotion (see
+/// `crate::position::startup::check_timeline`). Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct ServerTimeline(Arc<AtomicU32>);
+
+impl ServerTimeline {
+    fn new(timeline: u32) -> Self {
+        ServerTimeline(Arc::new(AtomicU32::new(timeline)))
+    }
+
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, timeline: u32) {
+        self.0.store(timeline, Ordering::Relaxed);
+    }
 }
 
 /// The server's WAL end as last reported on the stream (by XLogData or a
@@ -472,6 +508,11 @@ impl ServerWalEnd {
 }
 
 impl SourceStream {
+    /// The server's timeline, updated when the reader follows a promotion.
+    pub fn server_timeline(&self) -> ServerTimeline {
+        self.timeline.clone()
+    }
+
     /// The server's WAL end, updated while streaming.
     pub fn server_wal_end(&self) -> ServerWalEnd {
         self.wal_end.clone()

@@ -15,20 +15,30 @@
 //! record *ends*, which can be exactly where the next transaction's commit
 //! record starts. So a position is (LSN, kind) with a message ordered
 //! before a transaction at the same LSN ([`Position`]).
+//!
+//! Failover. A reconnect walks the source URL's host list
+//! (`ReplicationConnection::connect`), so it reaches a promoted standby.
+//! When that server is on another timeline, `check_timeline` decides with
+//! the end LSN of the newest transaction delivered (`delivered_end`: the
+//! consumer publishes everything delivered, so that is what the stream will
+//! hold): at or below the switch point, with the slot there, streaming
+//! continues and the new timeline is published through [`ServerTimeline`]
+//! for the offset records; otherwise the reader stops with the refusal.
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    AbandonedTransaction, Restarted, ServerWalEnd, SourceError, SourceEvent, SourceOptions,
-    StartPosition,
+    AbandonedTransaction, Restarted, ServerTimeline, ServerWalEnd, SourceError, SourceEvent,
+    SourceOptions, StartPosition,
 };
 use crate::config::SourceSettings;
 use crate::lsn::Lsn;
 use crate::pgoutput::Batcher;
+use crate::position::startup::{TimelineInputs, check_timeline, slot_from_json};
 use crate::replication::{
-    Backoff, PgOutputOptions, ReplicationError, ReplicationEvent, ReplicationStream, StreamOptions,
-    SystemIdentity,
+    Backoff, PgOutputOptions, ReplicationConnection, ReplicationError, ReplicationEvent,
+    ReplicationStream, StreamOptions, SystemIdentity, quote_literal,
 };
 
 type Events = mpsc::Sender<Result<SourceEvent, SourceError>>;
@@ -76,6 +86,11 @@ pub(super) struct Reader {
     position: StartPosition,
     /// The newest transaction or message whose end was delivered.
     delivered: Option<Position>,
+    /// The end LSN of the newest transaction delivered (what a promoted
+    /// server must have for the stream to hold no ghost changes).
+    delivered_end: Lsn,
+    /// Replayed transactions skipped since the last one delivered.
+    replayed: u64,
     /// A transaction with batches delivered but not its end.
     open: Option<AbandonedTransaction>,
     flushed: watch::Receiver<Lsn>,
@@ -84,6 +99,8 @@ pub(super) struct Reader {
     backoff: Backoff,
     /// The server's WAL end, for lag metrics.
     wal_end: ServerWalEnd,
+    /// The server's timeline, for the offset records.
+    timeline: ServerTimeline,
 }
 
 impl Reader {
@@ -98,6 +115,7 @@ impl Reader {
         events: Events,
         stop: watch::Receiver<bool>,
         wal_end: ServerWalEnd,
+        timeline: ServerTimeline,
     ) -> Self {
         let backoff = options.backoff.clone();
         Reader {
@@ -107,12 +125,15 @@ impl Reader {
             identity,
             position,
             delivered: None,
+            delivered_end: Lsn::ZERO,
+            replayed: 0,
             open: None,
             flushed,
             events,
             stop,
             backoff,
             wal_end,
+            timeline,
         }
     }
 
@@ -175,17 +196,13 @@ impl Reader {
             match opened {
                 Ok((mut stream, identity)) => {
                     if identity.timeline != self.identity.timeline {
-                        tracing::warn!(
-                            slot = %self.settings.slot,
-                            from = self.identity.timeline,
-                            to = identity.timeline,
-                            "the server's timeline changed (failover?)"
-                        );
                         self.identity.timeline = identity.timeline;
+                        self.timeline.set(identity.timeline);
                     }
                     let restarted = Restarted {
                         abandoned: self.open,
                         resumed_at,
+                        timeline: identity.timeline,
                     };
                     tracing::info!(
                         slot = %self.settings.slot,
@@ -224,13 +241,16 @@ impl Reader {
         start: Lsn,
     ) -> Result<(ReplicationStream, SystemIdentity), SourceError> {
         let slot = &self.settings.slot;
-        let (conn, identity) = super::open_session(&self.settings.conninfo, slot).await?;
+        let (mut conn, identity) = super::open_session(&self.settings.conninfo, slot).await?;
         if identity.system_id != self.identity.system_id {
             return Err(SourceError::ServerChanged {
                 slot: slot.clone(),
                 expected: self.identity.system_id,
                 found: identity.system_id,
             });
+        }
+        if identity.timeline != self.identity.timeline {
+            self.check_promotion(&mut conn, &identity).await?;
         }
         let stream = conn
             .start_replication(
@@ -245,6 +265,71 @@ impl Reader {
             .await
             .map_err(SourceError::replication(slot, "START_REPLICATION failed"))?;
         Ok((stream, identity))
+    }
+
+    /// The server is on another timeline than before the connection was
+    /// lost: continue only if it is a promotion the stream can follow
+    /// (`check_timeline`), judged by the newest transaction delivered.
+    async fn check_promotion(
+        &self,
+        conn: &mut ReplicationConnection,
+        identity: &SystemIdentity,
+    ) -> Result<(), SourceError> {
+        let slot = &self.settings.slot;
+        let failed = |during| {
+            let slot = slot.clone();
+            move |source| SourceError::Replication {
+                slot,
+                during,
+                source,
+            }
+        };
+        let history = if identity.timeline > self.identity.timeline {
+            Some(
+                conn.timeline_history(identity.timeline)
+                    .await
+                    .map_err(failed("TIMELINE_HISTORY failed"))?,
+            )
+        } else {
+            None
+        };
+        let row = conn
+            .simple_query(&format!(
+                "SELECT to_jsonb(s)::text AS row FROM pg_replication_slots s WHERE slot_name = {}",
+                quote_literal(slot.as_str())
+            ))
+            .await
+            .map_err(failed("reading the replication slot failed"))?;
+        let state = row
+            .get("row")
+            .map(|text| slot_from_json(slot, text))
+            .transpose()
+            .map_err(|e| SourceError::SlotUnreadable {
+                slot: slot.clone(),
+                reason: e.to_string(),
+            })?;
+        let streamed = self.delivered_end.max(self.position.skip_through);
+        let change = check_timeline(&TimelineInputs {
+            slot_name: slot,
+            from: self.identity.timeline,
+            to: identity.timeline,
+            history: history.as_deref(),
+            streamed_end: (streamed > Lsn::ZERO).then_some(streamed),
+            streamed_what: "the newest transaction sluice passed on to the pipeline",
+            slot: state.as_ref(),
+        })
+        .map_err(|r| SourceError::Failover(Box::new(r)))?;
+        if let Some(change) = change {
+            tracing::warn!(
+                slot = %slot,
+                from = change.from,
+                to = change.to,
+                switch_point = %change.switch_point,
+                streamed = %streamed,
+                "the server was promoted; the slot survived and everything streamed is on the new timeline: continuing"
+            );
+        }
+        Ok(())
     }
 
     /// Hands a definite error to the consumer (if it is still there).
@@ -319,8 +404,15 @@ impl Reader {
                         self.open = open;
                     }
                     if let Some(end) = out.end
-                        && !self.skipped(end.commit_lsn, end.xid)
+                        && self.skipped(end.commit_lsn, end.xid)
                     {
+                        self.replayed += 1;
+                    } else if let Some(end) = out.end {
+                        if self.replayed > 0 {
+                            tracing::info!(slot = %self.settings.slot, transactions = self.replayed,
+                                "skipped transactions the server replayed (already streamed)");
+                            self.replayed = 0;
+                        }
                         if let Err(halt) = self
                             .deliver(&mut stream, SourceEvent::TransactionEnd(end))
                             .await
@@ -330,6 +422,7 @@ impl Reader {
                         let position = Position::of(end.commit_lsn, end.xid);
                         debug_assert!(self.delivered < Some(position));
                         self.delivered = Some(position);
+                        self.delivered_end = self.delivered_end.max(end.end_lsn);
                         self.open = None;
                     }
                 }

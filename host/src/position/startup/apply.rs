@@ -18,7 +18,7 @@ use crate::position::offset::OffsetRecord;
 use crate::position::store::{OffsetStore, StoreError};
 use crate::replication::{
     CreateSlotOptions, CreatedSlot, ReplicationConnection, ReplicationError, SlotName,
-    SnapshotAction, SqlError, SystemIdentity,
+    SnapshotAction, SqlError, SystemIdentity, TimelineSwitch, major_version,
 };
 
 /// The manifest's part in the decision.
@@ -36,6 +36,8 @@ pub struct StartupSettings {
     /// Whether a slot created now exports its snapshot, for the initial
     /// snapshot to read the tables under (every mode but `never`).
     pub export_snapshot: bool,
+    /// `source.failover` (see [`failover_wanted`]).
+    pub failover: Option<bool>,
 }
 
 impl StartupSettings {
@@ -48,6 +50,7 @@ impl StartupSettings {
             create_slot: m.source.create_slot,
             resnapshot: m.source.snapshot == SnapshotMode::WhenNeeded,
             export_snapshot: m.source.snapshot.on_new_slot(),
+            failover: m.source.failover,
         }
     }
 }
@@ -90,6 +93,10 @@ pub enum StartupError {
         value: String,
     },
     #[error(
+        "source.failover = true, but the server is PostgreSQL {version}: failover slots need PostgreSQL 17 or later; remove source.failover (or set it to false), or upgrade the server"
+    )]
+    FailoverUnsupported { version: String },
+    #[error(
         "advancing replication slot \"{slot}\" to {target} stopped at {reached}: the server has not flushed WAL up to {target}; start again once it has"
     )]
     AdvanceFellShort {
@@ -110,11 +117,12 @@ fn sql_error(during: String) -> impl FnOnce(tokio_postgres::Error) -> StartupErr
 }
 
 /// Reads `slot` from `pg_replication_slots`; `None` when it does not exist.
+/// The row is read as JSON so that one query serves every server version
+/// (PostgreSQL 16 and 17 added columns).
 pub async fn read_slot(sql: &Client, slot: &SlotName) -> Result<Option<SlotState>, StartupError> {
     let row = sql
         .query_opt(
-            "SELECT plugin::text, database::text, confirmed_flush_lsn::text, restart_lsn::text
-               FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT to_jsonb(s)::text FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot.as_str()],
         )
         .await
@@ -124,23 +132,94 @@ pub async fn read_slot(sql: &Client, slot: &SlotName) -> Result<Option<SlotState
     let Some(row) = row else {
         return Ok(None);
     };
-    let lsn = |index: usize, column: &'static str| -> Result<Option<Lsn>, StartupError> {
-        row.get::<_, Option<String>>(index)
-            .map(|text| {
-                text.parse().map_err(|_| StartupError::BadSlotRow {
-                    slot: slot.clone(),
-                    column,
-                    value: text,
-                })
-            })
+    let text: String = row.get(0);
+    slot_from_json(slot, &text).map(Some)
+}
+
+/// A `pg_replication_slots` row as `to_jsonb` gives it.
+pub fn slot_from_json(slot: &SlotName, text: &str) -> Result<SlotState, StartupError> {
+    let bad = |column: &'static str, value: String| StartupError::BadSlotRow {
+        slot: slot.clone(),
+        column,
+        value,
+    };
+    let row: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|_| bad("(row)", text.to_owned()))?;
+    let text_of = |column: &str| row.get(column).and_then(|v| v.as_str()).map(str::to_owned);
+    let flag = |column: &str| row.get(column).and_then(serde_json::Value::as_bool);
+    let lsn = |column: &'static str| -> Result<Option<Lsn>, StartupError> {
+        text_of(column)
+            .map(|t| t.parse().map_err(|_| bad(column, t)))
             .transpose()
     };
-    Ok(Some(SlotState {
-        plugin: row.get(0),
-        database: row.get(1),
-        confirmed_flush_lsn: lsn(2, "confirmed_flush_lsn")?,
-        restart_lsn: lsn(3, "restart_lsn")?,
-    }))
+    Ok(SlotState {
+        plugin: text_of("plugin"),
+        database: text_of("database"),
+        confirmed_flush_lsn: lsn("confirmed_flush_lsn")?,
+        restart_lsn: lsn("restart_lsn")?,
+        temporary: flag("temporary").unwrap_or(false),
+        active_pid: row
+            .get("active_pid")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok()),
+        failover: flag("failover"),
+        synced: flag("synced"),
+        invalidation_reason: text_of("invalidation_reason"),
+    })
+}
+
+/// Reads the history of `identity`'s timeline when `offset` comes from a
+/// lower one (a promotion since): the failover decision needs its switch
+/// points.
+pub async fn read_history(
+    repl: &mut ReplicationConnection,
+    identity: &SystemIdentity,
+    offset: Option<&OffsetRecord>,
+) -> Result<Option<Vec<TimelineSwitch>>, StartupError> {
+    match offset {
+        Some(o) if o.timeline < identity.timeline && identity.timeline > 1 => {
+            Ok(Some(repl.timeline_history(identity.timeline).await?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Whether the slot is to be a failover slot: `source.failover`, or by
+/// default on PostgreSQL 17+. Explicitly asking for it below 17 is an
+/// error naming the version.
+pub fn failover_wanted(
+    wanted: Option<bool>,
+    server_version: Option<&str>,
+) -> Result<bool, StartupError> {
+    let major = server_version.and_then(major_version);
+    let supported = major.is_some_and(|m| m >= 17);
+    match wanted {
+        None => Ok(supported),
+        Some(true) if !supported => Err(StartupError::FailoverUnsupported {
+            version: server_version.unwrap_or("unknown").to_owned(),
+        }),
+        Some(w) => Ok(w),
+    }
+}
+
+/// Makes an existing slot a failover slot (`ALTER_REPLICATION_SLOT`) when
+/// it is not one yet and no walsender holds it; warns otherwise.
+async fn ensure_failover(
+    repl: &mut ReplicationConnection,
+    slot: &SlotName,
+    state: &SlotState,
+) -> Result<(), StartupError> {
+    if state.failover != Some(false) {
+        return Ok(());
+    }
+    if let Some(pid) = state.active_pid {
+        tracing::warn!(slot = %slot, pid,
+            "replication slot is not a failover slot and process {pid} holds it, so it cannot be altered now: stop that consumer and start again, or run `ALTER_REPLICATION_SLOT {slot} (FAILOVER true)` on a replication connection");
+        return Ok(());
+    }
+    repl.alter_slot_failover(slot, true).await?;
+    tracing::info!(slot = %slot, "made the replication slot a failover slot");
+    Ok(())
 }
 
 /// Reads the offset, the slot and the server, decides where streaming
@@ -153,9 +232,11 @@ pub async fn apply(
     sql: &Client,
     store: &mut dyn OffsetStore,
 ) -> Result<Startup, StartupError> {
+    let failover = failover_wanted(settings.failover, repl.server_version())?;
     let identity = repl.identify_system().await?;
     let offset = store.load().await?;
     let slot_state = read_slot(sql, &settings.slot).await?;
+    let history = read_history(repl, &identity, offset.as_ref()).await?;
     let server = ServerState::from(&identity);
     let store_name = store.describe();
     let decision = decide(&Inputs {
@@ -169,6 +250,7 @@ pub async fn apply(
         offset: offset.as_ref(),
         slot: slot_state.as_ref(),
         server: &server,
+        history: history.as_deref(),
     })?;
     let slot = &settings.slot;
     for notice in &decision.notices {
@@ -178,6 +260,9 @@ pub async fn apply(
         }
     }
 
+    if let (true, Some(state)) = (failover, &slot_state) {
+        ensure_failover(repl, slot, state).await?;
+    }
     if let Some(target) = decision.advance_slot_to {
         advance_slot(sql, slot, target).await?;
     }
@@ -203,6 +288,7 @@ pub async fn apply(
                 } else {
                     SnapshotAction::Nothing
                 },
+                failover,
             };
             let created = repl.create_slot(slot, options).await?;
             tracing::info!(slot = %slot, lsn = %created.consistent_point, "created the replication slot");

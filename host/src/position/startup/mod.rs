@@ -25,22 +25,28 @@ mod apply;
 mod refusal;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 use std::path::Path;
 
-pub use apply::{Startup, StartupError, StartupSettings, apply, read_slot};
+pub use apply::{
+    Startup, StartupError, StartupSettings, apply, failover_wanted, read_history, read_slot,
+    slot_from_json,
+};
 pub use refusal::Refusal;
+pub use timeline::{TimelineChange, TimelineInputs, check_timeline};
 
 use crate::config::{FlushMode, MismatchStrategy};
 use crate::lsn::Lsn;
 use crate::position::offset::OffsetRecord;
-use crate::replication::{SlotName, SystemIdentity, quote_literal};
+use crate::replication::{SlotName, SystemIdentity, TimelineSwitch, quote_literal};
 
 /// The output plugin sluice decodes.
 const PLUGIN: &str = "pgoutput";
 
-/// A replication slot as `pg_replication_slots` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A replication slot as `pg_replication_slots` shows it. The columns
+/// newer servers added are `None` on older ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SlotState {
     /// The output plugin; `None` for a physical slot.
     pub plugin: Option<String>,
@@ -48,6 +54,16 @@ pub struct SlotState {
     pub database: Option<String>,
     pub confirmed_flush_lsn: Option<Lsn>,
     pub restart_lsn: Option<Lsn>,
+    /// A temporary slot (on a standby: a synced slot not yet sync-ready).
+    pub temporary: bool,
+    /// The walsender holding the slot.
+    pub active_pid: Option<i32>,
+    /// A failover slot (PostgreSQL 17+).
+    pub failover: Option<bool>,
+    /// Synced from the primary by a standby's slot sync (PostgreSQL 17+).
+    pub synced: Option<bool>,
+    /// Why the slot was invalidated (PostgreSQL 17+; `wal_removed`, …).
+    pub invalidation_reason: Option<String>,
 }
 
 impl SlotState {
@@ -100,6 +116,9 @@ pub struct Inputs<'a> {
     /// The slot, `None` when it does not exist.
     pub slot: Option<&'a SlotState>,
     pub server: &'a ServerState,
+    /// The history of the server's timeline, read when the offset comes
+    /// from a lower timeline (a promotion since).
+    pub history: Option<&'a [TimelineSwitch]>,
 }
 
 /// Where streaming starts.
@@ -179,6 +198,17 @@ pub fn decide(i: &Inputs<'_>) -> Result<Decision, Refusal> {
         if o.system_id != i.server.system_id {
             return Err(ctx.other_server(o, slot_position, i.server.system_id));
         }
+        if let Some(change) = check_timeline(&TimelineInputs {
+            slot_name: i.slot_name,
+            from: o.timeline,
+            to: i.server.timeline,
+            history: i.history,
+            streamed_end: Some(o.commit_end_lsn),
+            streamed_what: &format!("the stored offset in {}", i.store),
+            slot: i.slot,
+        })? {
+            return decide_after_promotion(i, &ctx, o, change);
+        }
         if o.commit_end_lsn > i.server.wal_end {
             return Err(ctx.offset_ahead_of_server(o, slot_position));
         }
@@ -206,18 +236,36 @@ pub fn decide(i: &Inputs<'_>) -> Result<Decision, Refusal> {
     let Some(o_record) = i.offset else {
         return Ok(Decision::start(Start::At(s)));
     };
-    let o = o_record.commit_end_lsn;
-    let mut decision = decide_ordering(i, &ctx, o, s, r)?;
-    if o_record.timeline != i.server.timeline {
-        decision = decision.notice(
-            NoticeLevel::Warn,
-            format!(
-                "the stored offset {o} was written on timeline {}, the server is on timeline {} (a failover or promotion happened since)",
-                o_record.timeline, i.server.timeline
-            ),
-        );
+    decide_ordering(i, &ctx, o_record.commit_end_lsn, s, r)
+}
+
+/// After a promotion that [`check_timeline`] accepted: the new primary's
+/// slot (a synced copy) may lag behind the offset, and its WAL before the
+/// switch point is the old primary's, so the usual table applies to the
+/// slot's own position; the replay up to the offset is skipped.
+fn decide_after_promotion(
+    i: &Inputs<'_>,
+    ctx: &refusal::Context<'_>,
+    o: &OffsetRecord,
+    change: TimelineChange,
+) -> Result<Decision, Refusal> {
+    let Some(slot) = i.slot else {
+        return Err(ctx.slot_missing_with_offset(o));
+    };
+    if slot.plugin.as_deref() != Some(PLUGIN) {
+        return Err(ctx.wrong_plugin(slot.plugin.clone()));
     }
-    Ok(decision)
+    let (Some(s), Some(r)) = (slot.position(), slot.restart_lsn) else {
+        return Err(ctx.slot_invalidated(Some(o.commit_end_lsn)));
+    };
+    let decision = decide_ordering(i, ctx, o.commit_end_lsn, s, r)?;
+    Ok(decision.notice(
+        NoticeLevel::Warn,
+        format!(
+            "the server was promoted from timeline {} to {} at {} since the stored offset {} was written; replication slot \"{}\" survived the failover at {s}: continuing, transactions up to the offset are skipped",
+            change.from, change.to, change.switch_point, o.commit_end_lsn, i.slot_name
+        ),
+    ))
 }
 
 /// The availability check and the strategy table, for an existing slot at

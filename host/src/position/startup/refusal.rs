@@ -119,6 +119,41 @@ pub enum Refusal {
         strategy: MismatchStrategy,
         manifest: PathBuf,
     },
+    #[error(
+        "refusing to start: the server is on timeline {server_timeline}, but the stream's position was read on timeline {stream_timeline} of replication slot \"{slot}\": this server is an older branch of the history (a restored backup, or a standby of a server that was since promoted). Point source.url at the current primary"
+    )]
+    LowerTimeline {
+        slot: SlotName,
+        stream_timeline: u32,
+        server_timeline: u32,
+    },
+    #[error(
+        "refusing to start: the server is on timeline {server_timeline}, whose history does not contain timeline {stream_timeline}, where the stream's position of replication slot \"{slot}\" was read: it was promoted from another branch of the history. Point source.url at the current primary"
+    )]
+    TimelineNotInHistory {
+        slot: SlotName,
+        stream_timeline: u32,
+        server_timeline: u32,
+    },
+    #[error(
+        "refusing to continue: ghost changes: {what} ends at {streamed_end}, but timeline {from} ended at {switch_point} when this server was promoted to timeline {to}, so the changes between {switch_point} and {streamed_end} are in the stream but not on the promoted server (replication slot \"{slot}\"; the old primary sent them before its standby had them). Reconcile the stream's consumers for that LSN range, then run `sluice offset clear` and start again. To prevent this, set `synchronized_standby_slots` on the primary to the standby's physical slot, so logical replication never runs ahead of the standby"
+    )]
+    GhostChanges {
+        slot: SlotName,
+        what: String,
+        from: u32,
+        to: u32,
+        switch_point: Lsn,
+        streamed_end: Lsn,
+    },
+    #[error(
+        "refusing to continue after the promotion to timeline {to}: replication slot \"{slot}\" {reason}, so the changes since the stream's position cannot be streamed from this server. Make the slot a failover slot (source.failover = true, PostgreSQL 17+) with `sync_replication_slots = on` on the standby and wait until `pg_replication_slots.synced` is true and `temporary` false there before a failover; now, re-snapshot (run `sluice offset clear` and start with source.snapshot = \"initial\")"
+    )]
+    SlotLostInFailover {
+        slot: SlotName,
+        to: u32,
+        reason: String,
+    },
 }
 
 fn slot_at(lsn: Option<Lsn>) -> String {

@@ -27,6 +27,7 @@ fn slot(s: u64, r: u64) -> SlotState {
         database: Some("app".into()),
         confirmed_flush_lsn: Some(Lsn(s)),
         restart_lsn: Some(Lsn(r)),
+        ..SlotState::default()
     }
 }
 
@@ -54,6 +55,7 @@ fn run(
         offset,
         slot,
         server: &server,
+        history: None,
     })
 }
 
@@ -229,6 +231,7 @@ fn resnapshot_replaces_the_availability_refusal_when_allowed() {
         offset: Some(&o),
         slot: Some(&s),
         server: &server,
+        history: None,
     })
     .unwrap();
     assert_eq!(d.start, Start::Resnapshot(Lsn(0x3000)));
@@ -275,6 +278,7 @@ fn without_an_offset_the_slot_decides_or_is_created() {
         offset: None,
         slot: None,
         server: &server,
+        history: None,
     })
     .unwrap_err();
     assert_eq!(
@@ -395,19 +399,68 @@ fn unusable_slots_are_refused() {
 }
 
 #[test]
-fn a_timeline_change_is_logged() {
+fn an_offset_from_a_higher_timeline_is_refused() {
     let mut o = offset(0x3000);
     o.timeline = 2;
-    let d = run(
+    let err = run(
         NoValidation,
         FlushMode::Connector,
         Some(&o),
         Some(&slot(0x3000, 0x100)),
     )
-    .unwrap();
+    .unwrap_err();
+    assert!(matches!(err, Refusal::LowerTimeline { .. }), "{err}");
+}
+
+/// The server of `server()` promoted to timeline 2 at `switch`.
+fn run_promoted(o: u64, switch: u64, slot: Option<&SlotState>) -> Result<Decision, Refusal> {
+    let name = slot_name();
+    let server = ServerState {
+        timeline: 2,
+        ..server()
+    };
+    let history = [TimelineSwitch {
+        timeline: 1,
+        switch_point: Lsn(switch),
+    }];
+    let offset = offset(o);
+    decide(&Inputs {
+        manifest: Path::new(MANIFEST),
+        slot_name: &name,
+        strategy: NoValidation,
+        flush: FlushMode::Connector,
+        create_slot: true,
+        resnapshot: false,
+        store: "offset file /var/lib/sluice/orders.json",
+        offset: Some(&offset),
+        slot,
+        server: &server,
+        history: Some(&history),
+    })
+}
+
+#[test]
+fn after_a_promotion_streaming_resumes_from_the_greater_position() {
+    // The synced slot lags behind the offset: start at the offset.
+    let d = run_promoted(0x3000, 0x3500, Some(&slot(0x2000, 0x100))).unwrap();
     assert_eq!(d.start, Start::At(Lsn(0x3000)));
-    assert_eq!(
-        d.notices[0].message,
-        "the stored offset 0/3000 was written on timeline 2, the server is on timeline 1 (a failover or promotion happened since)"
+    assert!(d.notices.iter().any(|n| {
+        n.message
+            .contains("promoted from timeline 1 to 2 at 0/3500")
+    }));
+    // The slot is ahead (the offset store lagged): start at the slot.
+    let d = run_promoted(0x3000, 0x3500, Some(&slot(0x3400, 0x100))).unwrap();
+    assert_eq!(d.start, Start::At(Lsn(0x3400)));
+}
+
+#[test]
+fn after_a_promotion_ghosts_and_lost_slots_are_refused() {
+    let err = run_promoted(0x3600, 0x3500, Some(&slot(0x2000, 0x100))).unwrap_err();
+    assert!(matches!(err, Refusal::GhostChanges { .. }), "{err}");
+    assert!(
+        err.to_string().contains("between 0/3500 and 0/3600"),
+        "{err}"
     );
+    let err = run_promoted(0x3000, 0x3500, None).unwrap_err();
+    assert!(matches!(err, Refusal::SlotLostInFailover { .. }), "{err}");
 }

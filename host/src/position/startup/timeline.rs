@@ -1,0 +1,247 @@
+//! The failover decision: what a server on another timeline than the one
+//! the stream's position came from means for the stream (DESIGN.md §3,
+//! "Failover").
+//!
+//! A promoted standby has the same system identifier and a higher
+//! timeline. Its timeline history names the switch point: the LSN where
+//! the old timeline ends in the new server's history. Everything the old
+//! primary wrote before it is also on the new primary; everything after it
+//! is not. So:
+//!
+//! - the newest change already in the stream ends at or below the switch
+//!   point, and the slot survived the promotion (it exists, is not
+//!   temporary, is not invalidated): streaming resumes; the replay of what
+//!   the synced slot lags behind is skipped by the caller;
+//! - it ends above the switch point: the stream holds changes the new
+//!   primary never had ("ghost changes"): refuse, naming the range;
+//! - the slot is missing, temporary (synced but not yet sync-ready) or
+//!   invalidated: refuse, naming the cause;
+//! - a lower timeline, or a history that does not contain the old
+//!   timeline: refuse (a restored backup or another branch of history).
+//!
+//! [`check_timeline`] is pure: the start-up decision and the reader's
+//! reconnect both call it, each with what it knows as "the newest change
+//! in the stream" (the stored offset; the newest transaction delivered).
+
+use super::{Refusal, SlotState};
+use crate::lsn::Lsn;
+use crate::replication::{SlotName, TimelineSwitch};
+
+/// What is known when the server's timeline differs from the stream's.
+#[derive(Clone, Copy, Debug)]
+pub struct TimelineInputs<'a> {
+    pub slot_name: &'a SlotName,
+    /// The timeline the stream's position was read on.
+    pub from: u32,
+    /// The server's timeline now.
+    pub to: u32,
+    /// The history of timeline `to` (`TIMELINE_HISTORY`); `None` when it
+    /// was not read (only needed when `to > from`).
+    pub history: Option<&'a [TimelineSwitch]>,
+    /// The end LSN of the newest change in the stream (a transaction's
+    /// commit record end); `None` when nothing was streamed.
+    pub streamed_end: Option<Lsn>,
+    /// What `streamed_end` is, for messages ("the stored offset …").
+    pub streamed_what: &'a str,
+    /// The slot on the new server; `None` when it does not exist.
+    pub slot: Option<&'a SlotState>,
+}
+
+/// A promotion that streaming can continue across.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimelineChange {
+    pub from: u32,
+    pub to: u32,
+    /// Where timeline `from` ends in the new server's history.
+    pub switch_point: Lsn,
+}
+
+/// `Ok(None)`: same timeline. `Ok(Some(change))`: a promotion that
+/// streaming may continue across. `Err`: see the module documentation.
+pub fn check_timeline(i: &TimelineInputs<'_>) -> Result<Option<TimelineChange>, Refusal> {
+    if i.to == i.from {
+        return Ok(None);
+    }
+    let slot = i.slot_name.clone();
+    if i.to < i.from {
+        return Err(Refusal::LowerTimeline {
+            slot,
+            stream_timeline: i.from,
+            server_timeline: i.to,
+        });
+    }
+    let switch_point = i
+        .history
+        .unwrap_or_default()
+        .iter()
+        .find(|s| s.timeline == i.from)
+        .map(|s| s.switch_point)
+        .ok_or(Refusal::TimelineNotInHistory {
+            slot: slot.clone(),
+            stream_timeline: i.from,
+            server_timeline: i.to,
+        })?;
+    if let Some(end) = i.streamed_end
+        && end > switch_point
+    {
+        return Err(Refusal::GhostChanges {
+            slot,
+            what: i.streamed_what.to_owned(),
+            from: i.from,
+            to: i.to,
+            switch_point,
+            streamed_end: end,
+        });
+    }
+    let Some(state) = i.slot else {
+        return Err(Refusal::SlotLostInFailover {
+            slot,
+            to: i.to,
+            reason: "does not exist on the promoted server (it was not a failover slot, or not synced to this standby)".to_owned(),
+        });
+    };
+    if state.temporary {
+        return Err(Refusal::SlotLostInFailover {
+            slot,
+            to: i.to,
+            reason: "is only a temporary synced copy on the promoted server (the standby had not caught up with it: it was not sync-ready)".to_owned(),
+        });
+    }
+    if let Some(reason) = &state.invalidation_reason {
+        return Err(Refusal::SlotLostInFailover {
+            slot,
+            to: i.to,
+            reason: format!("was invalidated on the promoted server ({reason})"),
+        });
+    }
+    if state.position().is_none() || state.restart_lsn.is_none() {
+        return Err(Refusal::SlotLostInFailover {
+            slot,
+            to: i.to,
+            reason: "has no position on the promoted server (restart_lsn is NULL)".to_owned(),
+        });
+    }
+    Ok(Some(TimelineChange {
+        from: i.from,
+        to: i.to,
+        switch_point,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> SlotName {
+        SlotName::new("orders").unwrap()
+    }
+
+    fn synced_slot(s: u64) -> SlotState {
+        SlotState {
+            plugin: Some("pgoutput".into()),
+            database: Some("app".into()),
+            confirmed_flush_lsn: Some(Lsn(s)),
+            restart_lsn: Some(Lsn(s - 0x10)),
+            failover: Some(true),
+            synced: Some(true),
+            ..SlotState::default()
+        }
+    }
+
+    fn history() -> Vec<TimelineSwitch> {
+        vec![
+            TimelineSwitch {
+                timeline: 1,
+                switch_point: Lsn(0x1000),
+            },
+            TimelineSwitch {
+                timeline: 2,
+                switch_point: Lsn(0x5000),
+            },
+        ]
+    }
+
+    fn check(
+        from: u32,
+        to: u32,
+        end: Option<u64>,
+        slot: Option<&SlotState>,
+    ) -> Result<Option<TimelineChange>, Refusal> {
+        let name = name();
+        let history = history();
+        check_timeline(&TimelineInputs {
+            slot_name: &name,
+            from,
+            to,
+            history: Some(&history),
+            streamed_end: end.map(Lsn),
+            streamed_what: "the stored offset",
+            slot,
+        })
+    }
+
+    #[test]
+    fn same_timeline_is_no_change() {
+        assert_eq!(check(2, 2, Some(0x9999), None), Ok(None));
+    }
+
+    #[test]
+    fn promotion_at_or_below_the_switch_point_resumes() {
+        let slot = synced_slot(0x0900);
+        for end in [None, Some(0x0800), Some(0x1000)] {
+            let change = check(1, 3, end, Some(&slot)).unwrap().unwrap();
+            assert_eq!(change.switch_point, Lsn(0x1000));
+            assert_eq!((change.from, change.to), (1, 3));
+        }
+        // From timeline 2, the second switch point applies.
+        let change = check(2, 3, Some(0x4000), Some(&slot)).unwrap().unwrap();
+        assert_eq!(change.switch_point, Lsn(0x5000));
+    }
+
+    #[test]
+    fn changes_past_the_switch_point_are_ghosts() {
+        let slot = synced_slot(0x0900);
+        let err = check(1, 2, Some(0x1001), Some(&slot)).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Refusal::GhostChanges { .. }), "{text}");
+        for part in [
+            "0/1000",
+            "0/1001",
+            "timeline 1",
+            "timeline 2",
+            "synchronized_standby_slots",
+        ] {
+            assert!(text.contains(part), "`{part}` missing in: {text}");
+        }
+    }
+
+    #[test]
+    fn a_lost_slot_is_refused_with_its_cause() {
+        let temporary = SlotState {
+            temporary: true,
+            ..synced_slot(0x0900)
+        };
+        let invalidated = SlotState {
+            invalidation_reason: Some("wal_removed".into()),
+            ..synced_slot(0x0900)
+        };
+        for (slot, cause) in [
+            (None, "does not exist"),
+            (Some(&temporary), "temporary"),
+            (Some(&invalidated), "wal_removed"),
+        ] {
+            let err = check(1, 2, Some(0x0800), slot).unwrap_err();
+            assert!(err.to_string().contains(cause), "{err}");
+            assert!(err.to_string().contains("\"orders\""), "{err}");
+        }
+    }
+
+    #[test]
+    fn lower_timelines_and_foreign_histories_are_refused() {
+        let slot = synced_slot(0x0900);
+        let err = check(3, 2, None, Some(&slot)).unwrap_err();
+        assert!(matches!(err, Refusal::LowerTimeline { .. }), "{err}");
+        let err = check(5, 7, None, Some(&slot)).unwrap_err();
+        assert!(matches!(err, Refusal::TimelineNotInHistory { .. }), "{err}");
+    }
+}
