@@ -4,19 +4,12 @@
 //! JetStream stream (subjects, headers, JSON payloads), the slot's
 //! position, the exit status.
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
 use std::time::Duration;
 
-use nats::{NatsServer, read_stream};
-use pipeline::{ManifestParts, Pipeline, parse_lsn, signal, wait_exit, wait_until};
-use postgres::PgCluster;
+use crate::support::nats::{NatsServer, read_stream};
+use crate::support::pipeline::{ManifestParts, Pipeline, parse_lsn, signal, wait_exit};
+use crate::support::postgres::PgCluster;
+use crate::support::wait_until;
 
 fn json(payload: &[u8]) -> serde_json::Value {
     serde_json::from_slice(payload).unwrap()
@@ -46,7 +39,7 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     );
     let js = nats.jetstream().await;
     wait_until("6 messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, "E2E").await >= 6
+        crate::support::nats::stream_len(&js, "E2E").await >= 6
     })
     .await;
     let messages = read_stream(&js, "E2E").await;
@@ -83,7 +76,7 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     // in PostgreSQL's form.
     for m in &messages {
         let id = m.msg_id().unwrap();
-        assert!(id.starts_with("slot_e2e:"), "{id}");
+        assert!(id.starts_with(&format!("{}:", p.slot)), "{id}");
         let commit = m.header("Sluice-Commit-Lsn").unwrap();
         assert!(commit.contains('/'), "{commit}");
     }
@@ -114,7 +107,7 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     assert_ne!(messages[0].msg_id(), messages[1].msg_id());
 
     // `sluice stream show` reads the same messages back, as JSON lines.
-    let shown = std::process::Command::new(pipeline::sluice_binary())
+    let shown = std::process::Command::new(crate::support::pipeline::sluice_binary())
         .args(["stream", "show", "--last", "2"])
         .arg(&p.manifest)
         .output()
@@ -173,7 +166,7 @@ async fn a_killed_host_resumes_without_loss_or_duplicates() {
     });
     let js = nats.jetstream().await;
     wait_until("some messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, "KILL").await >= 300
+        crate::support::nats::stream_len(&js, "KILL").await >= 300
     })
     .await;
     signal(&child, "-KILL");
@@ -182,7 +175,7 @@ async fn a_killed_host_resumes_without_loss_or_duplicates() {
     writer.join().unwrap();
     let mut child = p.start(cache.path());
     wait_until("all 2000 rows", Duration::from_secs(120), || async {
-        nats::stream_len(&js, "KILL").await >= 2000
+        crate::support::nats::stream_len(&js, "KILL").await >= 2000
     })
     .await;
     signal(&child, "-TERM");
@@ -249,8 +242,8 @@ name = "json"
 path = "{json}"
 config = {{ subject-prefix = "cdc" }}
 "#,
-            misbehave = support::plugin_path("misbehave").display(),
-            json = support::plugin_path("json-sink").display(),
+            misbehave = crate::support::plugin_path("misbehave").display(),
+            json = crate::support::plugin_path("json-sink").display(),
         ),
         extra: "[errors]\npolicy = \"dead-letter\"\ndead-letter-subject = \"cdc.dead\"\n".into(),
         ..ManifestParts::default()
@@ -266,7 +259,7 @@ config = {{ subject-prefix = "cdc" }}
     );
     let js = nats.jetstream().await;
     wait_until("6 messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, &p.stream).await >= 6
+        crate::support::nats::stream_len(&js, &p.stream).await >= 6
     })
     .await;
     let messages = read_stream(&js, &p.stream).await;
@@ -291,7 +284,7 @@ config = {{ subject-prefix = "cdc" }}
     assert_eq!(dead.header("Sluice-Table"), Some("public.items"));
     assert_eq!(dead.header("Sluice-Op"), Some("insert"));
     // The dead letter sits between its neighbours in the WAL.
-    let lsn = |m: &nats::StoredMessage| parse_lsn(m.header("Sluice-Lsn").unwrap());
+    let lsn = |m: &crate::support::nats::StoredMessage| parse_lsn(m.header("Sluice-Lsn").unwrap());
     assert!(lsn(&messages[1]) < lsn(dead) && lsn(dead) < lsn(&messages[3]));
     let body = json(&dead.payload);
     assert_eq!(

@@ -5,16 +5,13 @@
 //! bounded batches, reconnection after the walsender is killed, a slow
 //! consumer under a short `wal_sender_timeout`, and `sluice tail`.
 
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/test_decoding.rs"]
-mod test_decoding;
-
 use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use postgres::{ClusterOptions, PgCluster};
+use crate::support::postgres::{ClusterOptions, PgCluster};
+use crate::support::test_decoding::Record;
+use crate::support::unique;
 use sluice_host::config::SourceSettings;
 use sluice_host::lsn::Lsn;
 use sluice_host::model::{Batch, Event, LogicalMessage, Operation, RowChange, Value};
@@ -23,17 +20,10 @@ use sluice_host::source::{
     self, SlotKind, SourceEvent, SourceOptions, SourceStream, StartPosition,
 };
 use sluice_host::tail::{self, TailOptions};
-use test_decoding::Record;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn unique(prefix: &str) -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}_{}_{n}", std::process::id())
-}
 
 fn info(url: &str) -> ConnInfo {
     ConnInfo::parse_with_env(url, |_| None).expect("valid URL")
@@ -137,7 +127,7 @@ fn normalise(events: &[SourceEvent]) -> Vec<Record> {
     let mut out = Vec::new();
     for e in events {
         match e {
-            SourceEvent::Batch(b) => test_decoding::from_batch(b, &mut out),
+            SourceEvent::Batch(b) => crate::support::test_decoding::from_batch(b, &mut out),
             SourceEvent::TransactionEnd(end) if end.xid != 0 => out.push(Record::Commit),
             _ => {}
         }
@@ -175,7 +165,7 @@ async fn test_decoding_records(url: &str, slot: &str, marker: &str) -> Vec<Recor
         })
         .expect("the marker in test_decoding's output");
     lines.truncate(end);
-    test_decoding::parse(&lines)
+    crate::support::test_decoding::parse(&lines)
 }
 
 fn assert_same(ours: &[Record], theirs: &[Record]) {

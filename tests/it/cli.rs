@@ -4,17 +4,13 @@
 //! `sluice offset` on a manifest with a file offset store, asserting their
 //! exact output and refusals.
 
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use postgres::PgCluster;
+use crate::support::postgres::PgCluster;
 use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -211,7 +207,7 @@ name = "json"
 path = "{sink}"
 "#,
         offset = dir.join("offset.json").display(),
-        sink = support::plugin_path("json-sink").display(),
+        sink = crate::support::plugin_path("json-sink").display(),
     );
     let path = dir.join("sluice.toml");
     std::fs::write(&path, text).unwrap();
@@ -230,7 +226,7 @@ fn tail_with_a_manifest_runs_its_transforms() {
     let dir = tempfile::tempdir().unwrap();
     let transform = format!(
         "[[transform]]\nname = \"mask\"\npath = \"{}\"\nconfig = {{ columns = {{ email = \"hash\" }} }}",
-        support::plugin_path("mask").display()
+        crate::support::plugin_path("mask").display()
     );
     let file = manifest(dir.path(), &url, "unused_slot", &transform);
     let cache = dir.path().join("cache");
@@ -262,7 +258,7 @@ fn tail_stops_with_the_plugin_error_when_a_transform_fails() {
     let dir = tempfile::tempdir().unwrap();
     let transform = format!(
         "[[transform]]\nname = \"mask\"\npath = \"{}\"\nconfig = {{ columns = {{ email = \"scramble\" }} }}",
-        support::plugin_path("mask").display()
+        crate::support::plugin_path("mask").display()
     );
     let file = manifest(dir.path(), &url, "unused_slot", &transform);
     let cache = dir.path().join("cache");

@@ -24,14 +24,6 @@
 //! `BACKFILL_ROWS` (500,000), `BACKFILL_KILL_ROWS` (300,000). Writers run at about 1,000 transactions a
 //! second throughout.
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
@@ -41,11 +33,12 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures_util::StreamExt;
 
-use nats::{NatsServer, stream_len};
-use pipeline::{
-    ManifestParts, Pipeline, passthrough_then_json, signal, sluice_binary, wait_exit, wait_until,
+use crate::support::nats::{NatsServer, stream_len};
+use crate::support::pipeline::{
+    ManifestParts, Pipeline, passthrough_then_json, signal, sluice_binary, wait_exit,
 };
-use postgres::PgCluster;
+use crate::support::postgres::PgCluster;
+use crate::support::wait_until;
 
 /// The size of a test's large table: `var` from the environment, or
 /// `default`.
@@ -802,7 +795,8 @@ async fn when_needed_re_snapshots_once_the_offsets_wal_is_gone() {
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     let first_point = offset(&p)["snapshot"]["tables"][0]["point"].clone();
-    let stored = pipeline::parse_lsn(offset(&p)["commit_end_lsn"].as_str().unwrap());
+    let stored =
+        crate::support::pipeline::parse_lsn(offset(&p)["commit_end_lsn"].as_str().unwrap());
 
     // While the host is down: changes, then the slot moves on without it
     // until the WAL the offset needs is gone.
@@ -825,7 +819,7 @@ async fn when_needed_re_snapshots_once_the_offsets_wal_is_gone() {
                 &p.db,
                 &format!("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
             );
-            pipeline::parse_lsn(&r) > stored
+            crate::support::pipeline::parse_lsn(&r) > stored
         },
     )
     .await;
