@@ -23,7 +23,7 @@ use crate::support::pipeline::{
     ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal, wait_exit,
 };
 use crate::support::postgres::PgCluster;
-use crate::support::wait_until;
+use crate::support::{wait_until, wait_until_blocking};
 
 /// A message read back from the stream, with the time JetStream stored it.
 #[derive(Debug)]
@@ -94,11 +94,9 @@ fn write_in_two_halves(db: String, halfway: Arc<AtomicBool>) -> std::thread::Joi
     std::thread::spawn(move || {
         for t in 0..100 {
             if t == 50 {
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while !halfway.load(Ordering::SeqCst) {
-                    assert!(Instant::now() < deadline, "the fault never happened");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                wait_until_blocking("the fault", Duration::from_secs(120), || {
+                    halfway.load(Ordering::SeqCst)
+                });
             }
             let values: Vec<String> = (0..10)
                 .map(|i| format!("({}, 'row {t}.{i}')", t * 10 + i))

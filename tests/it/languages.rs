@@ -415,7 +415,7 @@ fn sha256_hex(text: &str) -> String {
 /// Runs a pipeline through `mask` (hashing `email`, redacting `name`) and
 /// `sink`, and checks what reaches the stream.
 async fn end_to_end(name: &str, mask: &str, sink: &str) {
-    use crate::support::nats::{NatsServer, read_stream};
+    use crate::support::nats::{NatsServer, read_stream, stream_len};
     use crate::support::pipeline::{ManifestParts, Pipeline, signal, wait_exit};
     use crate::support::postgres::PgCluster;
     use crate::support::wait_until;
@@ -458,7 +458,7 @@ path = "{sink}"
     );
     let js = nats.jetstream().await;
     wait_until("5 messages", Duration::from_secs(60), || async {
-        crate::support::nats::stream_len(&js, &p.stream).await >= 5
+        stream_len(&js, &p.stream).await >= 5
     })
     .await;
     let messages = read_stream(&js, &p.stream).await;

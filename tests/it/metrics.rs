@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::nats::NatsServer;
+use crate::support::nats::{NatsServer, stream_len};
 use crate::support::postgres::PgCluster;
 
 /// A loopback address nobody listens on right now.
@@ -113,7 +113,7 @@ async fn metrics_count_every_row_and_probes_answer() {
     wait_until(
         "5 messages in the stream",
         Duration::from_secs(60),
-        || async { crate::support::nats::stream_len(&js, "METRICS").await >= 5 },
+        || async { stream_len(&js, "METRICS").await >= 5 },
     )
     .await;
     // The stream holds them; the host counts the acks an instant later, and

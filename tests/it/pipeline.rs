@@ -6,10 +6,12 @@
 
 use std::time::Duration;
 
-use crate::support::nats::{NatsServer, read_stream};
-use crate::support::pipeline::{ManifestParts, Pipeline, parse_lsn, signal, wait_exit};
+use crate::support::nats::{NatsServer, StoredMessage, read_stream, stream_len};
+use crate::support::pipeline::{
+    ManifestParts, Pipeline, parse_lsn, signal, sluice_binary, wait_exit,
+};
 use crate::support::postgres::PgCluster;
-use crate::support::wait_until;
+use crate::support::{plugin_path, wait_until};
 
 fn json(payload: &[u8]) -> serde_json::Value {
     serde_json::from_slice(payload).unwrap()
@@ -39,7 +41,7 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     );
     let js = nats.jetstream().await;
     wait_until("6 messages", Duration::from_secs(60), || async {
-        crate::support::nats::stream_len(&js, "E2E").await >= 6
+        stream_len(&js, "E2E").await >= 6
     })
     .await;
     let messages = read_stream(&js, "E2E").await;
@@ -107,7 +109,7 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     assert_ne!(messages[0].msg_id(), messages[1].msg_id());
 
     // `sluice stream show` reads the same messages back, as JSON lines.
-    let shown = std::process::Command::new(crate::support::pipeline::sluice_binary())
+    let shown = std::process::Command::new(sluice_binary())
         .args(["stream", "show", "--last", "2"])
         .arg(&p.manifest)
         .output()
@@ -166,7 +168,7 @@ async fn a_killed_host_resumes_without_loss_or_duplicates() {
     });
     let js = nats.jetstream().await;
     wait_until("some messages", Duration::from_secs(60), || async {
-        crate::support::nats::stream_len(&js, "KILL").await >= 300
+        stream_len(&js, "KILL").await >= 300
     })
     .await;
     signal(&child, "-KILL");
@@ -175,7 +177,7 @@ async fn a_killed_host_resumes_without_loss_or_duplicates() {
     writer.join().unwrap();
     let mut child = p.start(cache.path());
     wait_until("all 2000 rows", Duration::from_secs(120), || async {
-        crate::support::nats::stream_len(&js, "KILL").await >= 2000
+        stream_len(&js, "KILL").await >= 2000
     })
     .await;
     signal(&child, "-TERM");
@@ -242,8 +244,8 @@ name = "json"
 path = "{json}"
 config = {{ subject-prefix = "cdc" }}
 "#,
-            misbehave = crate::support::plugin_path("misbehave").display(),
-            json = crate::support::plugin_path("json-sink").display(),
+            misbehave = plugin_path("misbehave").display(),
+            json = plugin_path("json-sink").display(),
         ),
         extra: "[errors]\npolicy = \"dead-letter\"\ndead-letter-subject = \"cdc.dead\"\n".into(),
         ..ManifestParts::default()
@@ -259,7 +261,7 @@ config = {{ subject-prefix = "cdc" }}
     );
     let js = nats.jetstream().await;
     wait_until("6 messages", Duration::from_secs(60), || async {
-        crate::support::nats::stream_len(&js, &p.stream).await >= 6
+        stream_len(&js, &p.stream).await >= 6
     })
     .await;
     let messages = read_stream(&js, &p.stream).await;
@@ -284,7 +286,7 @@ config = {{ subject-prefix = "cdc" }}
     assert_eq!(dead.header("Sluice-Table"), Some("public.items"));
     assert_eq!(dead.header("Sluice-Op"), Some("insert"));
     // The dead letter sits between its neighbours in the WAL.
-    let lsn = |m: &crate::support::nats::StoredMessage| parse_lsn(m.header("Sluice-Lsn").unwrap());
+    let lsn = |m: &StoredMessage| parse_lsn(m.header("Sluice-Lsn").unwrap());
     assert!(lsn(&messages[1]) < lsn(dead) && lsn(dead) < lsn(&messages[3]));
     let body = json(&dead.payload);
     assert_eq!(

@@ -7,14 +7,14 @@
 //! change to `[source]` refused, and SIGHUP reloading.
 
 use crate::support::pipeline::{Host, ManifestParts, Pipeline, signal, wait_exit};
-use crate::support::{Lazy, poll_until, wait_until, wait_until_blocking};
+use crate::support::{Lazy, plugin_path, poll_until, wait_until, wait_until_blocking};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::nats::{NatsServer, read_stream};
+use crate::support::nats::{NatsServer, read_stream, stream_len};
 use crate::support::postgres::PgCluster;
 
 const TRANSACTIONS: usize = 500;
@@ -100,11 +100,7 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     for name in ["mask", "json-sink", "passthrough"] {
-        std::fs::copy(
-            crate::support::plugin_path(name),
-            dir.path().join(format!("{name}.wasm")),
-        )
-        .unwrap();
+        std::fs::copy(plugin_path(name), dir.path().join(format!("{name}.wasm"))).unwrap();
     }
     let p = Pipeline::with(
         pg,
@@ -169,7 +165,7 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
         })
     };
     let js = nats.jetstream().await;
-    let len = || async { crate::support::nats::stream_len(&js, "RELOAD").await as usize };
+    let len = || async { stream_len(&js, "RELOAD").await as usize };
     let long = Duration::from_secs(120);
     wait_until("hashed rows", long, || async { len().await >= 5_000 }).await;
 

@@ -6,7 +6,7 @@
 use std::error::Error;
 use std::time::Duration;
 
-use crate::support::postgres::{Auth, ClusterOptions, PgCluster};
+use crate::support::postgres::{Auth, ClusterOptions, PgCluster, generate_certs};
 use crate::support::unique;
 use sluice_host::lsn::Lsn;
 use sluice_host::replication::setup::{self, PublicationScope, SetupError, SetupSpec, TableName};
@@ -240,7 +240,7 @@ async fn tls_verification_modes() {
     connect(&url).await.close().await;
 
     // An unknown CA fails verify-ca and verify-full alike.
-    let (other_ca, _, _) = crate::support::postgres::generate_certs(&["localhost"]);
+    let (other_ca, _, _) = generate_certs(&["localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other-ca.pem");
     std::fs::write(&other, other_ca).unwrap();

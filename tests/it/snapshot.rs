@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 
 use crate::support::nats::{NatsServer, stream_len};
 use crate::support::pipeline::{
-    ManifestParts, Pipeline, passthrough_then_json, signal, sluice_binary, wait_exit,
+    ManifestParts, Pipeline, parse_lsn, passthrough_then_json, signal, sluice_binary, wait_exit,
 };
 use crate::support::postgres::PgCluster;
 use crate::support::wait_until;
@@ -145,6 +145,17 @@ impl Writers {
             }
         });
         Writers { stop, done, task }
+    }
+
+    /// Waits until the writers have committed `n` more transactions (at
+    /// 1,000 a second, about `n` ms of writing).
+    async fn write_more(&self, n: u64) {
+        let target = self.done.load(Ordering::SeqCst) + n;
+        let what = format!("{n} more writer transactions");
+        wait_until(what, Duration::from_secs(60), || async {
+            self.done.load(Ordering::SeqCst) >= target
+        })
+        .await;
     }
 
     async fn stop(self) -> u64 {
@@ -424,7 +435,7 @@ async fn an_initial_snapshot_with_writers_running_reproduces_the_tables() {
     .await;
     let took = started.elapsed();
     // Keep writing a little while streaming, then stop.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writers.write_more(500).await;
     let written = writers.stop().await;
     eprintln!(
         "snapshot of {n} + 2000 rows took {took:?} (sluice start-up included); {written} writer transactions"
@@ -461,7 +472,7 @@ async fn a_snapshot_killed_midway_resumes_and_reproduces_the_tables() {
     );
     let before = snapshot_rows_stored(&p);
     // The writers keep going while the host is down and after it is back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writers.write_more(500).await;
     let mut child = p.start(cache.path());
     wait_until(
         "the resumed snapshot to complete",
@@ -635,7 +646,7 @@ async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
     let mut child = p.start(cache.path());
     p.wait_streaming(pg).await;
     let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    writers.write_more(1_000).await;
     let started = std::time::Instant::now();
     let said = request_backfill(&p, "items", &[]);
     assert!(said.contains("backfill of items requested at"), "{said}");
@@ -738,7 +749,7 @@ async fn a_backfill_killed_midway_resumes_after_its_last_stored_key() {
     assert!(killed_at[0]["after"].is_array(), "{killed_at:?}");
     assert_eq!(killed_at[0]["table"], "items");
     // The writers keep going while the host is down and after it is back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writers.write_more(500).await;
     let mut child = p.start(cache.path());
     wait_until(
         "the resumed backfill to complete",
@@ -795,8 +806,7 @@ async fn when_needed_re_snapshots_once_the_offsets_wal_is_gone() {
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     let first_point = offset(&p)["snapshot"]["tables"][0]["point"].clone();
-    let stored =
-        crate::support::pipeline::parse_lsn(offset(&p)["commit_end_lsn"].as_str().unwrap());
+    let stored = parse_lsn(offset(&p)["commit_end_lsn"].as_str().unwrap());
 
     // While the host is down: changes, then the slot moves on without it
     // until the WAL the offset needs is gone.
@@ -819,7 +829,7 @@ async fn when_needed_re_snapshots_once_the_offsets_wal_is_gone() {
                 &p.db,
                 &format!("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
             );
-            crate::support::pipeline::parse_lsn(&r) > stored
+            parse_lsn(&r) > stored
         },
     )
     .await;

@@ -10,8 +10,8 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use crate::support::postgres::{ClusterOptions, PgCluster};
-use crate::support::test_decoding::Record;
-use crate::support::unique;
+use crate::support::test_decoding::{self, Record};
+use crate::support::{poll_until, unique};
 use sluice_host::config::SourceSettings;
 use sluice_host::lsn::Lsn;
 use sluice_host::model::{Batch, Event, LogicalMessage, Operation, RowChange, Value};
@@ -127,7 +127,7 @@ fn normalise(events: &[SourceEvent]) -> Vec<Record> {
     let mut out = Vec::new();
     for e in events {
         match e {
-            SourceEvent::Batch(b) => crate::support::test_decoding::from_batch(b, &mut out),
+            SourceEvent::Batch(b) => test_decoding::from_batch(b, &mut out),
             SourceEvent::TransactionEnd(end) if end.xid != 0 => out.push(Record::Commit),
             _ => {}
         }
@@ -165,7 +165,7 @@ async fn test_decoding_records(url: &str, slot: &str, marker: &str) -> Vec<Recor
         })
         .expect("the marker in test_decoding's output");
     lines.truncate(end);
-    crate::support::test_decoding::parse(&lines)
+    test_decoding::parse(&lines)
 }
 
 fn assert_same(ours: &[Record], theirs: &[Record]) {
@@ -749,6 +749,7 @@ async fn a_slow_consumer_does_not_time_out_the_walsender() {
     marker(&pg, &db, "end");
     // The slow consumer: the channel is full and the server has more to
     // send, so only the reader's own status updates keep the session up.
+    // Not a wait: not pulling for 3 × wal_sender_timeout is the test.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let events = until_marker(&mut stream, "end").await;
     assert!(
@@ -800,14 +801,14 @@ async fn tail_from_start_prints_json_lines_and_leaves_no_slot() {
         "SELECT count(*) FROM pg_replication_slots \
          WHERE temporary AND database = '{db}' AND confirmed_flush_lsn IS NOT NULL"
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while pg.sql(&db, &slots).await != "1" {
-        if tail.is_finished() {
-            panic!("tail ended: {:?}", tail.await);
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no temporary slot");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let positioned = poll_until(WAIT, || async {
+        tail.is_finished() || pg.sql(&db, &slots).await == "1"
+    })
+    .await;
+    if tail.is_finished() {
+        panic!("tail ended: {:?}", tail.await);
     }
+    assert!(positioned.is_some(), "no temporary slot with a position");
     pg.psql(
         &db,
         "INSERT INTO t VALUES (1, 'ünï', 9.99, '2024-01-02 03:04:05+00');
