@@ -7,7 +7,9 @@
 //! Run with `cargo bench -p sluice-host --bench languages` (after
 //! `scripts/build-plugins`); `-- py` runs only the labels containing "py".
 
-#[path = "../../tests/support/mod.rs"]
+// The tests' support (tests/it/support/); a benchmark uses a part of it.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/mod.rs"]
 mod support;
 
 use std::hint::black_box;

@@ -15,13 +15,9 @@
 //! payload, PostgreSQL's clock) to the JetStream timestamp of its last
 //! message (the server's clock; same machine).
 
-#[path = "../../tests/support/nats.rs"]
-mod nats;
-#[path = "../../tests/support/pipeline.rs"]
-mod pipeline;
-#[path = "../../tests/support/postgres.rs"]
-mod postgres;
-#[path = "../../tests/support/mod.rs"]
+// The tests' support (tests/it/support/); a benchmark uses a part of it.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -31,9 +27,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use futures_util::StreamExt;
 
-use nats::{NatsServer, stream_len};
-use pipeline::{ManifestParts, Pipeline, passthrough_then_json, signal, wait_exit, wait_until};
-use postgres::PgCluster;
+use support::nats::{NatsServer, stream_len};
+use support::pipeline::{ManifestParts, Pipeline, passthrough_then_json, signal, wait_exit};
+use support::postgres::PgCluster;
+use support::postgres::client_program;
+use support::wait_until;
 
 const PER_TRANSACTION: u64 = 1_000;
 const LATENCY_TRANSACTIONS: u64 = 300;
@@ -131,7 +129,7 @@ async fn run(rows: u64) {
     // pg_recvlogical over the same backlog: the server's decoding and the
     // transport alone, written nowhere.
     let started = Instant::now();
-    let status = Command::new("/usr/lib/postgresql/15/bin/pg_recvlogical")
+    let status = Command::new(client_program("pg_recvlogical"))
         .args(["-d", &pg.superuser_url(&p.db)])
         .args(["--slot", "bench_recvlogical", "--start", "--no-loop"])
         .args(["-o", "proto_version=1", "-o"])
@@ -159,7 +157,7 @@ async fn run(rows: u64) {
     // The bundling sink over the same backlog, from its own slot.
     let bundle = bundled_manifest(&p);
     let started = Instant::now();
-    let mut bundler = std::process::Command::new(pipeline::sluice_binary())
+    let mut bundler = std::process::Command::new(support::pipeline::sluice_binary())
         .arg("run")
         .arg(bundle.path())
         .env("XDG_CACHE_HOME", cache.path())

@@ -4,8 +4,10 @@
 //! `cargo bench -p sluice-host --bench publish` (set `BENCH_MESSAGES` to change the
 //! message count, 200,000 by default).
 
-#[path = "../../tests/support/nats.rs"]
-mod nats;
+// The tests' support (tests/it/support/); a benchmark uses a part of it.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/mod.rs"]
+mod support;
 
 use std::time::Instant;
 
@@ -25,7 +27,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = nats::NatsServer::launch();
+    let server = support::nats::NatsServer::launch();
     println!(
         "publishing {messages} messages of {PAYLOAD} bytes with Nats-Msg-Id to a file-storage stream"
     );
@@ -38,11 +40,11 @@ fn main() {
     }
 }
 
-async fn run(server: &nats::NatsServer, window: usize, messages: u64) {
+async fn run(server: &support::nats::NatsServer, window: usize, messages: u64) {
     let js = server.jetstream().await;
     let stream = format!("BENCH{window}");
     let prefix = format!("bench.{window}");
-    nats::create_stream(&js, &stream, &[&format!("{prefix}.>")]).await;
+    support::nats::create_stream(&js, &stream, &[&format!("{prefix}.>")]).await;
     let filter = SubjectFilter::parse([format!("{prefix}.>")]).expect("filter");
     let config = PublisherConfig {
         max_in_flight: window,
@@ -84,7 +86,7 @@ async fn run(server: &nats::NatsServer, window: usize, messages: u64) {
     }
     reader.await.expect("reader");
     let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(nats::stream_len(&js, &stream).await, messages);
+    assert_eq!(support::nats::stream_len(&js, &stream).await, messages);
     println!(
         "{window:>8} {:>12.0} {:>10.1} {seconds:>10.2}",
         messages as f64 / seconds,

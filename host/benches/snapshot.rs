@@ -17,22 +17,19 @@
 //!
 //! Run: `cargo bench -p sluice-host --bench snapshot` (release profile).
 
-#[path = "../../tests/support/nats.rs"]
-mod nats;
-#[path = "../../tests/support/postgres.rs"]
-mod postgres;
-#[path = "../../tests/support/mod.rs"]
+// The tests' support (tests/it/support/); a benchmark uses a part of it.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/mod.rs"]
 mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nats::NatsServer;
-use postgres::{ClusterOptions, PgCluster};
+use support::nats::NatsServer;
+use support::postgres::{ClusterOptions, PgCluster, client_program};
 
 const ROWS: u64 = 1_000_000;
-const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 
 fn main() {
     let pg = PgCluster::start(ClusterOptions {
@@ -102,7 +99,7 @@ fn main() {
 /// `psql \copy` of the whole table, in key order, to /dev/null.
 fn copy(pg: &PgCluster, db: &str) -> Duration {
     let started = Instant::now();
-    let status = Command::new(PSQL)
+    let status = Command::new(client_program("psql"))
         .args([
             "-X",
             "-q",

@@ -13,24 +13,25 @@
 //!
 //! Run: `cargo bench -p sluice-host --bench source` (release profile).
 
-#[path = "../../tests/support/postgres.rs"]
-mod postgres;
+// The tests' support (tests/it/support/); a benchmark uses a part of it.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/mod.rs"]
+mod support;
 
 use std::num::NonZeroUsize;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use postgres::{ClusterOptions, PgCluster};
 use sluice_host::config::SourceSettings;
 use sluice_host::lsn::Lsn;
 use sluice_host::model::Event;
 use sluice_host::replication::{ConnInfo, SlotName};
 use sluice_host::source::{self, SlotKind, SourceEvent, SourceOptions, StartPosition};
+use support::postgres::{ClusterOptions, PgCluster, client_program};
 use tokio::sync::watch;
 
 const ROWS: u64 = 1_000_000;
 const ROWS_PER_TRANSACTION: u64 = 1_000;
-const PG_RECVLOGICAL: &str = "/usr/lib/postgresql/15/bin/pg_recvlogical";
 
 fn main() {
     let pg = PgCluster::start(ClusterOptions {
@@ -182,7 +183,8 @@ fn cpu_seconds() -> f64 {
 fn pg_recvlogical(pg: &PgCluster, host: &str, db: &str, slot: &str, end: &str) -> Duration {
     let started = Instant::now();
     let status = Command::new("runuser")
-        .args(["-u", "postgres", "--", PG_RECVLOGICAL])
+        .args(["-u", "postgres", "--"])
+        .arg(client_program("pg_recvlogical"))
         .args(["-h", host, "-p", &pg.port().to_string(), "-d", db])
         .args([
             "-S",

@@ -8,16 +8,6 @@
 //! stream against the rows on the promoted server, the exit status and the
 //! error text.
 
-#[path = "support/ha.rs"]
-mod ha;
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,10 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ha::{HaOptions, HaPair, ha_available};
-use nats::{NatsServer, read_stream};
-use pipeline::{Host, ManifestParts, Pipeline, signal, sluice_binary, wait_exit, wait_until};
-use postgres::PgCluster;
+use crate::support::ha::{HaOptions, HaPair, ha_available};
+use crate::support::nats::{NatsServer, read_stream};
+use crate::support::pipeline::{Host, ManifestParts, Pipeline, signal, sluice_binary, wait_exit};
+use crate::support::postgres::PgCluster;
+use crate::support::wait_until;
 use sluice_host::replication::setup::connect_sql;
 use sluice_host::replication::{ConnInfo, ReplicationConnection};
 
@@ -51,7 +42,7 @@ fn json(payload: &[u8]) -> serde_json::Value {
 async fn a_dead_first_host_is_skipped_and_the_role_is_checked() {
     let pg = PgCluster::shared();
     let db = pg.create_database("multihost");
-    let dead = ha::free_port();
+    let dead = crate::support::ha::free_port();
     let url = format!(
         "postgres://postgres@127.0.0.1:{dead},127.0.0.1:{}/{db}?sslmode=disable&target_session_attrs=primary",
         pg.port()
@@ -138,7 +129,7 @@ subjects = ["cdc.>"]
 shutdown-timeout = "10s"
 "#,
         nats = nats.url(),
-        plugins = pipeline::passthrough_then_json(),
+        plugins = crate::support::pipeline::passthrough_then_json(),
     );
     let path = dir.join("sluice.toml");
     std::fs::write(&path, text).unwrap();

@@ -2,19 +2,17 @@
 //! `scripts/build-plugins`, run through wasmtime exactly as the pipeline
 //! runs them, and the `sluice plugin` commands run as a user would.
 
-mod support;
-
 use std::cell::RefCell;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::arbitrary::batch_strategy;
+use crate::support::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sluice_host::lsn::Lsn;
 use sluice_host::model::{Batch, Event, LogicalMessage, Relation, Truncate, Value};
 use sluice_host::plugin::{Limits, PluginSpec};
-use support::arbitrary::batch_strategy;
-use support::*;
 
 // ---------------------------------------------------------------------------
 // Property: passthrough returns exactly its input through the Wasm boundary.

@@ -10,14 +10,6 @@
 //!   the middle of a large one: the host reconnects and every row arrives
 //!   exactly once.
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,12 +18,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use futures_util::StreamExt;
 
-use nats::{NatsServer, stream_len};
-use pipeline::{
-    ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal,
-    wait_exit, wait_until,
+use crate::support::nats::{NatsServer, stream_len};
+use crate::support::pipeline::{
+    ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal, wait_exit,
 };
-use postgres::PgCluster;
+use crate::support::postgres::PgCluster;
+use crate::support::{wait_until, wait_until_blocking};
 
 /// A message read back from the stream, with the time JetStream stored it.
 #[derive(Debug)]
@@ -102,11 +94,9 @@ fn write_in_two_halves(db: String, halfway: Arc<AtomicBool>) -> std::thread::Joi
     std::thread::spawn(move || {
         for t in 0..100 {
             if t == 50 {
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while !halfway.load(Ordering::SeqCst) {
-                    assert!(Instant::now() < deadline, "the fault never happened");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                wait_until_blocking("the fault", Duration::from_secs(120), || {
+                    halfway.load(Ordering::SeqCst)
+                });
             }
             let values: Vec<String> = (0..10)
                 .map(|i| format!("({}, 'row {t}.{i}')", t * 10 + i))

@@ -5,16 +5,13 @@
 //! bounded batches, reconnection after the walsender is killed, a slow
 //! consumer under a short `wal_sender_timeout`, and `sluice tail`.
 
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/test_decoding.rs"]
-mod test_decoding;
-
 use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use postgres::{ClusterOptions, PgCluster};
+use crate::support::postgres::{ClusterOptions, PgCluster};
+use crate::support::test_decoding::{self, Record};
+use crate::support::{poll_until, unique};
 use sluice_host::config::SourceSettings;
 use sluice_host::lsn::Lsn;
 use sluice_host::model::{Batch, Event, LogicalMessage, Operation, RowChange, Value};
@@ -23,17 +20,10 @@ use sluice_host::source::{
     self, SlotKind, SourceEvent, SourceOptions, SourceStream, StartPosition,
 };
 use sluice_host::tail::{self, TailOptions};
-use test_decoding::Record;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn unique(prefix: &str) -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}_{}_{n}", std::process::id())
-}
 
 fn info(url: &str) -> ConnInfo {
     ConnInfo::parse_with_env(url, |_| None).expect("valid URL")
@@ -760,6 +750,7 @@ async fn a_slow_consumer_does_not_time_out_the_walsender() {
     marker(&pg, &db, "end");
     // The slow consumer: the channel is full and the server has more to
     // send, so only the reader's own status updates keep the session up.
+    // Not a wait: not pulling for 3 × wal_sender_timeout is the test.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let events = until_marker(&mut stream, "end").await;
     assert!(
@@ -811,14 +802,14 @@ async fn tail_from_start_prints_json_lines_and_leaves_no_slot() {
         "SELECT count(*) FROM pg_replication_slots \
          WHERE temporary AND database = '{db}' AND confirmed_flush_lsn IS NOT NULL"
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while pg.sql(&db, &slots).await != "1" {
-        if tail.is_finished() {
-            panic!("tail ended: {:?}", tail.await);
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no temporary slot");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let positioned = poll_until(WAIT, || async {
+        tail.is_finished() || pg.sql(&db, &slots).await == "1"
+    })
+    .await;
+    if tail.is_finished() {
+        panic!("tail ended: {:?}", tail.await);
     }
+    assert!(positioned.is_some(), "no temporary slot with a position");
     pg.psql(
         &db,
         "INSERT INTO t VALUES (1, 'ünï', 9.99, '2024-01-02 03:04:05+00');
@@ -864,7 +855,10 @@ async fn tail_from_start_prints_json_lines_and_leaves_no_slot() {
     .map(|l| serde_json::from_str(l).unwrap())
     .collect();
     assert_eq!(got, expected);
-    pg.wait_for(&db, "SELECT count(*) FROM pg_replication_slots", "0", WAIT);
+    // Its temporary slot is gone (the cluster is shared: only this database's
+    // slots count).
+    let slots = format!("SELECT count(*) FROM pg_replication_slots WHERE database = '{db}'");
+    pg.wait_for(&db, &slots, "0", WAIT);
 }
 
 #[tokio::test]

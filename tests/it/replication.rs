@@ -3,13 +3,11 @@
 //! TLS modes, Unix sockets, slots, the CopyBoth stream, the flush hook,
 //! setup checks and connection loss.
 
-#[path = "support/postgres.rs"]
-mod postgres;
-
 use std::error::Error;
 use std::time::Duration;
 
-use postgres::{Auth, ClusterOptions, PgCluster};
+use crate::support::postgres::{Auth, ClusterOptions, PgCluster, generate_certs};
+use crate::support::unique;
 use sluice_host::lsn::Lsn;
 use sluice_host::replication::setup::{self, PublicationScope, SetupError, SetupSpec, TableName};
 use sluice_host::replication::{
@@ -36,16 +34,29 @@ fn chain(e: &dyn Error) -> String {
     s
 }
 
-fn unique(prefix: &str) -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}_{}_{n}", std::process::id())
-}
-
 async fn connect(url: &str) -> ReplicationConnection {
     ReplicationConnection::connect(&info(url))
         .await
         .unwrap_or_else(|e| panic!("connect: {}", chain(&e)))
+}
+
+/// `server_version_num`, which tests branch on where behaviour differs by
+/// version, agrees with the version the server shows (`15.4 (Debian …)`).
+#[test]
+fn the_harness_reads_the_server_version() {
+    let pg = PgCluster::shared();
+    let num = pg.server_version_num();
+    let shown = pg.psql("postgres", "SHOW server_version");
+    let major: u32 = shown
+        .split(['.', ' '])
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("server_version `{shown}`"));
+    assert_eq!(num / 10_000, major, "server_version `{shown}`");
+    assert!(
+        num >= 150_000,
+        "Sluice needs PostgreSQL 15 or newer: {shown}"
+    );
 }
 
 #[tokio::test]
@@ -229,7 +240,7 @@ async fn tls_verification_modes() {
     connect(&url).await.close().await;
 
     // An unknown CA fails verify-ca and verify-full alike.
-    let (other_ca, _, _) = postgres::generate_certs(&["localhost"]);
+    let (other_ca, _, _) = generate_certs(&["localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other-ca.pem");
     std::fs::write(&other, other_ca).unwrap();
@@ -795,98 +806,4 @@ async fn setup_checks_wal_level_and_slot_capacity() {
     );
     assert!(!err.is_transient());
     pg.stop();
-}
-
-/// Throughput against `pg_recvlogical` on the same transaction (run with
-/// `cargo test --test replication -- --ignored --nocapture throughput`).
-/// Prints figures; asserts nothing about speed.
-#[tokio::test]
-#[ignore = "benchmark: prints figures"]
-async fn throughput_against_pg_recvlogical() {
-    let pg = PgCluster::shared();
-    let (db, url) = streaming_db(pg, "bench");
-    let rows = 300_000;
-    let ours = SlotName::new(unique("ours")).unwrap();
-    let theirs = unique("theirs");
-    let mut conn = connect(&url).await;
-    conn.create_slot(
-        &ours,
-        CreateSlotOptions {
-            temporary: false,
-            snapshot: SnapshotAction::Nothing,
-            failover: false,
-        },
-    )
-    .await
-    .unwrap();
-    pg.psql(
-        &db,
-        &format!("SELECT pg_create_logical_replication_slot('{theirs}', 'pgoutput')"),
-    );
-    pg.psql(
-        &db,
-        &format!("INSERT INTO t SELECT g, repeat('x', 40) || g FROM generate_series(1, {rows}) g"),
-    );
-    let end = pg.psql(&db, "SELECT pg_current_wal_lsn()");
-
-    let started = std::time::Instant::now();
-    let mut stream = start(conn, &ours, StreamOptions::default()).await;
-    let (mut messages, mut bytes) = (0u64, 0u64);
-    loop {
-        match stream.next().await.unwrap().unwrap() {
-            ReplicationEvent::XLogData { data, .. } => {
-                messages += 1;
-                bytes += data.len() as u64;
-                if data[0] == b'C' {
-                    break;
-                }
-            }
-            ReplicationEvent::Keepalive { .. } => {}
-        }
-    }
-    let ours_secs = started.elapsed().as_secs_f64();
-    stream.shutdown().await.unwrap();
-
-    let started = std::time::Instant::now();
-    let status = std::process::Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "/usr/lib/postgresql/15/bin/pg_recvlogical",
-        ])
-        .args([
-            "-h",
-            pg.socket_dir().to_str().unwrap(),
-            "-p",
-            &pg.port().to_string(),
-            "-d",
-            &db,
-        ])
-        .args([
-            "-S",
-            &theirs,
-            "--start",
-            "--no-loop",
-            "-f",
-            "/dev/null",
-            "-E",
-            &end,
-        ])
-        .args(["-o", "proto_version=2", "-o", "publication_names=pub"])
-        .status()
-        .unwrap();
-    let theirs_secs = started.elapsed().as_secs_f64();
-    assert!(status.success());
-    println!(
-        "{messages} pgoutput messages, {:.1} MB: sluice {ours_secs:.2} s ({:.0} msg/s), pg_recvlogical {theirs_secs:.2} s ({:.0} msg/s), ratio {:.2}",
-        bytes as f64 / 1e6,
-        messages as f64 / ours_secs,
-        messages as f64 / theirs_secs,
-        theirs_secs / ours_secs
-    );
-    pg.psql(
-        &db,
-        &format!("SELECT pg_drop_replication_slot('{ours}'), pg_drop_replication_slot('{theirs}')"),
-    );
 }

@@ -10,26 +10,18 @@
 //! here shares one compiled-component cache, warmed once per process
 //! ([`warm_runtime`]).
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
 use std::cell::RefCell;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::support::arbitrary::batch_strategy;
+use crate::support::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sha2::{Digest, Sha256};
 use sluice_host::model::{Batch, Event, Message, Value};
 use sluice_host::plugin::{Capability, Limits, PluginRuntime, PluginSpec, WasiGrants};
-use support::arbitrary::batch_strategy;
-use support::*;
 
 /// The transforms that re-implement `mask`, by component name.
 const MASKS: &[&str] = &["py-mask", "js-mask", "c-mask"];
@@ -423,9 +415,10 @@ fn sha256_hex(text: &str) -> String {
 /// Runs a pipeline through `mask` (hashing `email`, redacting `name`) and
 /// `sink`, and checks what reaches the stream.
 async fn end_to_end(name: &str, mask: &str, sink: &str) {
-    use nats::{NatsServer, read_stream};
-    use pipeline::{ManifestParts, Pipeline, signal, wait_exit, wait_until};
-    use postgres::PgCluster;
+    use crate::support::nats::{NatsServer, read_stream, stream_len};
+    use crate::support::pipeline::{ManifestParts, Pipeline, signal, wait_exit};
+    use crate::support::postgres::PgCluster;
+    use crate::support::wait_until;
 
     warm_runtime();
     let pg = PgCluster::shared();
@@ -465,7 +458,7 @@ path = "{sink}"
     );
     let js = nats.jetstream().await;
     wait_until("5 messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, &p.stream).await >= 5
+        stream_len(&js, &p.stream).await >= 5
     })
     .await;
     let messages = read_stream(&js, &p.stream).await;

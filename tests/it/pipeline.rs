@@ -4,19 +4,14 @@
 //! JetStream stream (subjects, headers, JSON payloads), the slot's
 //! position, the exit status.
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
 use std::time::Duration;
 
-use nats::{NatsServer, read_stream};
-use pipeline::{ManifestParts, Pipeline, parse_lsn, signal, wait_exit, wait_until};
-use postgres::PgCluster;
+use crate::support::nats::{NatsServer, StoredMessage, read_stream, stream_len};
+use crate::support::pipeline::{
+    ManifestParts, Pipeline, parse_lsn, signal, sluice_binary, wait_exit,
+};
+use crate::support::postgres::PgCluster;
+use crate::support::{plugin_path, wait_until};
 
 /// A transform that fails on the row with `id = 3`, then the JSON sink.
 fn picky_then_json() -> String {
@@ -32,8 +27,8 @@ name = "json"
 path = "{json}"
 config = {{ subject-prefix = "cdc" }}
 "#,
-        misbehave = support::plugin_path("misbehave").display(),
-        json = support::plugin_path("json-sink").display(),
+        misbehave = plugin_path("misbehave").display(),
+        json = plugin_path("json-sink").display(),
     )
 }
 
@@ -65,7 +60,7 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     );
     let js = nats.jetstream().await;
     wait_until("6 messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, "E2E").await >= 6
+        stream_len(&js, "E2E").await >= 6
     })
     .await;
     let messages = read_stream(&js, "E2E").await;
@@ -102,7 +97,7 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     // in PostgreSQL's form.
     for m in &messages {
         let id = m.msg_id().unwrap();
-        assert!(id.starts_with("slot_e2e:"), "{id}");
+        assert!(id.starts_with(&format!("{}:", p.slot)), "{id}");
         let commit = m.header("Sluice-Commit-Lsn").unwrap();
         assert!(commit.contains('/'), "{commit}");
     }
@@ -133,7 +128,7 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     assert_ne!(messages[0].msg_id(), messages[1].msg_id());
 
     // `sluice stream show` reads the same messages back, as JSON lines.
-    let shown = std::process::Command::new(pipeline::sluice_binary())
+    let shown = std::process::Command::new(sluice_binary())
         .args(["stream", "show", "--last", "2"])
         .arg(&p.manifest)
         .output()
@@ -192,7 +187,7 @@ async fn a_killed_host_resumes_without_loss_or_duplicates() {
     });
     let js = nats.jetstream().await;
     wait_until("some messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, "KILL").await >= 300
+        stream_len(&js, "KILL").await >= 300
     })
     .await;
     signal(&child, "-KILL");
@@ -201,7 +196,7 @@ async fn a_killed_host_resumes_without_loss_or_duplicates() {
     writer.join().unwrap();
     let mut child = p.start(cache.path());
     wait_until("all 2000 rows", Duration::from_secs(120), || async {
-        nats::stream_len(&js, "KILL").await >= 2000
+        stream_len(&js, "KILL").await >= 2000
     })
     .await;
     signal(&child, "-TERM");
@@ -271,7 +266,7 @@ async fn a_failing_row_goes_to_the_dead_letter_subject_and_the_rest_flows_on() {
     );
     let js = nats.jetstream().await;
     wait_until("6 messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, &p.stream).await >= 6
+        stream_len(&js, &p.stream).await >= 6
     })
     .await;
     let messages = read_stream(&js, &p.stream).await;
@@ -296,7 +291,7 @@ async fn a_failing_row_goes_to_the_dead_letter_subject_and_the_rest_flows_on() {
     assert_eq!(dead.header("Sluice-Table"), Some("public.items"));
     assert_eq!(dead.header("Sluice-Op"), Some("insert"));
     // The dead letter sits between its neighbours in the WAL.
-    let lsn = |m: &nats::StoredMessage| parse_lsn(m.header("Sluice-Lsn").unwrap());
+    let lsn = |m: &StoredMessage| parse_lsn(m.header("Sluice-Lsn").unwrap());
     assert!(lsn(&messages[1]) < lsn(dead) && lsn(dead) < lsn(&messages[3]));
     let body = json(&dead.payload);
     assert_eq!(
@@ -338,7 +333,7 @@ async fn a_fatal_error_mid_stream_still_confirms_what_was_stored() {
     let stored_through = parse_lsn(&pg.psql(&p.db, "SELECT pg_current_wal_lsn()"));
     let js = nats.jetstream().await;
     wait_until("2 messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, &p.stream).await >= 2
+        stream_len(&js, &p.stream).await >= 2
     })
     .await;
     pg.psql(&p.db, "INSERT INTO items VALUES (3, 'boom')");
@@ -362,5 +357,5 @@ async fn a_fatal_error_mid_stream_still_confirms_what_was_stored() {
         recorded, confirmed,
         "the offset file holds what the slot confirmed"
     );
-    assert_eq!(nats::stream_len(&js, &p.stream).await, 2);
+    assert_eq!(stream_len(&js, &p.stream).await, 2);
 }

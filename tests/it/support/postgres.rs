@@ -1,24 +1,49 @@
-//! Test harness: real PostgreSQL 15 clusters, started by the tests.
+//! Test harness: real PostgreSQL clusters, started by the tests.
 //!
-//! [`PgCluster::shared`] is one cluster per test binary (wal_level=logical,
-//! TLS on), in which each test takes its own database with
-//! [`PgCluster::create_database`]; [`PgCluster::start`] starts a private one
-//! (e.g. with `wal_level=replica`), stopped on drop.
+//! [`PgCluster::shared`] is one cluster for the whole test binary
+//! (wal_level=logical, TLS on), in which each test takes its own database
+//! with [`PgCluster::create_database`] and names its slots and roles with
+//! [`super::unique`] (slots and roles are cluster-wide); [`PgCluster::start`]
+//! starts a private one (e.g. with `wal_level=replica`), stopped on drop.
+//!
+//! Which PostgreSQL (environment variables):
+//!
+//! - `SLUICE_TEST_PG_BIN`: the directory of the server programs (`initdb`,
+//!   `postgres`, `pg_isready`); default `/usr/lib/postgresql/15/bin`.
+//! - `SLUICE_TEST_PG_CLIENT_BIN`: the directory of the client programs
+//!   (`psql`, `pg_recvlogical`); default `SLUICE_TEST_PG_BIN` when that holds
+//!   a `psql`, else `/usr/lib/postgresql/15/bin` (server-only builds, such as
+//!   the npm ones of newer versions, have no client programs; Debian's 15
+//!   ones work against them).
+//! - `SLUICE_TEST_PG_CONF`: extra `postgresql.conf` lines, `;`-separated.
+//!
+//! Tests that depend on the server's version branch on
+//! [`PgCluster::server_version_num`].
 //!
 //! PostgreSQL refuses to run as root, so initdb, postgres and psql run as
 //! the `postgres` user (`runuser`) in a temporary directory that user owns,
-//! on a free loopback port, with the Unix socket in that directory.
+//! on a loopback port, with the Unix socket in that directory.
 //!
-//! No cluster outlives its test process: postgres runs under a small shell
-//! watchdog whose standard input is a pipe held by the test process. When
-//! the process exits, however it exits (statics are never dropped), the pipe
-//! closes, and the watchdog stops postgres and deletes the directory.
+//! Ports: PostgreSQL cannot be told to pick a port itself (`port = 0` would
+//! also name its socket `.s.PGSQL.0` and report nothing), so the harness
+//! takes a port the kernel hands out as unused (bind port 0, read it,
+//! release it) and starts postgres on it; if another process bound it in
+//! between, postgres logs "could not create any TCP/IP sockets" and exits,
+//! and the harness starts it again on a new port, up to [`PORT_ATTEMPTS`]
+//! times. A port is never assumed free without that retry. After
+//! [`PgCluster::crash`], [`PgCluster::restart`] binds the same port again
+//! (clients know it), as a restarted server would.
+//!
+//! No cluster outlives its test process: every postmaster runs under a small
+//! shell watchdog whose standard input is a pipe held by the test process,
+//! and one more watchdog removes the directory. When the process exits,
+//! however it exits (statics are never dropped), the pipes close: the
+//! postmasters get an immediate shutdown, and once `postmaster.pid` is gone
+//! (at most 10 s) the directory is deleted.
 //!
 //! Authentication (pg_hba.conf): the superuser `postgres` is trusted; other
 //! roles get the method of the group they belong to — create them with
 //! [`PgCluster::create_user`].
-
-#![allow(dead_code, unreachable_pub)]
 
 use std::fs;
 use std::io::Write;
@@ -27,15 +52,44 @@ use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+use super::{unique, wait_until_blocking, with_log};
+
+/// Where Debian's PostgreSQL 15 is, the default for both directories.
+const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many ports [`PgCluster::start`] tries before giving up.
+pub(crate) const PORT_ATTEMPTS: usize = 5;
+/// What postgres logs when it could not bind its port.
+const PORT_TAKEN: &str = "could not create any TCP/IP sockets";
+
+/// A server program (`initdb`, `postgres`, `pg_isready`…) of the PostgreSQL
+/// under test: in `SLUICE_TEST_PG_BIN`.
+pub(crate) fn server_program(name: &str) -> PathBuf {
+    server_bin().join(name)
+}
+
+/// A client program (`psql`, `pg_recvlogical`…): in
+/// `SLUICE_TEST_PG_CLIENT_BIN`, else next to the server programs when they
+/// include `psql`, else in Debian's PostgreSQL 15.
+pub(crate) fn client_program(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("SLUICE_TEST_PG_CLIENT_BIN") {
+        Some(dir) => PathBuf::from(dir),
+        None if server_program("psql").exists() => server_bin(),
+        None => PathBuf::from(DEFAULT_PG_BIN),
+    };
+    dir.join(name)
+}
+
+fn server_bin() -> PathBuf {
+    std::env::var_os("SLUICE_TEST_PG_BIN")
+        .map_or_else(|| PathBuf::from(DEFAULT_PG_BIN), PathBuf::from)
+}
 
 /// How a test role authenticates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Auth {
+pub(crate) enum Auth {
     Trust,
     /// Cleartext `password`.
     Password,
@@ -74,14 +128,14 @@ impl Auth {
 
 /// How to start a cluster.
 #[derive(Clone, Debug)]
-pub struct ClusterOptions {
+pub(crate) struct ClusterOptions {
     /// `logical` (default) or `replica` (for the negative test).
-    pub wal_level: &'static str,
+    pub(crate) wal_level: &'static str,
     /// Generate a CA and a server certificate for `localhost` and turn
     /// `ssl` on.
-    pub tls: bool,
+    pub(crate) tls: bool,
     /// Extra `postgresql.conf` lines.
-    pub extra_conf: Vec<String>,
+    pub(crate) extra_conf: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -96,168 +150,200 @@ impl Default for ClusterOptions {
 
 /// The TLS material of a cluster started with `tls: true`.
 #[derive(Debug)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     /// PEM of the CA that signed the server certificate.
-    pub ca_cert: PathBuf,
-    /// DNS names in the server certificate (`localhost` only: connecting by
-    /// IP address fails `verify-full`, which tests use on purpose).
-    pub server_names: Vec<String>,
+    pub(crate) ca_cert: PathBuf,
 }
 
 /// A running PostgreSQL cluster.
 #[derive(Debug)]
-pub struct PgCluster {
+pub(crate) struct PgCluster {
     dir: PathBuf,
     port: u16,
     tls: Option<TlsFiles>,
-    watchdog: Option<Child>,
+    /// Removes `dir` once its pipe closes and the postmaster is gone.
+    cleaner: Option<Watchdog>,
+    /// One per postmaster started (the first, and each [`Self::restart`]),
+    /// newest last; each stops its postmaster when its pipe closes.
+    postmasters: Vec<Watchdog>,
+}
+
+/// A shell run as `postgres` that waits for its standard input (a pipe the
+/// test process holds) to close, then does its job.
+#[derive(Debug)]
+struct Watchdog {
+    child: Child,
     stdin: Option<ChildStdin>,
-    /// Watchdogs of postmasters started by [`PgCluster::restart`], newest
-    /// last; each stops its postmaster (but removes nothing) when its pipe
-    /// closes.
-    restarted: Vec<(Child, Option<ChildStdin>)>,
+}
+
+impl Watchdog {
+    /// Runs `script` after `cat >/dev/null` has seen the pipe close (or,
+    /// for a postmaster, around it).
+    fn spawn(dir: &Path, script: &str) -> Watchdog {
+        let mut child = Command::new("runuser")
+            .args(["-u", "postgres", "--", "sh", "-c", script])
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn a watchdog shell");
+        let stdin = child.stdin.take();
+        Watchdog { child, stdin }
+    }
+
+    /// Closes the pipe and waits until the shell has done its job.
+    fn close(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// How one start of the postmaster went.
+enum Started {
+    Ready,
+    PortTaken,
 }
 
 static SHARED: OnceLock<PgCluster> = OnceLock::new();
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl PgCluster {
     /// The cluster shared by every test in this binary (logical, TLS on).
-    pub fn shared() -> &'static PgCluster {
+    pub(crate) fn shared() -> &'static PgCluster {
         SHARED.get_or_init(|| PgCluster::start(ClusterOptions::default()))
     }
 
     /// Starts a new cluster; panics with the server log if it cannot.
-    pub fn start(options: ClusterOptions) -> PgCluster {
+    pub(crate) fn start(options: ClusterOptions) -> PgCluster {
         let (uid, gid) = (id("-u"), id("-g"));
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sluice-pg-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(unique("sluice-pg"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create cluster dir");
         chown(&dir, Some(uid), Some(gid)).expect("chown cluster dir");
         let data = dir.join("data");
-
+        let cleaner = Watchdog::spawn(
+            &dir,
+            &format!(
+                "cat >/dev/null; n=0; \
+                 while [ -e '{pid}' ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; \
+                 rm -rf '{dir}'",
+                pid = data.join("postmaster.pid").display(),
+                dir = dir.display()
+            ),
+        );
         run_as_postgres(
-            Command::new(format!("{PG_BIN}/initdb"))
+            Command::new(server_program("initdb"))
                 .args(["-D", path_str(&data), "-U", "postgres", "--no-sync"])
                 .args(["-E", "UTF8", "--locale=C", "-A", "trust"])
                 .current_dir(&dir),
             "initdb",
         );
-
-        let port = free_port();
-        let mut conf = vec![
-            format!("port = {port}"),
-            "listen_addresses = '127.0.0.1'".into(),
-            format!("unix_socket_directories = '{}'", dir.display()),
-            format!("wal_level = {}", options.wal_level),
-            "max_replication_slots = 20".into(),
-            "max_wal_senders = 20".into(),
-            "max_connections = 100".into(),
-            "fsync = off".into(),
-            "synchronous_commit = off".into(),
-            "full_page_writes = off".into(),
-            "shared_buffers = 32MB".into(),
-            "wal_sender_timeout = 60s".into(),
-            "log_min_messages = warning".into(),
-        ];
-        let tls = options.tls.then(|| {
-            let files = write_tls_files(&data, uid, gid);
-            conf.push("ssl = on".into());
-            conf.push("ssl_cert_file = 'server.crt'".into());
-            conf.push("ssl_key_file = 'server.key'".into());
-            files
-        });
-        conf.extend(options.extra_conf.iter().cloned());
-        // For chasing a server-side question without editing the tests,
-        // e.g. SLUICE_TEST_PG_CONF="log_min_messages = debug1".
-        if let Ok(extra) = std::env::var("SLUICE_TEST_PG_CONF") {
-            conf.extend(extra.split(';').map(str::to_owned));
-        }
-        append(&data.join("postgresql.conf"), &conf.join("\n"));
+        let tls = options.tls.then(|| write_tls_files(&data, uid, gid));
+        append(&data.join("postgresql.conf"), &conf(&dir, &options));
         fs::write(data.join("pg_hba.conf"), hba()).expect("write pg_hba.conf");
-
-        // The watchdog: postgres in the background, then wait for our end
-        // of the pipe to close, then an immediate shutdown and clean-up.
-        let log = dir.join("postgres.log");
-        let script = format!(
-            "{PG_BIN}/postgres -D '{}' </dev/null >>'{}' 2>&1 & pid=$!; \
-             cat >/dev/null; kill -QUIT $pid 2>/dev/null; wait $pid; rm -rf '{}'",
-            data.display(),
-            log.display(),
-            dir.display()
-        );
-        let mut watchdog = Command::new("runuser")
-            .args(["-u", "postgres", "--", "sh", "-c", &script])
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn postgres");
-        let stdin = watchdog.stdin.take();
-        let cluster = PgCluster {
+        let mut cluster = PgCluster {
             dir,
-            port,
+            port: 0,
             tls,
-            watchdog: Some(watchdog),
-            stdin,
-            restarted: Vec::new(),
+            cleaner: Some(cleaner),
+            postmasters: Vec::new(),
         };
-        cluster.wait_ready();
+        cluster.start_on_free_port();
         for auth in [Auth::Trust, Auth::Password, Auth::Md5, Auth::ScramSha256] {
             cluster.psql("postgres", &format!("CREATE ROLE {} NOLOGIN", auth.group()));
         }
         cluster
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let ok = Command::new(format!("{PG_BIN}/pg_isready"))
-                .args([
-                    "-q",
-                    "-h",
-                    path_str(&self.dir),
-                    "-p",
-                    &self.port.to_string(),
-                ])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "PostgreSQL did not start within {STARTUP_TIMEOUT:?}; log:\n{}",
-                fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+    /// Starts the postmaster on a port the kernel reports unused, and again
+    /// on a new one while postgres finds its port taken (see the module doc).
+    fn start_on_free_port(&mut self) {
+        for _ in 0..PORT_ATTEMPTS {
+            self.port = unused_port();
+            append(
+                &self.dir.join("data/postgresql.conf"),
+                &format!("port = {}", self.port),
             );
-            std::thread::sleep(Duration::from_millis(50));
+            match self.start_postmaster() {
+                Started::Ready => return,
+                Started::PortTaken => {
+                    if let Some(failed) = self.postmasters.pop() {
+                        failed.close();
+                    }
+                }
+            }
         }
+        panic!(
+            "PostgreSQL found its port taken {PORT_ATTEMPTS} times; log:\n{}",
+            fs::read_to_string(self.log()).unwrap_or_default()
+        );
     }
 
-    pub fn port(&self) -> u16 {
+    /// Starts a postmaster under a new watchdog and waits until it accepts
+    /// connections (crash recovery done) or reports its port taken.
+    fn start_postmaster(&mut self) -> Started {
+        let log = self.log();
+        let logged_before = fs::metadata(&log).map_or(0, |m| m.len() as usize);
+        let script = format!(
+            "'{postgres}' -D '{data}' </dev/null >>'{log}' 2>&1 & pid=$!; \
+             cat >/dev/null; kill -QUIT $pid 2>/dev/null; wait $pid",
+            postgres = server_program("postgres").display(),
+            data = self.dir.join("data").display(),
+            log = log.display(),
+        );
+        self.postmasters.push(Watchdog::spawn(&self.dir, &script));
+        let what = format!("PostgreSQL to accept connections on port {}", self.port);
+        wait_until_blocking(with_log(&what, &log), STARTUP_TIMEOUT, || {
+            let logged = fs::read(&log).unwrap_or_default();
+            if String::from_utf8_lossy(logged.get(logged_before..).unwrap_or_default())
+                .contains(PORT_TAKEN)
+            {
+                return Some(Started::PortTaken);
+            }
+            self.is_ready().then_some(Started::Ready)
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        Command::new(server_program("pg_isready"))
+            .args(["-q", "-h", path_str(&self.dir)])
+            .args(["-p", &self.port.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
+    /// `SHOW server_version_num`: 150004 for 15.4, 170002 for 17.2.
+    pub(crate) fn server_version_num(&self) -> u32 {
+        let text = self.psql("postgres", "SHOW server_version_num");
+        text.parse()
+            .unwrap_or_else(|e| panic!("server_version_num `{text}`: {e}"))
+    }
+
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// The directory holding the Unix socket `.s.PGSQL.<port>`.
-    pub fn socket_dir(&self) -> &Path {
+    pub(crate) fn socket_dir(&self) -> &Path {
         &self.dir
     }
 
-    pub fn tls(&self) -> Option<&TlsFiles> {
+    pub(crate) fn tls(&self) -> Option<&TlsFiles> {
         self.tls.as_ref()
     }
 
     /// A URL for `user` (and `password`) on TCP 127.0.0.1; `params` is
     /// appended as the query string (e.g. `sslmode=disable`).
-    pub fn url(&self, user: &str, password: Option<&str>, db: &str, params: &str) -> String {
+    pub(crate) fn url(&self, user: &str, password: Option<&str>, db: &str, params: &str) -> String {
         self.url_for_host("127.0.0.1", user, password, db, params)
     }
 
     /// As [`Self::url`], for a given host name.
-    pub fn url_for_host(
+    pub(crate) fn url_for_host(
         &self,
         host: &str,
         user: &str,
@@ -278,7 +364,7 @@ impl PgCluster {
     }
 
     /// A URL through the Unix socket.
-    pub fn socket_url(&self, user: &str, password: Option<&str>, db: &str) -> String {
+    pub(crate) fn socket_url(&self, user: &str, password: Option<&str>, db: &str) -> String {
         let creds = match password {
             Some(p) => format!("{user}:{}", encode(p)),
             None => user.to_owned(),
@@ -291,21 +377,20 @@ impl PgCluster {
     }
 
     /// The superuser's URL for `db`, over TCP without TLS.
-    pub fn superuser_url(&self, db: &str) -> String {
+    pub(crate) fn superuser_url(&self, db: &str) -> String {
         self.url("postgres", None, db, "sslmode=disable")
     }
 
     /// Creates a fresh database named after `prefix` and returns its name.
-    pub fn create_database(&self, prefix: &str) -> String {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{prefix}_{}_{n}", std::process::id());
+    pub(crate) fn create_database(&self, prefix: &str) -> String {
+        let name = unique(prefix);
         self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
         name
     }
 
     /// Creates a login role with REPLICATION that authenticates with `auth`.
     /// The password is stored the way `auth` needs it.
-    pub fn create_user(&self, name: &str, password: &str, auth: Auth) {
+    pub(crate) fn create_user(&self, name: &str, password: &str, auth: Auth) {
         self.psql(
             "postgres",
             &format!(
@@ -321,9 +406,10 @@ impl PgCluster {
     /// Runs SQL as the superuser in `db` with psql and returns its output:
     /// rows unaligned, `|`-separated, one per line, trimmed. Panics on error
     /// with psql's message.
-    pub fn psql(&self, db: &str, sql: &str) -> String {
+    pub(crate) fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/psql")])
+            .args(["-u", "postgres", "--"])
+            .arg(client_program("psql"))
             .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
             .args([
                 "-h",
@@ -346,7 +432,7 @@ impl PgCluster {
     }
 
     /// [`Self::psql`] off the async runtime's thread.
-    pub async fn sql(&'static self, db: &str, sql: &str) -> String {
+    pub(crate) async fn sql(&'static self, db: &str, sql: &str) -> String {
         let (db, sql) = (db.to_owned(), sql.to_owned());
         tokio::task::spawn_blocking(move || self.psql(&db, &sql))
             .await
@@ -354,26 +440,19 @@ impl PgCluster {
     }
 
     /// Polls `query` (as superuser) until its output equals `expected`.
-    pub fn wait_for(&self, db: &str, query: &str, expected: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let got = self.psql(db, query);
-            if got == expected {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`{query}` returned `{got}`, still not `{expected}` after {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    pub(crate) fn wait_for(&self, db: &str, query: &str, expected: &str, timeout: Duration) {
+        wait_until_blocking(
+            format_args!("`{query}` to return `{expected}`"),
+            timeout,
+            || self.psql(db, query) == expected,
+        );
     }
 
     /// Crashes the server: SIGKILL to the postmaster and every one of its
     /// children at once, as a power cut would (the data files keep what the
     /// OS cache holds, so nothing committed is lost even with `fsync = off`).
     /// Waits until they are all gone. [`Self::restart`] brings it back.
-    pub fn crash(&self) {
+    pub(crate) fn crash(&self) {
         let data = self.dir.join("data");
         let pid_file =
             fs::read_to_string(data.join("postmaster.pid")).expect("read postmaster.pid");
@@ -395,53 +474,38 @@ impl PgCluster {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while pids
-            .iter()
-            .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "postgres processes survived SIGKILL"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_blocking(
+            "postgres processes to die of SIGKILL",
+            STARTUP_TIMEOUT,
+            || {
+                !pids
+                    .iter()
+                    .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+            },
+        );
     }
 
     /// Starts the server again on the same directory and port (after
     /// [`Self::crash`]) and waits until it accepts connections, crash
     /// recovery done.
-    pub fn restart(&mut self) {
-        let log = self.dir.join("postgres.log");
-        let script = format!(
-            "{PG_BIN}/postgres -D '{}' </dev/null >>'{}' 2>&1 & pid=$!; \
-             cat >/dev/null; kill -QUIT $pid 2>/dev/null; wait $pid",
-            self.dir.join("data").display(),
-            log.display(),
-        );
-        let mut watchdog = Command::new("runuser")
-            .args(["-u", "postgres", "--", "sh", "-c", &script])
-            .current_dir(&self.dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn postgres");
-        let stdin = watchdog.stdin.take();
-        self.restarted.push((watchdog, stdin));
-        self.wait_ready();
+    pub(crate) fn restart(&mut self) {
+        match self.start_postmaster() {
+            Started::Ready => {}
+            Started::PortTaken => panic!(
+                "port {} was taken while PostgreSQL was down; log:\n{}",
+                self.port,
+                fs::read_to_string(self.log()).unwrap_or_default()
+            ),
+        }
     }
 
     /// Stops the cluster now (immediate shutdown) and removes its files.
-    pub fn stop(&mut self) {
-        // Newer postmasters first: the first watchdog removes the directory.
-        while let Some((mut child, stdin)) = self.restarted.pop() {
-            drop(stdin);
-            let _ = child.wait();
+    pub(crate) fn stop(&mut self) {
+        while let Some(postmaster) = self.postmasters.pop() {
+            postmaster.close();
         }
-        drop(self.stdin.take());
-        if let Some(mut child) = self.watchdog.take() {
-            let _ = child.wait();
+        if let Some(cleaner) = self.cleaner.take() {
+            cleaner.close();
         }
     }
 }
@@ -450,6 +514,37 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The `postgresql.conf` lines of a test cluster (the port comes later).
+fn conf(dir: &Path, options: &ClusterOptions) -> String {
+    let mut conf = vec![
+        "listen_addresses = '127.0.0.1'".to_owned(),
+        format!("unix_socket_directories = '{}'", dir.display()),
+        format!("wal_level = {}", options.wal_level),
+        // One shared cluster serves every area's tests, and their slots stay.
+        "max_replication_slots = 200".into(),
+        "max_wal_senders = 40".into(),
+        "max_connections = 100".into(),
+        "fsync = off".into(),
+        "synchronous_commit = off".into(),
+        "full_page_writes = off".into(),
+        "shared_buffers = 32MB".into(),
+        "wal_sender_timeout = 60s".into(),
+        "log_min_messages = warning".into(),
+    ];
+    if options.tls {
+        conf.push("ssl = on".into());
+        conf.push("ssl_cert_file = 'server.crt'".into());
+        conf.push("ssl_key_file = 'server.key'".into());
+    }
+    conf.extend(options.extra_conf.iter().cloned());
+    // For chasing a server-side question without editing the tests,
+    // e.g. SLUICE_TEST_PG_CONF="log_min_messages = debug1".
+    if let Ok(extra) = std::env::var("SLUICE_TEST_PG_CONF") {
+        conf.extend(extra.split(';').map(str::to_owned));
+    }
+    conf.join("\n")
 }
 
 fn hba() -> String {
@@ -491,23 +586,19 @@ fn write_tls_files(data: &Path, uid: u32, gid: u32) -> TlsFiles {
         chown(data.join(f), Some(uid), Some(gid)).expect("chown TLS file");
     }
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
-    TlsFiles {
-        ca_cert,
-        server_names: vec!["localhost".into()],
-    }
+    TlsFiles { ca_cert }
 }
 
 /// Generates a self-signed CA and a server certificate for `names`:
 /// (CA PEM, server certificate PEM, server key PEM).
-pub fn generate_certs(names: &[&str]) -> (String, String, String) {
+pub(crate) fn generate_certs(names: &[&str]) -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("sluice test CA {}", COUNTER.fetch_add(1, Ordering::Relaxed)),
-    );
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, unique("sluice test CA"));
     let ca = ca_params.self_signed(&ca_key).expect("CA cert");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let server_key = KeyPair::generate().expect("server key");
@@ -550,13 +641,13 @@ fn id(flag: &str) -> u32 {
         .expect("the `postgres` user exists")
 }
 
-/// A port nobody listens on now. (Another process could take it before
-/// postgres binds it; on a test machine that is rare enough.)
-fn free_port() -> u16 {
+/// A port the kernel reports unused now; another process may take it
+/// before postgres binds it, which [`PgCluster::start`] retries.
+fn unused_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("free port")
+        .expect("an unused port")
 }
 
 /// The processes whose parent is `pid` (from /proc).
@@ -602,7 +693,7 @@ fn path_str(p: &Path) -> &str {
 }
 
 /// Percent-encodes for a URL component.
-pub fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -10,7 +10,7 @@ use sluice_host::model::{
     RowChange, Truncate, Value,
 };
 
-pub fn value() -> impl Strategy<Value = Value> {
+pub(crate) fn value() -> impl Strategy<Value = Value> {
     let text = prop_oneof![
         8 => ".{0,40}",
         1 => Just(String::new()),
@@ -52,7 +52,7 @@ pub fn value() -> impl Strategy<Value = Value> {
     ]
 }
 
-pub fn relation_strategy() -> impl Strategy<Value = Relation> {
+pub(crate) fn relation_strategy() -> impl Strategy<Value = Relation> {
     let identity = prop_oneof![
         Just(ReplicaIdentity::Default),
         Just(ReplicaIdentity::Nothing),
@@ -91,7 +91,7 @@ pub fn relation_strategy() -> impl Strategy<Value = Relation> {
         })
 }
 
-pub fn event_for(relations: Vec<Relation>) -> impl Strategy<Value = Event> {
+pub(crate) fn event_for(relations: Vec<Relation>) -> impl Strategy<Value = Event> {
     let count = relations.len() as u32;
     let widths: Vec<usize> = relations.iter().map(|r| r.columns.len()).collect();
     let row = (0..count, any::<u64>(), 0..4u8).prop_flat_map(move |(relation, lsn, op)| {
@@ -144,7 +144,7 @@ pub fn event_for(relations: Vec<Relation>) -> impl Strategy<Value = Event> {
     prop_oneof![6 => row, 1 => truncate, 1 => message]
 }
 
-pub fn batch_strategy() -> impl Strategy<Value = Batch> {
+pub(crate) fn batch_strategy() -> impl Strategy<Value = Batch> {
     prop::collection::vec(relation_strategy(), 1..4).prop_flat_map(|relations| {
         let events = prop::collection::vec(event_for(relations.clone()), 0..12);
         (

@@ -2,22 +2,15 @@
 //! the `sluice` binary as Prometheus and a Kubernetes probe would, with a
 //! real PostgreSQL, a real nats-server and the example plugins.
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
-use pipeline::{ManifestParts, Pipeline, signal, wait_exit, wait_until};
+use crate::support::pipeline::{ManifestParts, Pipeline, signal, wait_exit};
+use crate::support::wait_until;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nats::NatsServer;
-use postgres::PgCluster;
+use crate::support::nats::{NatsServer, stream_len};
+use crate::support::postgres::PgCluster;
 
 /// A loopback address nobody listens on right now.
 fn free_address() -> SocketAddr {
@@ -120,7 +113,7 @@ async fn metrics_count_every_row_and_probes_answer() {
     wait_until(
         "5 messages in the stream",
         Duration::from_secs(60),
-        || async { nats::stream_len(&js, "METRICS").await >= 5 },
+        || async { stream_len(&js, "METRICS").await >= 5 },
     )
     .await;
     // The stream holds them; the host counts the acks an instant later, and

@@ -2,16 +2,15 @@
 //! the window, completion order, surviving a server restart, permissions, stream
 //! set-up, rejections, authentication and TLS.
 
-#[path = "support/nats.rs"]
-mod nats;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::nats::{NatsServer, TlsFiles, create_stream, read_stream, stream_len};
+use crate::support::wait_until;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures_util::FutureExt;
-use nats::{NatsServer, TlsFiles, create_stream, read_stream, stream_len};
 use sluice_host::lsn::Lsn;
 use sluice_host::model::Message;
 use sluice_host::publish::{
@@ -72,18 +71,6 @@ async fn expect_in_order(
         out.push(done);
     }
     out
-}
-
-/// Waits until `condition` holds, failing after `timeout`.
-async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -334,19 +321,21 @@ async fn survives_a_server_restart_without_loss_or_duplicates() {
             let stream = checker_js.get_stream("RESTART").await.unwrap();
             while let Some(expected) = reported.recv().await {
                 // The stream must hold the message now; retry only while NATS is away.
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let stored = loop {
-                    match stream.get_last_raw_message_by_subject(&format!("restart.{expected}")).await {
-                        Ok(m) => break m,
-                        Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-                            panic!("token {expected} reported complete but its message is not in the stream")
+                let subject = format!("restart.{expected}");
+                let stored = wait_until(
+                    "the stream to be readable",
+                    Duration::from_secs(60),
+                    || async {
+                        match stream.get_last_raw_message_by_subject(&subject).await {
+                            Ok(m) => Some(m),
+                            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                                panic!("token {expected} reported complete but its message is not in the stream")
+                            }
+                            Err(_) => None,
                         }
-                        Err(e) => {
-                            assert!(Instant::now() < deadline, "stream unreadable: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                };
+                    },
+                )
+                .await;
                 let id = stored
                     .headers
                     .get("Nats-Msg-Id")
@@ -360,19 +349,21 @@ async fn survives_a_server_restart_without_loss_or_duplicates() {
         })
     };
 
-    wait_for("a quarter of the messages", Duration::from_secs(30), || {
-        completed.load(Ordering::SeqCst) >= n / 4
-    })
+    wait_until(
+        "a quarter of the messages",
+        Duration::from_secs(30),
+        || async { completed.load(Ordering::SeqCst) >= n / 4 },
+    )
     .await;
     server.stop();
     outage_tx.send(true).unwrap();
     // Keep NATS away until the publisher has noticed (an ack timed out or the
     // connection broke), so the outage is felt mid-stream. (Whether the window
     // is full by then depends on how fast the producer is on a loaded machine.)
-    wait_for(
+    wait_until(
         "the publisher to notice the outage",
         Duration::from_secs(30),
-        || publisher.stats().transient_failures > 0,
+        || async { publisher.stats().transient_failures > 0 },
     )
     .await;
     let before = completed.load(Ordering::SeqCst);

@@ -24,14 +24,6 @@
 //! `BACKFILL_ROWS` (500,000), `BACKFILL_KILL_ROWS` (300,000). Writers run at about 1,000 transactions a
 //! second throughout.
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
@@ -41,11 +33,12 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures_util::StreamExt;
 
-use nats::{NatsServer, stream_len};
-use pipeline::{
-    ManifestParts, Pipeline, passthrough_then_json, signal, sluice_binary, wait_exit, wait_until,
+use crate::support::nats::{NatsServer, stream_len};
+use crate::support::pipeline::{
+    ManifestParts, Pipeline, parse_lsn, passthrough_then_json, signal, sluice_binary, wait_exit,
 };
-use postgres::PgCluster;
+use crate::support::postgres::PgCluster;
+use crate::support::wait_until;
 
 /// The size of a test's large table: `var` from the environment, or
 /// `default`.
@@ -152,6 +145,17 @@ impl Writers {
             }
         });
         Writers { stop, done, task }
+    }
+
+    /// Waits until the writers have committed `n` more transactions (at
+    /// 1,000 a second, about `n` ms of writing).
+    async fn write_more(&self, n: u64) {
+        let target = self.done.load(Ordering::SeqCst) + n;
+        let what = format!("{n} more writer transactions");
+        wait_until(what, Duration::from_secs(60), || async {
+            self.done.load(Ordering::SeqCst) >= target
+        })
+        .await;
     }
 
     async fn stop(self) -> u64 {
@@ -431,7 +435,7 @@ async fn an_initial_snapshot_with_writers_running_reproduces_the_tables() {
     .await;
     let took = started.elapsed();
     // Keep writing a little while streaming, then stop.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writers.write_more(500).await;
     let written = writers.stop().await;
     eprintln!(
         "snapshot of {n} + 2000 rows took {took:?} (sluice start-up included); {written} writer transactions"
@@ -468,7 +472,7 @@ async fn a_snapshot_killed_midway_resumes_and_reproduces_the_tables() {
     );
     let before = snapshot_rows_stored(&p);
     // The writers keep going while the host is down and after it is back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writers.write_more(500).await;
     let mut child = p.start(cache.path());
     wait_until(
         "the resumed snapshot to complete",
@@ -642,7 +646,7 @@ async fn a_backfill_under_a_thousand_updates_a_second_reproduces_the_table() {
     let mut child = p.start(cache.path());
     p.wait_streaming(pg).await;
     let writers = Writers::paced(pg, &p.db, n, Some(1_000)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    writers.write_more(1_000).await;
     let started = std::time::Instant::now();
     let said = request_backfill(&p, "items", &[]);
     assert!(said.contains("backfill of items requested at"), "{said}");
@@ -745,7 +749,7 @@ async fn a_backfill_killed_midway_resumes_after_its_last_stored_key() {
     assert!(killed_at[0]["after"].is_array(), "{killed_at:?}");
     assert_eq!(killed_at[0]["table"], "items");
     // The writers keep going while the host is down and after it is back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writers.write_more(500).await;
     let mut child = p.start(cache.path());
     wait_until(
         "the resumed backfill to complete",
@@ -802,7 +806,7 @@ async fn when_needed_re_snapshots_once_the_offsets_wal_is_gone() {
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     let first_point = offset(&p)["snapshot"]["tables"][0]["point"].clone();
-    let stored = pipeline::parse_lsn(offset(&p)["commit_end_lsn"].as_str().unwrap());
+    let stored = parse_lsn(offset(&p)["commit_end_lsn"].as_str().unwrap());
 
     // While the host is down: changes, then the slot moves on without it
     // until the WAL the offset needs is gone.
@@ -825,7 +829,7 @@ async fn when_needed_re_snapshots_once_the_offsets_wal_is_gone() {
                 &p.db,
                 &format!("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
             );
-            pipeline::parse_lsn(&r) > stored
+            parse_lsn(&r) > stored
         },
     )
     .await;

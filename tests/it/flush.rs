@@ -6,15 +6,8 @@
 //! messages in the JetStream stream — every committed change exactly once,
 //! also after the host or the server was killed.
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
-use pipeline::{Host, signal, wait_exit, wait_until};
+use crate::support::pipeline::{Host, signal, wait_exit};
+use crate::support::{Lazy, plugin_path, poll_until, wait_until};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nats::{NatsServer, read_stream};
-use postgres::{ClusterOptions, PgCluster};
+use crate::support::nats::{NatsServer, read_stream, stream_len};
+use crate::support::postgres::{ClusterOptions, PgCluster};
 
 /// One pipeline's manifest, slot and stream, in a database of its own (or
 /// one it shares, `Pipeline::in_database`).
@@ -51,7 +44,7 @@ impl Pipeline {
         tables: &[&str],
         position: &str,
     ) -> Self {
-        let slot = format!("slot_{name}");
+        let slot = crate::support::unique(&format!("slot_{name}"));
         let dir = tempfile::tempdir().unwrap();
         let tables: Vec<String> = tables.iter().map(|t| format!("\"public.{t}\"")).collect();
         let stream = name.to_uppercase();
@@ -83,7 +76,7 @@ shutdown-timeout = "10s"
             url = pg.superuser_url(db),
             nats = nats.url(),
             tables = tables.join(", "),
-            json = support::plugin_path("json-sink").display(),
+            json = plugin_path("json-sink").display(),
         );
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, manifest).unwrap();
@@ -263,8 +256,7 @@ async fn keepalive_flush_lets_the_server_recycle_wal_of_unpublished_tables() {
         "the row of A in both streams",
         Duration::from_secs(30),
         || async {
-            nats::stream_len(&js, "DRIVER").await == 1
-                && nats::stream_len(&js, "CONNECTOR").await == 1
+            stream_len(&js, "DRIVER").await == 1 && stream_len(&js, "CONNECTOR").await == 1
         },
     )
     .await;
@@ -332,16 +324,18 @@ async fn keepalive_flush_lets_the_server_recycle_wal_of_unpublished_tables() {
     .await;
     // restart_lsn follows on the next running-transactions record after
     // the confirmation: checkpoint again until it does.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while driver.retained(&pg) >= 64 * MB {
-        assert!(
-            Instant::now() < deadline,
-            "the connector-and-driver slot still retains {} MB",
-            driver.retained(&pg) / MB
-        );
+    let what = Lazy(|| {
+        let retained = driver.retained(&pg) / MB;
+        format!("the connector-and-driver slot to retain < 64 MB (it retains {retained} MB)")
+    });
+    wait_until(what, Duration::from_secs(60), || async {
+        if driver.retained(&pg) < 64 * MB {
+            return true;
+        }
         pg.psql(&db, "CHECKPOINT");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        false
+    })
+    .await;
     let (driver_retained, driver_confirmed) = (driver.retained(&pg), driver.confirmed(&pg));
     let (connector_retained, connector_after) = (connector.retained(&pg), connector.confirmed(&pg));
     println!(
@@ -391,7 +385,7 @@ async fn manual_flush_never_moves_the_slot_and_a_replay_is_deduplicated() {
     }
     let js = nats.jetstream().await;
     wait_until("100 messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, "MANUAL").await >= 100
+        stream_len(&js, "MANUAL").await >= 100
     })
     .await;
     signal(&child, "-TERM");
@@ -419,7 +413,7 @@ async fn manual_flush_never_moves_the_slot_and_a_replay_is_deduplicated() {
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     p.wait_inactive(pg).await;
     let keys = keys_in_stream(&nats, "MANUAL", "items").await;
-    assert_eq!(nats::stream_len(&js, "MANUAL").await, 101);
+    assert_eq!(stream_len(&js, "MANUAL").await, 101);
     assert!(keys.values().all(|n| *n == 1), "{keys:?}");
     assert_eq!(p.confirmed(pg), before, "manual flush moved the slot");
 }
@@ -444,7 +438,7 @@ async fn the_offset_file_matches_the_slot_after_a_clean_stop() {
     }
     let js = nats.jetstream().await;
     wait_until("20 messages", Duration::from_secs(60), || async {
-        nats::stream_len(&js, "OFFSETFILE").await >= 20
+        stream_len(&js, "OFFSETFILE").await >= 20
     })
     .await;
     signal(&child, "-TERM");
@@ -643,11 +637,12 @@ async fn a_postgres_crash_mid_stream_loses_and_repeats_nothing() {
         // Crash once some but not necessarily all of it is in the stream.
         let seen = next - 150;
         wait_until("part of the rows", Duration::from_secs(60), || async {
-            nats::stream_len(&js, "PGCRASH").await >= seen as u64
+            stream_len(&js, "PGCRASH").await >= seen as u64
         })
         .await;
         pg.crash();
-        // The host keeps retrying while the server is down.
+        // The host keeps retrying while the server is down (not a wait:
+        // the outage lasts 2 s on purpose).
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -669,14 +664,14 @@ async fn a_postgres_crash_mid_stream_loses_and_repeats_nothing() {
         (0..=next).collect::<Vec<_>>(),
         "rows lost by the server"
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let keys = loop {
-        let keys = keys_in_stream(&nats, "PGCRASH", "items").await;
-        if keys.contains_key(&next) || Instant::now() > deadline {
-            break keys;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // On a timeout, the checks below say what is missing.
+    poll_until(Duration::from_secs(60), || async {
+        keys_in_stream(&nats, "PGCRASH", "items")
+            .await
+            .contains_key(&next)
+    })
+    .await;
+    let keys = keys_in_stream(&nats, "PGCRASH", "items").await;
     let missing: Vec<i64> = in_table
         .iter()
         .filter(|k| !keys.contains_key(k))
@@ -695,7 +690,7 @@ async fn a_postgres_crash_mid_stream_loses_and_repeats_nothing() {
         repeated.is_empty(),
         "in the stream more than once: {repeated:?}"
     );
-    assert_eq!(nats::stream_len(&js, "PGCRASH").await, next as u64 + 1);
+    assert_eq!(stream_len(&js, "PGCRASH").await, next as u64 + 1);
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }

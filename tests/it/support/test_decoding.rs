@@ -24,13 +24,11 @@
 //!   are dropped from Sluice's old values too. An unchanged TOASTed value
 //!   is `unchanged-toast-datum` on both sides.
 
-#![allow(dead_code, unreachable_pub)]
-
 use sluice_host::model::{Batch, Event, Interval, Operation, Value};
 
 /// One normalised change.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Record {
+pub(crate) enum Record {
     Row {
         table: String,
         op: String,
@@ -52,7 +50,7 @@ pub enum Record {
 
 /// Parses test_decoding's output (one entry per change, as returned by
 /// `pg_logical_slot_get_changes(…, 'include-xids', '0')`).
-pub fn parse(lines: &[Vec<u8>]) -> Vec<Record> {
+pub(crate) fn parse(lines: &[Vec<u8>]) -> Vec<Record> {
     let mut out = Vec::new();
     for raw in lines {
         // A message's content is raw bytes; everything else is UTF-8.
@@ -225,7 +223,7 @@ fn canonical_float(f: f64) -> String {
 
 /// Sluice's batches and transaction ends, normalised. `ends` says after
 /// which batches a transaction ended (a `COMMIT`, skipped for xid 0).
-pub fn from_batch(batch: &Batch, out: &mut Vec<Record>) {
+pub(crate) fn from_batch(batch: &Batch, out: &mut Vec<Record>) {
     for event in &batch.events {
         match event {
             Event::Row(row) => {
@@ -275,7 +273,7 @@ pub fn from_batch(batch: &Batch, out: &mut Vec<Record>) {
 }
 
 /// A value in PostgreSQL's text form (see the module documentation).
-pub fn render(v: &Value) -> String {
+pub(crate) fn render(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::UnchangedToast => "unchanged-toast-datum".into(),
@@ -412,10 +410,9 @@ fn interval(i: &Interval) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn renders_intervals_like_postgres() {
+        use super::{Interval, interval};
         let iv = |months, days, microseconds| {
             interval(&Interval {
                 months,
@@ -434,6 +431,7 @@ mod tests {
 
     #[test]
     fn renders_dates() {
+        use super::date;
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(date(19_782), "2024-02-29");
         // 1 BC is year 0 of the proleptic calendar.

@@ -4,16 +4,13 @@
 //! offset through the file store; the refusals that apply under every
 //! strategy; and two hosts writing one NATS KV offset.
 
-#[path = "support/postgres.rs"]
-mod postgres;
-
 use std::error::Error;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use postgres::{ClusterOptions, PgCluster};
+use crate::support::nats::NatsServer;
+use crate::support::postgres::{ClusterOptions, PgCluster};
+use crate::support::{unique, wait_until_blocking};
 use sluice_host::config::{FlushMode, MismatchStrategy};
 use sluice_host::lsn::Lsn;
 use sluice_host::position::OffsetRecord;
@@ -33,12 +30,6 @@ fn chain(e: &dyn Error) -> String {
         cause = c.source();
     }
     s
-}
-
-fn unique(prefix: &str) -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}_{}_{n}", std::process::id())
 }
 
 fn lsn(text: &str) -> Lsn {
@@ -388,17 +379,13 @@ async fn an_offset_whose_wal_is_gone_is_refused() {
     // Move the slot until its restart_lsn passes the offset: a checkpoint
     // logs the running transactions, which is where a logical slot's
     // restart point can move to once decoding confirms past it.
-    let deadline = Instant::now() + WAIT;
-    let (s, r) = loop {
+    let (s, r) = wait_until_blocking(format!("restart_lsn to pass {o}"), WAIT, || {
         f.pg.psql(&f.db, "CHECKPOINT");
         let to = f.generate_wal();
         f.advance_slot(to);
         let (s, r) = f.slot_position();
-        if r > o {
-            break (s, r);
-        }
-        assert!(Instant::now() < deadline, "restart_lsn stayed at {r}");
-    };
+        (r > o).then_some((s, r))
+    });
     for strategy in [NoValidation, TrustOffset] {
         let err = f.start_with(strategy).await.unwrap_err();
         assert_eq!(
@@ -564,68 +551,14 @@ async fn an_offset_ahead_of_the_servers_wal_end_is_refused() {
 
 // --- NATS KV: two hosts, one offset ---
 
-/// A nats-server with JetStream on a free loopback port, killed on drop.
-/// (A minimal local helper; the shared NATS harness replaces it.)
-struct Nats {
-    child: Child,
-    port: u16,
-    _store: tempfile::TempDir,
-}
-
-impl Nats {
-    fn start() -> Nats {
-        let store = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
-        let child = Command::new("nats-server")
-            .args(["-js", "-sd"])
-            .arg(store.path())
-            .args(["-p", &port.to_string(), "-a", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server is installed");
-        Nats {
-            child,
-            port,
-            _store: store,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// A client, once the server accepts connections.
-    async fn connect(&self) -> async_nats::jetstream::Context {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match async_nats::connect(self.url()).await {
-                Ok(client) => return async_nats::jetstream::new(client),
-                Err(e) => assert!(Instant::now() < deadline, "nats-server did not start: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn record(lsn: u64) -> OffsetRecord {
     OffsetRecord::new(SlotName::new("orders").unwrap(), Lsn(lsn), 7, 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_kv_two_writers_cannot_overwrite_each_other() {
-    let nats = Nats::start();
-    let (js_a, js_b) = (nats.connect().await, nats.connect().await);
+    let nats = NatsServer::launch();
+    let (js_a, js_b) = (nats.jetstream().await, nats.jetstream().await);
     let mut a = NatsKvStore::open(&js_a, "sluice_offsets", "orders", 1)
         .await
         .unwrap();
@@ -667,7 +600,7 @@ async fn nats_kv_two_writers_cannot_overwrite_each_other() {
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
 
     // A restarted host reads the winner's offset; clearing removes it.
-    let mut c = NatsKvStore::open(&nats.connect().await, "sluice_offsets", "orders", 1)
+    let mut c = NatsKvStore::open(&nats.jetstream().await, "sluice_offsets", "orders", 1)
         .await
         .unwrap();
     let held = c.load().await.unwrap().unwrap();
@@ -686,8 +619,8 @@ async fn nats_kv_two_writers_cannot_overwrite_each_other() {
 async fn nats_kv_store_drives_start_up() {
     // The KV store behind the start-up decision, end to end: a slot-ahead
     // offset is moved up under trust-slot, in the bucket.
-    let nats = Nats::start();
-    let js = nats.connect().await;
+    let nats = NatsServer::launch();
+    let js = nats.jetstream().await;
     let (f, _o, s) = ordering("kv_start", Less).await;
     let mut kv = NatsKvStore::open(&js, "offsets", "kv_pipeline", 1)
         .await

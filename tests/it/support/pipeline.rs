@@ -1,44 +1,18 @@
 //! Test harness for `sluice run` end to end: a manifest written for a fresh
 //! database, slot, publication and stream, the `sluice` binary started as a
 //! child process, and the waits and signals the tests need around it.
-//!
-//! Include it next to the PostgreSQL and NATS harnesses, under these names
-//! (it refers to them as `crate::postgres`, `crate::nats` and
-//! `crate::support`):
-//!
-//! ```ignore
-//! #[path = "support/nats.rs"] mod nats;
-//! #[path = "support/postgres.rs"] mod postgres;
-//! #[path = "support/pipeline.rs"] mod pipeline;
-//! mod support;
-//! ```
-
-// Each test binary uses a different part of the harness.
-#![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::nats::NatsServer;
-use crate::postgres::PgCluster;
-
-/// Polls `cond` every 50 ms until it holds, or panics after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use super::nats::NatsServer;
+use super::postgres::PgCluster;
+use super::{wait_until, wait_until_blocking};
 
 /// The plugin sections of the manifest: the mask transform hashing `email`,
 /// then the JSON sink publishing to `cdc.<schema>.<table>`.
-pub fn mask_then_json() -> String {
+pub(crate) fn mask_then_json() -> String {
     format!(
         r#"
 [[transform]]
@@ -51,13 +25,13 @@ name = "json"
 path = "{json}"
 config = {{ subject-prefix = "cdc" }}
 "#,
-        mask = crate::support::plugin_path("mask").display(),
-        json = crate::support::plugin_path("json-sink").display(),
+        mask = super::plugin_path("mask").display(),
+        json = super::plugin_path("json-sink").display(),
     )
 }
 
 /// The plugin sections of the manifest: passthrough, then the JSON sink.
-pub fn passthrough_then_json() -> String {
+pub(crate) fn passthrough_then_json() -> String {
     format!(
         r#"
 [[transform]]
@@ -69,24 +43,24 @@ name = "json"
 path = "{json}"
 config = {{ subject-prefix = "cdc" }}
 "#,
-        passthrough = crate::support::plugin_path("passthrough").display(),
-        json = crate::support::plugin_path("json-sink").display(),
+        passthrough = super::plugin_path("passthrough").display(),
+        json = super::plugin_path("json-sink").display(),
     )
 }
 
 /// What a test may change in the manifest [`Pipeline::with`] writes.
 #[derive(Debug, Clone)]
-pub struct ManifestParts {
+pub(crate) struct ManifestParts {
     /// `[[transform]]` and `[sink]` sections.
-    pub plugins: String,
+    pub(crate) plugins: String,
     /// Extra lines for the `[nats]` table.
-    pub nats: String,
+    pub(crate) nats: String,
     /// Extra lines for the `[position]` table.
-    pub position: String,
+    pub(crate) position: String,
     /// Extra lines for the `[source]` table.
-    pub source: String,
+    pub(crate) source: String,
     /// Further top-level tables (`[errors]`, say).
-    pub extra: String,
+    pub(crate) extra: String,
 }
 
 impl Default for ManifestParts {
@@ -103,23 +77,23 @@ impl Default for ManifestParts {
 
 /// One pipeline's database, slot, stream and manifest.
 #[derive(Debug)]
-pub struct Pipeline {
-    pub db: String,
-    pub slot: String,
+pub(crate) struct Pipeline {
+    pub(crate) db: String,
+    pub(crate) slot: String,
     /// The JetStream stream: the pipeline's name in capitals.
-    pub stream: String,
-    pub manifest: PathBuf,
+    pub(crate) stream: String,
+    pub(crate) manifest: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Pipeline {
     /// A pipeline through the mask and the JSON sink, publishing `tables`.
-    pub fn new(pg: &PgCluster, nats: &NatsServer, name: &str, tables: &[&str]) -> Pipeline {
+    pub(crate) fn new(pg: &PgCluster, nats: &NatsServer, name: &str, tables: &[&str]) -> Pipeline {
         Pipeline::with(pg, nats, name, tables, ManifestParts::default())
     }
 
     /// A pipeline whose manifest has the given plugins and extra settings.
-    pub fn with(
+    pub(crate) fn with(
         pg: &PgCluster,
         nats: &NatsServer,
         name: &str,
@@ -127,7 +101,7 @@ impl Pipeline {
         parts: ManifestParts,
     ) -> Pipeline {
         let db = pg.create_database(name);
-        let slot = format!("slot_{name}");
+        let slot = super::unique(&format!("slot_{name}"));
         let stream = name.to_uppercase();
         let dir = tempfile::tempdir().unwrap();
         let tables: Vec<String> = tables.iter().map(|t| format!("\"public.{t}\"")).collect();
@@ -185,7 +159,7 @@ shutdown-timeout = "10s"
 
     /// `sluice run` on the manifest, with its compiled-plugin cache in
     /// `cache`, logging at info; stdout discarded.
-    pub fn command(&self, cache: &Path) -> Command {
+    pub(crate) fn command(&self, cache: &Path) -> Command {
         let mut command = Command::new(sluice_binary());
         command
             .args(["run", self.manifest.to_str().unwrap()])
@@ -196,7 +170,7 @@ shutdown-timeout = "10s"
     }
 
     /// Starts [`Self::command`]; its log goes to the test's stderr.
-    pub fn start(&self, cache: &Path) -> Host {
+    pub(crate) fn start(&self, cache: &Path) -> Host {
         self.command(cache)
             .stderr(Stdio::inherit())
             .spawn()
@@ -207,7 +181,7 @@ shutdown-timeout = "10s"
     /// Waits until the slot has its starting point and a walsender streams
     /// from it. (A slot being created is active before it has one, and a
     /// write committed then is not in it.)
-    pub async fn wait_streaming(&self, pg: &PgCluster) {
+    pub(crate) async fn wait_streaming(&self, pg: &PgCluster) {
         let q = format!(
             "SELECT count(*) FROM pg_replication_slots
              WHERE slot_name = '{}' AND active AND confirmed_flush_lsn IS NOT NULL",
@@ -222,7 +196,7 @@ shutdown-timeout = "10s"
     }
 
     /// Waits until no walsender streams from the slot.
-    pub async fn wait_inactive(&self, pg: &PgCluster) {
+    pub(crate) async fn wait_inactive(&self, pg: &PgCluster) {
         let q = format!(
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND NOT active",
             self.slot
@@ -236,13 +210,13 @@ shutdown-timeout = "10s"
     }
 
     /// The slot's `confirmed_flush_lsn`, as PostgreSQL prints it.
-    pub fn confirmed(&self, pg: &PgCluster) -> String {
+    pub(crate) fn confirmed(&self, pg: &PgCluster) -> String {
         self.slot_column(pg, "confirmed_flush_lsn")
     }
 
     /// The process id of the walsender streaming from the slot (empty when
     /// none does).
-    pub fn walsender_pid(&self, pg: &PgCluster) -> String {
+    pub(crate) fn walsender_pid(&self, pg: &PgCluster) -> String {
         self.slot_column(pg, "active_pid")
     }
 
@@ -262,7 +236,7 @@ shutdown-timeout = "10s"
 /// A running `sluice run`, killed when the test ends (or fails) first, so
 /// that a failed test leaves no host behind.
 #[derive(Debug)]
-pub struct Host(pub Child);
+pub(crate) struct Host(pub(crate) Child);
 
 impl std::ops::Deref for Host {
     type Target = Child;
@@ -289,14 +263,14 @@ impl Drop for Host {
 /// The `sluice` binary: cargo's, unless `SLUICE_BIN` names another one
 /// (several worktrees sharing one `CARGO_TARGET_DIR` overwrite each other's
 /// `target/debug/sluice`).
-pub fn sluice_binary() -> PathBuf {
+pub(crate) fn sluice_binary() -> PathBuf {
     std::env::var_os("SLUICE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice")))
 }
 
 /// Sends `sig` (`-TERM`, `-KILL`…) to `child`.
-pub fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
@@ -305,20 +279,15 @@ pub fn signal(child: &Child, sig: &str) {
 }
 
 /// Waits for `child` to exit, or panics after `timeout`.
-pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "sluice did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+    wait_until_blocking("sluice to exit", timeout, || {
+        child.try_wait().expect("the child's status")
+    })
 }
 
 /// A field of `/proc/<pid>/status` in bytes (`VmHWM`, `VmRSS`…), while the
 /// process runs.
-pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+pub(crate) fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
     let line = status
@@ -334,7 +303,7 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
 }
 
 /// Parses PostgreSQL's `X/Y` LSN notation.
-pub fn parse_lsn(text: &str) -> u64 {
+pub(crate) fn parse_lsn(text: &str) -> u64 {
     let (hi, lo) = text
         .trim()
         .split_once('/')

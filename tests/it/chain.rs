@@ -2,13 +2,11 @@
 //! transform that fails on one specific row, and a sink whose subjects are
 //! checked against the pipeline's allowed subjects.
 
-mod support;
-
+use crate::support::*;
 use sluice_host::config::ErrorPolicy;
 use sluice_host::lsn::Lsn;
 use sluice_host::model::{Batch, Value};
 use sluice_host::pipeline::chain::{Chain, Outgoing};
-use support::*;
 
 fn chain(
     dir: &std::path::Path,

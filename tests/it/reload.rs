@@ -6,23 +6,16 @@
 //! refused with its error in the log while the old version keeps running, a
 //! change to `[source]` refused, and SIGHUP reloading.
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/pipeline.rs"]
-mod pipeline;
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
-use pipeline::{Host, ManifestParts, Pipeline, signal, wait_exit, wait_until};
+use crate::support::pipeline::{Host, ManifestParts, Pipeline, signal, wait_exit};
+use crate::support::{Lazy, plugin_path, poll_until, wait_until, wait_until_blocking};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nats::{NatsServer, read_stream};
-use postgres::PgCluster;
+use crate::support::nats::{NatsServer, read_stream, stream_len};
+use crate::support::postgres::PgCluster;
 
 const TRANSACTIONS: usize = 500;
 const ROWS: usize = 100;
@@ -44,15 +37,11 @@ impl Log {
     }
 
     async fn wait(&self, parts: &[&str], n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.count(parts) < n {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {n} log line(s) with {parts:?}; the log:\n{}",
-                self.text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = Lazy(|| format!("{n} log line(s) with {parts:?}; the log:\n{}", self.text()));
+        wait_until(what, Duration::from_secs(60), || async {
+            self.count(parts) >= n
+        })
+        .await;
     }
 }
 
@@ -111,11 +100,7 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     for name in ["mask", "json-sink", "passthrough"] {
-        std::fs::copy(
-            support::plugin_path(name),
-            dir.path().join(format!("{name}.wasm")),
-        )
-        .unwrap();
+        std::fs::copy(plugin_path(name), dir.path().join(format!("{name}.wasm"))).unwrap();
     }
     let p = Pipeline::with(
         pg,
@@ -161,9 +146,11 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
         let (db, allowed) = (db.clone(), allowed.clone());
         std::thread::spawn(move || {
             for t in 0..TRANSACTIONS {
-                while t >= allowed.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                wait_until_blocking(
+                    "the test to allow more rows",
+                    Duration::from_secs(120),
+                    || t < allowed.load(Ordering::Acquire),
+                );
                 let values: Vec<String> = (0..ROWS)
                     .map(|i| {
                         let id = t * ROWS + i;
@@ -178,7 +165,7 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
         })
     };
     let js = nats.jetstream().await;
-    let len = || async { nats::stream_len(&js, "RELOAD").await as usize };
+    let len = || async { stream_len(&js, "RELOAD").await as usize };
     let long = Duration::from_secs(120);
     wait_until("hashed rows", long, || async { len().await >= 5_000 }).await;
 
@@ -225,9 +212,11 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
     log.wait(&["reloaded plugin chain now in effect"], 2).await;
     writer.join().unwrap();
     let total = TRANSACTIONS * ROWS;
-    let deadline = Instant::now() + long;
-    while len().await < total {
-        if Instant::now() >= deadline {
+    if poll_until(long, || async { len().await >= total })
+        .await
+        .is_none()
+    {
+        {
             // Which rows are missing, and what the slot says of them.
             let stored: HashSet<i64> = read_stream(&js, "RELOAD")
                 .await
@@ -242,8 +231,11 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
                 .collect();
             let slot = pg.psql(
                 &db,
-                "SELECT pg_current_wal_lsn() || ' confirmed ' || confirmed_flush_lsn
-                 FROM pg_replication_slots WHERE slot_name = 'slot_reload'",
+                &format!(
+                    "SELECT pg_current_wal_lsn() || ' confirmed ' || confirmed_flush_lsn
+                     FROM pg_replication_slots WHERE slot_name = '{}'",
+                    p.slot
+                ),
             );
             panic!(
                 "timed out waiting for every row: {} of {total}; missing ids {:?}{}; WAL {slot}\nthe log:\n{}",
@@ -253,7 +245,6 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
                 log.text()
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // 4. SIGHUP reloads even when no file changed.

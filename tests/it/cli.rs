@@ -4,17 +4,14 @@
 //! `sluice offset` on a manifest with a file offset store, asserting their
 //! exact output and refusals.
 
-#[path = "support/postgres.rs"]
-mod postgres;
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use postgres::PgCluster;
+use crate::support::postgres::PgCluster;
+use crate::support::{plugin_path, wait_until_blocking};
 use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -103,16 +100,20 @@ impl Tail {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
         assert!(sent.success());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code(), self.child.wait_with_output_stderr());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("sluice tail did not stop on SIGINT within {WAIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let child = &mut self.child;
+        let status = wait_until_blocking("sluice tail to stop on SIGINT", WAIT, || {
+            child.try_wait().expect("the child's status")
+        });
+        (status.code(), self.child.wait_with_output_stderr())
+    }
+}
+
+/// A failed test leaves no `sluice tail` behind in the test process.
+impl Drop for Tail {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -211,7 +212,7 @@ name = "json"
 path = "{sink}"
 "#,
         offset = dir.join("offset.json").display(),
-        sink = support::plugin_path("json-sink").display(),
+        sink = plugin_path("json-sink").display(),
     );
     let path = dir.join("sluice.toml");
     std::fs::write(&path, text).unwrap();
@@ -230,7 +231,7 @@ fn tail_with_a_manifest_runs_its_transforms() {
     let dir = tempfile::tempdir().unwrap();
     let transform = format!(
         "[[transform]]\nname = \"mask\"\npath = \"{}\"\nconfig = {{ columns = {{ email = \"hash\" }} }}",
-        support::plugin_path("mask").display()
+        plugin_path("mask").display()
     );
     let file = manifest(dir.path(), &url, "unused_slot", &transform);
     let cache = dir.path().join("cache");
@@ -262,7 +263,7 @@ fn tail_stops_with_the_plugin_error_when_a_transform_fails() {
     let dir = tempfile::tempdir().unwrap();
     let transform = format!(
         "[[transform]]\nname = \"mask\"\npath = \"{}\"\nconfig = {{ columns = {{ email = \"scramble\" }} }}",
-        support::plugin_path("mask").display()
+        plugin_path("mask").display()
     );
     let file = manifest(dir.path(), &url, "unused_slot", &transform);
     let cache = dir.path().join("cache");
@@ -403,15 +404,10 @@ fn slot_and_offset_commands_show_move_and_refuse() {
     let active = format!(
         "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{slot}' AND active"
     );
-    let deadline = Instant::now() + WAIT;
-    let pid = loop {
+    let pid = wait_until_blocking("tail to make the slot active", WAIT, || {
         let pid = pg.psql(&db, &active);
-        if !pid.is_empty() {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "tail never made the slot active");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        (!pid.is_empty()).then_some(pid)
+    });
     for action in ["drop", "advance"] {
         let mut args = vec!["slot", action, m];
         if action == "advance" {
