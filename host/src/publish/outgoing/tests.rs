@@ -1,0 +1,96 @@
+
+use super::*;
+
+fn outgoing(headers: Vec<(&str, &str)>) -> Outgoing {
+    Outgoing {
+        message: Message {
+            subject: "cdc.public.t".into(),
+            headers: headers
+                .into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+            payload: b"{}".to_vec(),
+            event: Some(0),
+        },
+        meta: HostMeta {
+            msg_id: "p:0000000000000010:0:0".into(),
+            commit_lsn: Lsn(0x10),
+            lsn: Some(Lsn(0x8)),
+            table: Some("public.t".into()),
+            op: Some("insert"),
+            error: None,
+        },
+    }
+}
+
+fn filter() -> SubjectFilter {
+    SubjectFilter::parse(["cdc.>"]).unwrap()
+}
+
+#[test]
+fn adds_host_headers() {
+    let p = outgoing(vec![("Content-Type", "application/json")])
+        .prepare(&filter(), Some("CDC"))
+        .unwrap();
+    let get = |n: &str| p.headers.get(n).map(|v| v.as_str().to_owned());
+    assert_eq!(get(MSG_ID).as_deref(), Some("p:0000000000000010:0:0"));
+    assert_eq!(get(COMMIT_LSN).as_deref(), Some("0/10"));
+    assert_eq!(get(LSN).as_deref(), Some("0/8"));
+    assert_eq!(get(TABLE).as_deref(), Some("public.t"));
+    assert_eq!(get(OP).as_deref(), Some("insert"));
+    assert_eq!(get(EXPECTED_STREAM).as_deref(), Some("CDC"));
+    assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
+    assert!(p.size > 2);
+    assert_eq!(get(ERROR), None);
+}
+
+#[test]
+fn a_dead_letter_error_is_one_bounded_line() {
+    let mut o = outgoing(vec![]);
+    o.meta.error = Some(format!("first\r\nsecond {}", "x".repeat(5000)));
+    let p = o.prepare(&filter(), None).unwrap();
+    let error = p.headers.get(ERROR).unwrap().as_str().to_owned();
+    assert!(error.starts_with("first  second x"), "{error}");
+    assert_eq!(error.chars().count(), MAX_ERROR_HEADER);
+}
+
+#[test]
+fn sink_cannot_set_reserved_headers() {
+    for name in ["Nats-Msg-Id", "nats-rollup", "SLUICE-LSN"] {
+        let err = outgoing(vec![(name, "x")])
+            .prepare(&filter(), None)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "header `{name}` on a message to `cdc.public.t` is reserved: a sink may not set headers starting with `Nats-` or `Sluice-` (the host sets them)"
+            )
+        );
+    }
+}
+
+#[test]
+fn malformed_headers_are_errors_not_panics() {
+    for (name, value, reason) in [
+        ("a:b", "x", "printable ASCII"),
+        ("a b", "x", "printable ASCII"),
+        ("", "x", "empty"),
+        ("ok", "line\r\nbreak", "line break"),
+    ] {
+        let err = outgoing(vec![(name, value)])
+            .prepare(&filter(), None)
+            .unwrap_err();
+        assert!(matches!(err, MessageError::MalformedHeader { .. }), "{err}");
+        assert!(err.to_string().contains(reason), "{err}");
+    }
+}
+
+#[test]
+fn forbidden_subject_is_an_error() {
+    let mut o = outgoing(vec![]);
+    o.message.subject = "elsewhere.x".into();
+    assert_eq!(
+        o.prepare(&filter(), None).unwrap_err().to_string(),
+        "subject `elsewhere.x` is not allowed: this pipeline may publish only to `cdc.>`"
+    );
+}
