@@ -16,6 +16,7 @@
 
 mod env;
 mod fields;
+mod nats;
 mod sections;
 mod values;
 

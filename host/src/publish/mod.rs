@@ -15,6 +15,7 @@
 //! [`Completions`] only after JetStream stored the message and every message published
 //! before it, so the position tracker may confirm a commit LSN once its token is back.
 
+mod ack;
 pub mod connect;
 pub mod msg_id;
 pub mod outgoing;

@@ -38,14 +38,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::{Context, ContextBuilder, ErrorCode};
+use async_nats::jetstream::{Context, ContextBuilder};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::ack::{Class, classify, wait_ack};
 use super::outgoing::{MessageError, Outgoing, Prepared};
 use super::subject::SubjectFilter;
 
@@ -762,66 +762,5 @@ impl<T: Send + 'static> Driver<T> {
         }
         debug_assert_eq!(self.failed, 0);
         Ok(())
-    }
-}
-
-async fn wait_ack(
-    seq: u64,
-    future: PublishAckFuture,
-) -> (
-    u64,
-    Result<PublishAck, async_nats::jetstream::context::PublishError>,
-) {
-    (seq, future.await)
-}
-
-enum Class {
-    Transient(&'static str),
-    Closed,
-    Definite(Rejection, String),
-}
-
-fn classify(error: &async_nats::jetstream::context::PublishError) -> Class {
-    match error.kind() {
-        PublishErrorKind::TimedOut => Class::Transient("no acknowledgement within the ack timeout"),
-        PublishErrorKind::BrokenPipe => {
-            Class::Transient("the connection was lost before the acknowledgement")
-        }
-        PublishErrorKind::StreamNotFound => Class::Transient(
-            "no responders: JetStream is unavailable or no stream captures the subject",
-        ),
-        PublishErrorKind::MaxAckPending => Class::Transient("too many acknowledgements pending"),
-        PublishErrorKind::MaxPayloadExceeded => {
-            Class::Definite(Rejection::TooLarge, error.to_string())
-        }
-        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
-            Class::Definite(Rejection::WrongLastSequence, error.to_string())
-        }
-        PublishErrorKind::Other => {
-            let source = std::error::Error::source(error);
-            match source.and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>()) {
-                Some(api) => {
-                    let code = api.error_code();
-                    if code == ErrorCode::CLUSTER_NOT_AVAILABLE {
-                        Class::Transient("the JetStream cluster is not available")
-                    } else if code == ErrorCode::STREAM_NOT_MATCH {
-                        Class::Definite(Rejection::WrongStream, api.to_string())
-                    } else if code == ErrorCode::INSUFFICIENT_RESOURCES
-                        || code == ErrorCode::STREAM_STORE_FAILED
-                    {
-                        Class::Definite(Rejection::StorageFull, api.to_string())
-                    } else {
-                        Class::Definite(Rejection::Other, api.to_string())
-                    }
-                }
-                None if source.is_some_and(|s| s.is::<serde_json::Error>()) => Class::Definite(
-                    Rejection::Other,
-                    format!("unreadable acknowledgement: {error}"),
-                ),
-                // The only other source on this path is the client's command channel
-                // being closed: the client is gone for good.
-                None => Class::Closed,
-            }
-        }
     }
 }

@@ -24,6 +24,7 @@
 mod backoff;
 mod connection;
 mod conninfo;
+mod error;
 pub mod ha;
 pub mod setup;
 mod slot;
@@ -32,10 +33,9 @@ mod stream;
 mod tls;
 
 pub use backoff::Backoff;
-pub use connection::{
-    QueryResult, ReplicationConnection, ReplicationError, ServerError, major_version,
-};
+pub use connection::{QueryResult, ReplicationConnection, major_version};
 pub use conninfo::{ConnInfo, ConnInfoError, Endpoint, Host, ServerRole, SessionAttrs, SslMode};
+pub use error::{ReplicationError, ServerError};
 pub use slot::{
     CreateSlotOptions, CreatedSlot, SlotName, SlotNameError, SnapshotAction, SystemIdentity,
     TimelineSwitch, parse_timeline_history, quote_ident, quote_literal,

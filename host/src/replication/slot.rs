@@ -10,7 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::connection::{QueryResult, ReplicationConnection, ReplicationError};
+use super::connection::{QueryResult, ReplicationConnection};
+use super::error::ReplicationError;
 use crate::lsn::Lsn;
 
 /// PostgreSQL's limit on identifier length (NAMEDATALEN - 1).

@@ -32,7 +32,8 @@ use postgres_protocol::message::frontend;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::connection::{Frame, ReplicationConnection, ReplicationError, unexpected_frame};
+use super::connection::{Frame, ReplicationConnection, unexpected_frame};
+use super::error::ReplicationError;
 use super::slot::{SlotName, quote_ident, quote_literal};
 use crate::lsn::Lsn;
 

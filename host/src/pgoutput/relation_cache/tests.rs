@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::model::ReplicaIdentity;
 use crate::pgoutput::message::{PgOutputMessage, RelationColumn, decode};

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn ok(kind: ValueKind, text: &str) -> Value {

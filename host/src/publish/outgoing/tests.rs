@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn outgoing(headers: Vec<(&str, &str)>) -> Outgoing {

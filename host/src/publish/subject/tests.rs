@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn pat(s: &str) -> SubjectPattern {

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::lsn::Lsn;
 use crate::position::offset::OffsetError;
