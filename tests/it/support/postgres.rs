@@ -431,6 +431,25 @@ impl PgCluster {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Runs `pgbench` as the superuser against `db` with `args`; panics
+    /// with its message when it fails.
+    pub(crate) fn pgbench(&self, db: &str, args: &[&str]) {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(client_program("pgbench"))
+            .args(["-h", path_str(&self.dir), "-p", &self.port.to_string()])
+            .args(args)
+            .arg(db)
+            .current_dir(&self.dir)
+            .output()
+            .expect("run pgbench");
+        assert!(
+            out.status.success(),
+            "pgbench {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// [`Self::psql`] off the async runtime's thread.
     pub(crate) async fn sql(&'static self, db: &str, sql: &str) -> String {
         let (db, sql) = (db.to_owned(), sql.to_owned());
