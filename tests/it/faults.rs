@@ -411,7 +411,7 @@ async fn a_host_killed_during_pgbench_replays_every_history_row_and_balance() {
     let mut host = p.start(cache.path());
     p.wait_streaming(pg).await;
     load.join().expect("pgbench ran");
-    let end = parse_lsn(&pg.psql(&p.db, "SELECT pg_current_wal_lsn()"));
+    let end = parse_lsn(&pg.psql(&p.db, "SELECT pg_current_wal_insert_lsn()"));
     wait_until(
         "the slot to confirm pgbench's last transaction",
         Duration::from_secs(120),

@@ -330,14 +330,14 @@ async fn a_fatal_error_mid_stream_still_confirms_what_was_stored() {
     p.wait_streaming(pg).await;
     let created = parse_lsn(&p.confirmed(pg));
     pg.psql(&p.db, "INSERT INTO items VALUES (1, 'a'), (2, 'b')");
-    let stored_through = parse_lsn(&pg.psql(&p.db, "SELECT pg_current_wal_lsn()"));
+    let stored_through = parse_lsn(&pg.psql(&p.db, "SELECT pg_current_wal_insert_lsn()"));
     let js = nats.jetstream().await;
     wait_until("2 messages", Duration::from_secs(60), || async {
         stream_len(&js, &p.stream).await >= 2
     })
     .await;
     pg.psql(&p.db, "INSERT INTO items VALUES (3, 'boom')");
-    let failed_end = parse_lsn(&pg.psql(&p.db, "SELECT pg_current_wal_lsn()"));
+    let failed_end = parse_lsn(&pg.psql(&p.db, "SELECT pg_current_wal_insert_lsn()"));
     let status = wait_exit(&mut child, Duration::from_secs(60));
     assert!(
         !status.success(),
