@@ -9,9 +9,9 @@
 //! Which PostgreSQL (environment variables):
 //!
 //! - `SLUICE_TEST_PG_BIN`: the directory of the server programs (`initdb`,
-//!   `postgres`, `pg_isready`); default `/usr/lib/postgresql/15/bin`.
+//!   `postgres`); default `/usr/lib/postgresql/15/bin`.
 //! - `SLUICE_TEST_PG_CLIENT_BIN`: the directory of the client programs
-//!   (`psql`, `pg_recvlogical`); default `SLUICE_TEST_PG_BIN` when that holds
+//!   (`psql`, `pg_recvlogical`, `pg_isready`, `pgbench`); default `SLUICE_TEST_PG_BIN` when that holds
 //!   a `psql`, else `/usr/lib/postgresql/15/bin` (server-only builds, such as
 //!   the npm ones of newer versions, have no client programs; Debian's 15
 //!   ones work against them).
@@ -64,7 +64,7 @@ pub(crate) const PORT_ATTEMPTS: usize = 5;
 /// What postgres logs when it could not bind its port.
 const PORT_TAKEN: &str = "could not create any TCP/IP sockets";
 
-/// A server program (`initdb`, `postgres`, `pg_isready`…) of the PostgreSQL
+/// A server program (`initdb`, `postgres`…) of the PostgreSQL
 /// under test: in `SLUICE_TEST_PG_BIN`.
 pub(crate) fn server_program(name: &str) -> PathBuf {
     server_bin().join(name)
@@ -305,7 +305,7 @@ impl PgCluster {
     }
 
     fn is_ready(&self) -> bool {
-        Command::new(server_program("pg_isready"))
+        Command::new(client_program("pg_isready"))
             .args(["-q", "-h", path_str(&self.dir)])
             .args(["-p", &self.port.to_string()])
             .status()
