@@ -42,7 +42,7 @@ fn json(payload: &[u8]) -> serde_json::Value {
 async fn a_dead_first_host_is_skipped_and_the_role_is_checked() {
     let pg = PgCluster::shared();
     let db = pg.create_database("multihost");
-    let dead = crate::support::ha::free_port();
+    let dead = crate::support::postgres::unused_port();
     let url = format!(
         "postgres://postgres@127.0.0.1:{dead},127.0.0.1:{}/{db}?sslmode=disable&target_session_attrs=primary",
         pg.port()

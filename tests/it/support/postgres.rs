@@ -662,7 +662,7 @@ fn id(flag: &str) -> u32 {
 
 /// A port the kernel reports unused now; another process may take it
 /// before postgres binds it, which [`PgCluster::start`] retries.
-fn unused_port() -> u16 {
+pub(crate) fn unused_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -670,7 +670,7 @@ fn unused_port() -> u16 {
 }
 
 /// The processes whose parent is `pid` (from /proc).
-fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -689,7 +689,7 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn is_zombie(pid: u32) -> bool {
+pub(crate) fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
