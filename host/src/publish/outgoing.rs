@@ -85,16 +85,24 @@ pub struct Outgoing {
     pub meta: HostMeta,
 }
 
-/// A checked message in the client's form. Cloning is cheap (the payload is shared),
-/// which matters because a retry sends the same message again.
-#[derive(Clone, Debug)]
+/// A checked message in the client's form. Cloning the payload is cheap (it is
+/// shared), which matters because a retry sends the same message again.
+///
+/// The header map is built once, by [`Outgoing::prepare`], and the first send takes
+/// it; a retry builds an identical one from the same parts. So the usual message,
+/// sent once, costs one map and no copy of it.
+#[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) subject: Subject,
-    pub(crate) headers: HeaderMap,
     pub(crate) payload: Bytes,
     /// Payload plus header bytes: what the byte window counts.
     pub(crate) size: usize,
-    pub(crate) msg_id: String,
+    /// The headers, until the first send takes them.
+    headers: Option<HeaderMap>,
+    /// What the headers are made of, checked by `prepare`.
+    sink_headers: Vec<(String, String)>,
+    meta: HostMeta,
+    stream: Option<Arc<str>>,
 }
 
 impl Outgoing {
@@ -103,78 +111,124 @@ impl Outgoing {
     pub(crate) fn prepare(
         self,
         filter: &SubjectFilter,
-        stream: Option<&str>,
+        stream: Option<&Arc<str>>,
     ) -> Result<Prepared, MessageError> {
         let Outgoing { message, meta } = self;
         let subject = filter.check(&message.subject)?;
-        let mut headers = HeaderMap::new();
-        let mut size = 0;
-        for (name, value) in &message.headers {
-            let lower = name.to_ascii_lowercase();
-            if RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p)) {
-                return Err(MessageError::ReservedHeader {
-                    subject: subject.to_string(),
-                    name: name.clone(),
-                });
-            }
-            let malformed = |reason| MessageError::MalformedHeader {
+        check_sink_headers(&subject, &message.headers)?;
+        let stream = stream.cloned();
+        let (headers, header_bytes) = header_map(&message.headers, &meta, stream.as_deref());
+        let payload = Bytes::from(message.payload);
+        Ok(Prepared {
+            subject,
+            size: header_bytes + payload.len(),
+            payload,
+            headers: Some(headers),
+            sink_headers: message.headers,
+            meta,
+            stream,
+        })
+    }
+}
+
+impl Prepared {
+    /// The message's `Nats-Msg-Id`.
+    pub(crate) fn msg_id(&self) -> &str {
+        &self.meta.msg_id
+    }
+
+    /// The headers for a send: the map `prepare` built the first time, an identical
+    /// new one for a retry.
+    pub(crate) fn take_headers(&mut self) -> HeaderMap {
+        self.headers
+            .take()
+            .unwrap_or_else(|| header_map(&self.sink_headers, &self.meta, self.stream.as_deref()).0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        let map = self.headers.as_ref()?;
+        map.get(name).map(|v| v.as_str().to_owned())
+    }
+}
+
+/// Rejects sink headers that are reserved for JetStream or the host, or that the
+/// NATS protocol cannot carry.
+fn check_sink_headers(subject: &Subject, headers: &[(String, String)]) -> Result<(), MessageError> {
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+            return Err(MessageError::ReservedHeader {
                 subject: subject.to_string(),
-                name: name.chars().take(200).collect(),
-                reason,
-            };
-            if name.is_empty() {
-                return Err(malformed("the name is empty"));
-            }
-            // Parsing (rather than `&str` conversion, which panics) validates.
-            let header_name: HeaderName = name
-                .parse()
-                .map_err(|_| malformed("a name may contain only printable ASCII other than `:`"))?;
-            let header_value: HeaderValue = value
-                .parse()
-                .map_err(|_| malformed("a value may not contain a line break"))?;
+                name: name.clone(),
+            });
+        }
+        let malformed = |reason| MessageError::MalformedHeader {
+            subject: subject.to_string(),
+            name: name.chars().take(200).collect(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(malformed("the name is empty"));
+        }
+        // Parsing (rather than `&str` conversion, which panics) validates.
+        name.parse::<HeaderName>()
+            .map_err(|_| malformed("a name may contain only printable ASCII other than `:`"))?;
+        value
+            .parse::<HeaderValue>()
+            .map_err(|_| malformed("a value may not contain a line break"))?;
+    }
+    Ok(())
+}
+
+/// The sink's headers (checked by [`check_sink_headers`]) and the host's, and their
+/// size on the wire.
+fn header_map(
+    sink_headers: &[(String, String)],
+    meta: &HostMeta,
+    stream: Option<&str>,
+) -> (HeaderMap, usize) {
+    let mut headers = HeaderMap::new();
+    let mut size = 0;
+    for (name, value) in sink_headers {
+        if let (Ok(header_name), Ok(header_value)) =
+            (name.parse::<HeaderName>(), value.parse::<HeaderValue>())
+        {
             size += name.len() + value.len() + 4;
             headers.append(header_name, header_value);
         }
-        let mut host = |name: &'static str, value: String| {
-            size += name.len() + value.len() + 4;
-            // Host values are built from validated parts and never hold line breaks;
-            // parsing anyway keeps this free of panics on odd table names.
-            if let Ok(value) = value.parse::<HeaderValue>() {
-                headers.insert(name, value);
-            }
-        };
-        host(MSG_ID, meta.msg_id.clone());
-        host(COMMIT_LSN, meta.commit_lsn.to_string());
-        if let Some(lsn) = meta.lsn {
-            host(LSN, lsn.to_string());
-        }
-        if let Some(table) = meta.table {
-            host(TABLE, table.to_string());
-        }
-        if let Some(op) = meta.op {
-            host(OP, op.to_owned());
-        }
-        if let Some(error) = meta.error {
-            let line = error
-                .replace(['\r', '\n'], " ")
-                .chars()
-                .take(MAX_ERROR_HEADER)
-                .collect();
-            host(ERROR, line);
-        }
-        if let Some(stream) = stream {
-            host(EXPECTED_STREAM, stream.to_owned());
-        }
-        let payload = Bytes::from(message.payload);
-        size += payload.len();
-        Ok(Prepared {
-            subject,
-            headers,
-            payload,
-            size,
-            msg_id: meta.msg_id,
-        })
     }
+    let mut host = |name: &'static str, value: &str| {
+        size += name.len() + value.len() + 4;
+        // Host values are built from validated parts and never hold line breaks;
+        // parsing anyway keeps this free of panics on odd table names.
+        if let Ok(value) = value.parse::<HeaderValue>() {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    host(MSG_ID, &meta.msg_id);
+    host(COMMIT_LSN, &meta.commit_lsn.to_string());
+    if let Some(lsn) = meta.lsn {
+        host(LSN, &lsn.to_string());
+    }
+    if let Some(table) = &meta.table {
+        host(TABLE, table);
+    }
+    if let Some(op) = meta.op {
+        host(OP, op);
+    }
+    if let Some(error) = &meta.error {
+        let line: String = error
+            .replace(['\r', '\n'], " ")
+            .chars()
+            .take(MAX_ERROR_HEADER)
+            .collect();
+        host(ERROR, &line);
+    }
+    if let Some(stream) = stream {
+        host(EXPECTED_STREAM, stream);
+    }
+    (headers, size)
 }
 
 #[cfg(test)]

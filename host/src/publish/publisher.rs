@@ -31,21 +31,15 @@
 //! Consumers that need strict order per row can order by the `Sluice-Lsn` header.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::{Context, ContextBuilder};
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::ack::{Class, classify, wait_ack};
+use super::ack::{self, Inbox, Reply};
 use super::outgoing::{MessageError, Outgoing, Prepared};
 use super::subject::SubjectFilter;
 
@@ -113,7 +107,7 @@ pub enum PublishError {
         kind: Rejection,
         reason: String,
         #[source]
-        source: Option<async_nats::jetstream::context::PublishError>,
+        source: Option<async_nats::jetstream::Error>,
     },
     /// The NATS client was closed, so nothing more can be sent.
     #[error(
@@ -243,7 +237,7 @@ pub struct Publisher<T> {
     max_in_flight: usize,
     byte_limit: u32,
     filter: SubjectFilter,
-    stream: Option<String>,
+    stream: Option<Arc<str>>,
     shared: Arc<Shared>,
 }
 
@@ -258,27 +252,21 @@ impl<T: Send + 'static> Publisher<T> {
         let max_in_flight = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         // Semaphores count permits in u32 for `acquire_many`.
         let byte_limit = u32::try_from(config.max_in_flight_bytes.max(1)).unwrap_or(u32::MAX);
-        let js = ContextBuilder::new()
-            .timeout(config.ack_timeout)
-            // Our window is the real bound; the context's own must never be the one
-            // that blocks, as it does not know about order.
-            .max_ack_inflight(max_in_flight + 1)
-            .backpressure_on_inflight(true)
-            .build(client.clone());
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         // Unbounded, yet bounded by the window: every report holds its message's permits.
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let count = Arc::new(Semaphore::new(max_in_flight));
         let bytes = Arc::new(Semaphore::new(byte_limit as usize));
         let shared = Arc::new(Shared::default());
-        let stream = config.stream.clone();
+        let stream = config.stream.as_deref().map(Arc::from);
         let driver = Driver {
-            js,
+            inbox: Inbox::new(&client),
             client,
             jobs: jobs_rx,
             completions: done_tx,
             slots: VecDeque::with_capacity(max_in_flight),
-            acks: FuturesUnordered::new(),
+            awaiting: VecDeque::with_capacity(max_in_flight),
+            pending: 0,
             next_seq: 0,
             failed: 0,
             closed: false,
@@ -309,7 +297,7 @@ impl<T> Publisher<T> {
     /// Returns once the message is queued, not when it is stored: that is reported, in
     /// order, on [`Completions`].
     pub async fn publish(&self, message: Outgoing, token: T) -> Result<(), PublishError> {
-        let prepared = message.prepare(&self.filter, self.stream.as_deref())?;
+        let prepared = message.prepare(&self.filter, self.stream.as_ref())?;
         let weight = u32::try_from(prepared.size)
             .unwrap_or(u32::MAX)
             .clamp(1, self.byte_limit);
@@ -443,20 +431,11 @@ fn stats(
     }
 }
 
-type AckFuture = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    u64,
-                    Result<PublishAck, async_nats::jetstream::context::PublishError>,
-                ),
-            > + Send,
-    >,
->;
-
 enum SlotState {
     /// A mark: complete once it reaches the front.
     Mark,
+    /// Accepted; its first send follows at once.
+    Queued,
     /// Sent, ack not yet in.
     Pending,
     Stored {
@@ -477,16 +456,22 @@ struct Slot<T> {
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
-/// The task that owns the connection side: sends in order, collects acks, retries,
-/// and reports completions from the front of the FIFO.
+/// The task that owns the connection side: sends in order, reads the acks on its
+/// inbox, retries, and reports completions from the front of the FIFO.
 struct Driver<T> {
-    js: Context,
     client: async_nats::Client,
+    inbox: Inbox,
     jobs: mpsc::UnboundedReceiver<Job<T>>,
     completions: mpsc::UnboundedSender<Report<T>>,
     /// In-flight messages in `publish` order; `slots[i].seq == slots[0].seq + i`.
     slots: VecDeque<Slot<T>>,
-    acks: FuturesUnordered<AckFuture>,
+    /// Sends awaiting their ack, in the order they went out, with their deadlines:
+    /// (slot, attempt, deadline). Entries whose slot has moved on are skipped lazily.
+    /// Sends go out in slot order within a round and a retry round starts only when
+    /// nothing is pending, so the front holds the earliest deadline.
+    awaiting: VecDeque<(u64, u32, Instant)>,
+    /// Slots in the `Pending` state.
+    pending: usize,
     next_seq: u64,
     /// Slots in the `Failed` state.
     failed: usize,
@@ -503,10 +488,7 @@ struct Driver<T> {
 }
 
 enum Step<T> {
-    Ack(
-        u64,
-        Result<PublishAck, async_nats::jetstream::context::PublishError>,
-    ),
+    Reply(Option<async_nats::Message>),
     Job(Option<Job<T>>),
     Tick,
 }
@@ -529,12 +511,23 @@ impl<T: Send + 'static> Driver<T> {
     }
 
     async fn drive(&mut self) -> Result<(), PublishError> {
+        let mut replies = self
+            .client
+            .subscribe(self.inbox.wildcard())
+            .await
+            .map_err(|e| {
+                PublishError::Stopped(format!("cannot subscribe to acknowledgements: {e}"))
+            })?;
+        // Looks at the connection and the ack deadlines while anything is pending;
+        // one timer, re-armed when it fires.
+        let tick = tokio::time::sleep(CONNECTION_POLL);
+        tokio::pin!(tick);
         loop {
             self.complete_front();
             if self.closed && self.slots.is_empty() {
                 return Ok(());
             }
-            if self.failed > 0 && self.acks.is_empty() {
+            if self.failed > 0 && self.pending == 0 {
                 self.retry_failed().await?;
                 continue;
             }
@@ -542,19 +535,22 @@ impl<T: Send + 'static> Driver<T> {
             // No new message while one waits for a retry (it must go first) or while
             // disconnected (it would queue behind messages whose fate is unknown).
             let accept = self.failed == 0 && !self.closed && connected;
+            let watch = self.pending > 0 || !connected;
             let step = tokio::select! {
-                Some((seq, result)) = self.acks.next(), if !self.acks.is_empty() => Step::Ack(seq, result),
+                reply = replies.next() => Step::Reply(reply),
                 job = self.jobs.recv(), if accept => Step::Job(job),
-                _ = tokio::time::sleep(CONNECTION_POLL), if !connected => Step::Tick,
-                // Unreachable: with no ack pending and nothing accepted while connected,
-                // either a retry or the end was due above.
-                else => return Ok(()),
+                () = &mut tick, if watch => Step::Tick,
             };
             match step {
-                Step::Ack(seq, result) => self.on_ack(seq, result)?,
-                Step::Job(Some(job)) => self.start(job).await,
+                Step::Reply(Some(reply)) => self.on_reply(&reply)?,
+                Step::Reply(None) => return Err(self.closed_error()),
+                Step::Job(Some(job)) => self.start(job).await?,
                 Step::Job(None) => self.closed = true,
-                Step::Tick => {}
+                Step::Tick => {
+                    self.on_tick(connected);
+                    tick.as_mut()
+                        .reset(tokio::time::Instant::now() + CONNECTION_POLL);
+                }
             }
         }
     }
@@ -594,7 +590,7 @@ impl<T: Send + 'static> Driver<T> {
                 if sequence < self.last_sequence {
                     counters.reordered.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        msg_id = %slot.prepared.as_ref().map_or("", |p| &p.msg_id),
+                        msg_id = %slot.prepared.as_ref().map_or("", |p| p.msg_id()),
                         sequence,
                         previous = self.last_sequence,
                         "message stored after a later one: it was lost with a broken connection and re-sent"
@@ -614,7 +610,7 @@ impl<T: Send + 'static> Driver<T> {
         }
     }
 
-    async fn start(&mut self, job: Job<T>) {
+    async fn start(&mut self, job: Job<T>) -> Result<(), PublishError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mark = job.prepared.is_none();
@@ -625,122 +621,210 @@ impl<T: Send + 'static> Driver<T> {
             state: if mark {
                 SlotState::Mark
             } else {
-                SlotState::Pending
+                SlotState::Queued
             },
             attempts: 0,
             permits: job.permits,
         });
-        if !mark {
-            self.send(self.slots.len() - 1).await;
+        if mark {
+            return Ok(());
         }
+        self.send(self.slots.len() - 1).await
     }
 
-    /// Sends slot `index` (again) and registers its ack.
-    async fn send(&mut self, index: usize) {
+    /// Sends slot `index` (again) with a reply subject naming it and this attempt.
+    async fn send(&mut self, index: usize) -> Result<(), PublishError> {
+        let deadline = Instant::now() + self.config.ack_timeout;
         let slot = &mut self.slots[index];
-        let Some(p) = &slot.prepared else {
+        let Some(p) = &mut slot.prepared else {
             debug_assert!(false, "a mark is never sent");
-            return;
+            return Ok(());
         };
         slot.state = SlotState::Pending;
         slot.attempts += 1;
-        let seq = slot.seq;
-        let message = PublishMessage::build()
-            .payload(p.payload.clone())
-            .headers(p.headers.clone());
+        self.pending += 1;
+        self.awaiting.push_back((slot.seq, slot.attempts, deadline));
+        let reply = self.inbox.reply(slot.seq, slot.attempts);
+        let headers = p.take_headers();
         let counters = &self.shared.counters;
         counters.sent.fetch_add(1, Ordering::Relaxed);
-        let ack: AckFuture = match self
-            .js
-            .send_publish(p.subject.as_str().to_owned(), message)
-            .await
-        {
-            Ok(future) => Box::pin(wait_ack(seq, future)),
-            // Routed through the ack path so that one place classifies errors.
-            Err(error) => Box::pin(std::future::ready((seq, Err(error)))),
-        };
-        self.acks.push(ack);
         counters
             .max_awaiting_ack
-            .fetch_max(self.acks.len(), Ordering::Relaxed);
+            .fetch_max(self.pending, Ordering::Relaxed);
+        let sent = self
+            .client
+            .publish_with_reply_and_headers(
+                p.subject.as_str().to_owned(),
+                reply,
+                headers,
+                p.payload.clone(),
+            )
+            .await;
+        let Err(error) = sent else {
+            return Ok(());
+        };
+        let (subject, msg_id) = (p.subject.to_string(), p.msg_id().to_owned());
+        Err(match error.kind() {
+            async_nats::client::PublishErrorKind::MaxPayloadExceeded => PublishError::Rejected {
+                subject,
+                msg_id,
+                kind: Rejection::TooLarge,
+                reason: error.to_string(),
+                source: None,
+            },
+            async_nats::client::PublishErrorKind::InvalidSubject => PublishError::Rejected {
+                subject,
+                msg_id,
+                kind: Rejection::Other,
+                reason: error.to_string(),
+                source: None,
+            },
+            // The client's command channel is closed: the client is gone for good.
+            async_nats::client::PublishErrorKind::Send => {
+                PublishError::ConnectionClosed { subject, msg_id }
+            }
+        })
     }
 
-    fn on_ack(
-        &mut self,
-        seq: u64,
-        result: Result<PublishAck, async_nats::jetstream::context::PublishError>,
-    ) -> Result<(), PublishError> {
-        let Some(base) = self.slots.front().map(|s| s.seq) else {
+    /// A reply on the inbox: the ack (or refusal) of one send.
+    fn on_reply(&mut self, reply: &async_nats::Message) -> Result<(), PublishError> {
+        let Some((seq, attempt)) = self.inbox.parse(reply.subject.as_str()) else {
             return Ok(());
         };
-        let Some(slot) = usize::try_from(seq - base)
-            .ok()
-            .and_then(|i| self.slots.get_mut(i))
-        else {
-            debug_assert!(false, "ack for a slot that is not in flight");
+        // A late reply for a slot already completed is of no interest.
+        let Some(index) = self.index_of(seq) else {
             return Ok(());
         };
+        let current = self.slots[index].attempts == attempt;
+        let outcome = ack::read(reply, self.config.stream.as_deref());
+        let slot = &mut self.slots[index];
         let Some(p) = &slot.prepared else {
-            debug_assert!(false, "an ack for a mark");
+            debug_assert!(false, "a reply for a mark");
             return Ok(());
         };
-        match result {
-            Ok(ack) => {
-                if let Some(expected) = &self.config.stream
-                    && &ack.stream != expected
-                {
-                    return Err(PublishError::Rejected {
-                        subject: p.subject.to_string(),
-                        msg_id: p.msg_id.clone(),
-                        kind: Rejection::WrongStream,
-                        reason: format!(
-                            "it was stored in stream `{}`, not in `{expected}`",
-                            ack.stream
-                        ),
-                        source: None,
-                    });
+        match (&slot.state, outcome) {
+            // Stored already (an earlier attempt's ack counts as much as this one).
+            (SlotState::Stored { .. } | SlotState::Mark | SlotState::Queued, _) => {}
+            (
+                _,
+                Reply::Stored {
+                    sequence,
+                    duplicate,
+                },
+            ) => {
+                // Any attempt's ack proves the message stored: every attempt sends
+                // the same message with the same `Nats-Msg-Id`.
+                if matches!(slot.state, SlotState::Pending) {
+                    self.pending -= 1;
+                } else {
+                    self.failed -= 1;
                 }
                 slot.state = SlotState::Stored {
-                    sequence: ack.sequence,
-                    duplicate: ack.duplicate,
+                    sequence,
+                    duplicate,
                 };
             }
-            Err(error) => match classify(&error) {
-                Class::Transient(reason) => {
-                    self.shared
-                        .counters
-                        .transient_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        msg_id = %p.msg_id,
-                        subject = %p.subject,
-                        attempt = slot.attempts,
-                        "message not acknowledged ({reason}); it will be sent again"
-                    );
-                    slot.state = SlotState::Failed;
-                    self.failed += 1;
-                }
-                Class::Closed => {
-                    return Err(PublishError::ConnectionClosed {
-                        subject: p.subject.to_string(),
-                        msg_id: p.msg_id.clone(),
-                    });
-                }
-                Class::Definite(kind, reason) => {
-                    return Err(PublishError::Rejected {
-                        subject: p.subject.to_string(),
-                        msg_id: p.msg_id.clone(),
-                        kind,
-                        reason,
-                        source: Some(error),
-                    });
-                }
-            },
+            (SlotState::Pending, Reply::Transient(reason)) if current => {
+                tracing::warn!(
+                    msg_id = %p.msg_id(),
+                    subject = %p.subject,
+                    attempt = slot.attempts,
+                    "message not acknowledged ({reason}); it will be sent again"
+                );
+                slot.state = SlotState::Failed;
+                self.pending -= 1;
+                self.failed += 1;
+                self.shared
+                    .counters
+                    .transient_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // A transient failure of an attempt already given up on changes nothing.
+            (_, Reply::Transient(_)) => {}
+            (
+                _,
+                Reply::Definite {
+                    kind,
+                    reason,
+                    source,
+                },
+            ) => {
+                return Err(PublishError::Rejected {
+                    subject: p.subject.to_string(),
+                    msg_id: p.msg_id().to_owned(),
+                    kind,
+                    reason,
+                    source,
+                });
+            }
         }
         Ok(())
     }
 
-    /// Every ack has settled and some messages failed: after a backoff and once
+    /// Gives up on sends whose ack is overdue, and on every pending send once the
+    /// connection is seen down (their acks, if any, went to the old connection).
+    fn on_tick(&mut self, connected: bool) {
+        let now = Instant::now();
+        while let Some(&(seq, attempt, deadline)) = self.awaiting.front() {
+            let waiting = self.index_of(seq).is_some_and(|i| {
+                let slot = &self.slots[i];
+                slot.attempts == attempt && matches!(slot.state, SlotState::Pending)
+            });
+            if waiting && connected && deadline > now {
+                break;
+            }
+            self.awaiting.pop_front();
+            if waiting {
+                let reason = if connected {
+                    "no acknowledgement within the ack timeout"
+                } else {
+                    "the connection was lost before the acknowledgement"
+                };
+                self.give_up(seq, reason);
+            }
+        }
+    }
+
+    /// Marks the pending send of slot `seq` failed, for a retry.
+    fn give_up(&mut self, seq: u64, reason: &str) {
+        let Some(index) = self.index_of(seq) else {
+            return;
+        };
+        let slot = &mut self.slots[index];
+        if let Some(p) = &slot.prepared {
+            tracing::warn!(
+                msg_id = %p.msg_id(),
+                subject = %p.subject,
+                attempt = slot.attempts,
+                "message not acknowledged ({reason}); it will be sent again"
+            );
+        }
+        slot.state = SlotState::Failed;
+        self.pending -= 1;
+        self.failed += 1;
+        self.shared
+            .counters
+            .transient_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Where slot `seq` is in the FIFO, if it is still in flight.
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        let base = self.slots.front()?.seq;
+        let index = usize::try_from(seq.checked_sub(base)?).ok()?;
+        (index < self.slots.len()).then_some(index)
+    }
+
+    /// The error for a client that closed with messages in flight.
+    fn closed_error(&self) -> PublishError {
+        let first = self.slots.iter().find_map(|s| s.prepared.as_ref());
+        PublishError::ConnectionClosed {
+            subject: first.map_or_else(String::new, |p| p.subject.to_string()),
+            msg_id: first.map_or_else(String::new, |p| p.msg_id().to_owned()),
+        }
+    }
+
+    /// Nothing is pending and some messages failed: after a backoff and once
     /// connected, send the failed ones again, in order.
     async fn retry_failed(&mut self) -> Result<(), PublishError> {
         let pause = self
@@ -753,11 +837,12 @@ impl<T: Send + 'static> Driver<T> {
         while self.client.connection_state() != State::Connected {
             tokio::time::sleep(CONNECTION_POLL).await;
         }
+        self.awaiting.clear();
         for index in 0..self.slots.len() {
             if matches!(self.slots[index].state, SlotState::Failed) {
                 self.failed -= 1;
                 self.shared.counters.retries.fetch_add(1, Ordering::Relaxed);
-                self.send(index).await;
+                self.send(index).await?;
             }
         }
         debug_assert_eq!(self.failed, 0);

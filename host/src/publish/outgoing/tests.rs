@@ -29,9 +29,9 @@ fn filter() -> SubjectFilter {
 #[test]
 fn adds_host_headers() {
     let p = outgoing(vec![("Content-Type", "application/json")])
-        .prepare(&filter(), Some("CDC"))
+        .prepare(&filter(), Some(&"CDC".into()))
         .unwrap();
-    let get = |n: &str| p.headers.get(n).map(|v| v.as_str().to_owned());
+    let get = |n: &str| p.header(n);
     assert_eq!(get(MSG_ID).as_deref(), Some("p:0000000000000010:0:0"));
     assert_eq!(get(COMMIT_LSN).as_deref(), Some("0/10"));
     assert_eq!(get(LSN).as_deref(), Some("0/8"));
@@ -48,7 +48,7 @@ fn a_dead_letter_error_is_one_bounded_line() {
     let mut o = outgoing(vec![]);
     o.meta.error = Some(format!("first\r\nsecond {}", "x".repeat(5000)));
     let p = o.prepare(&filter(), None).unwrap();
-    let error = p.headers.get(ERROR).unwrap().as_str().to_owned();
+    let error = p.header(ERROR).unwrap();
     assert!(error.starts_with("first  second x"), "{error}");
     assert_eq!(error.chars().count(), MAX_ERROR_HEADER);
 }
