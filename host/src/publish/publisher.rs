@@ -15,11 +15,16 @@
 //!   `publish` and the reader receiving their completion; `publish` waits for room.
 //!   Memory stays bounded and backpressure reaches whoever reads PostgreSQL.
 //! - Messages go to the server in `publish` order, one driver task sending them all.
+//!   Each carries a reply subject naming its place in the window and its attempt
+//!   ([`super::ack`]), so the driver reads every acknowledgement from one subscription
+//!   and keeps the ack deadlines itself: nothing per message but the message.
 //! - Transient failures (ack timeout, no responders, lost connection) are retried with
 //!   the *same* message, including its `Nats-Msg-Id`, so a retry of a message that was
 //!   stored but whose ack was lost is de-duplicated by JetStream. While any message
 //!   waits for a retry, no new message is sent; retries go out in the original order
-//!   after every in-flight ack has settled, with exponential backoff.
+//!   after every in-flight ack has settled, with exponential backoff. A send whose ack
+//!   is overdue, or that was pending when the connection went down, counts as failed;
+//!   any attempt's ack still proves the message stored.
 //! - A definite failure (JetStream rejected the message) is reported once on
 //!   [`Completions`] and stops the publisher: later `publish` calls fail.
 //!

@@ -93,3 +93,28 @@ fn forbidden_subject_is_an_error() {
         "subject `elsewhere.x` is not allowed: this pipeline may publish only to `cdc.>`"
     );
 }
+
+#[test]
+fn a_retry_sends_the_same_headers_as_the_first_send() {
+    let mut o = outgoing(vec![("Content-Type", "application/json"), ("X-Tag", "a")]);
+    o.message.headers.push(("X-Tag".into(), "b".into()));
+    o.meta.error = Some("bad value".into());
+    let mut p = o.prepare(&filter(), Some(&"CDC".into())).unwrap();
+    let render = |map: &async_nats::HeaderMap| {
+        let mut pairs: Vec<(String, Vec<String>)> = map
+            .iter()
+            .map(|(k, vs)| {
+                let mut vs: Vec<String> = vs.iter().map(|v| v.as_str().to_owned()).collect();
+                vs.sort();
+                (k.to_string(), vs)
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    let first = render(&p.take_headers());
+    let retry = render(&p.take_headers());
+    assert_eq!(first, retry);
+    assert_eq!(first.len(), 9, "{first:?}");
+    assert!(first.contains(&("X-Tag".into(), vec!["a".into(), "b".into()])));
+}
