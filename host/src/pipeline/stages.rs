@@ -195,30 +195,36 @@ fn plugin_thread(
     )
     .with_metrics(settings.metrics.clone());
     while let Some(group) = work.blocking_recv() {
-        for item in group {
-            match item {
-                Work::Batch {
-                    batch,
-                    first_event,
-                    read,
-                } => {
-                    // A reloaded chain takes over between transactions.
-                    if batch.first
-                        && let Some(reloaded) = plugins.replacements.latest()
-                    {
-                        chain = reloaded.with_metrics(settings.metrics.clone());
+        // One entry into the runtime per group: the chain runs on this thread
+        // all the same, and the publisher's window waits happen in between.
+        handle.block_on(async {
+            for item in group {
+                match item {
+                    Work::Batch {
+                        batch,
+                        first_event,
+                        read,
+                    } => {
+                        // A reloaded chain takes over between transactions.
+                        if batch.first
+                            && let Some(reloaded) = plugins.replacements.latest()
+                        {
+                            chain = reloaded.with_metrics(settings.metrics.clone());
+                        }
+                        let (commit_lsn, xid) = (batch.commit_lsn, batch.xid);
+                        let output = chain.process(batch, first_event).map_err(stopped)?;
+                        for o in output.messages {
+                            let message = identify(&settings.pipeline, o, commit_lsn, xid, read);
+                            publisher
+                                .publish(message, Token::Message(Instant::now()))
+                                .await?;
+                        }
                     }
-                    let (commit_lsn, xid) = (batch.commit_lsn, batch.xid);
-                    let output = chain.process(batch, first_event).map_err(stopped)?;
-                    for o in output.messages {
-                        let message = identify(&settings.pipeline, o, commit_lsn, xid, read);
-                        handle
-                            .block_on(publisher.publish(message, Token::Message(Instant::now())))?;
-                    }
+                    Work::End(ticket) => publisher.mark(Token::End(ticket)).await?,
                 }
-                Work::End(ticket) => handle.block_on(publisher.mark(Token::End(ticket)))?,
             }
-        }
+            Ok::<(), RunError>(())
+        })?;
     }
     Ok(())
 }

@@ -492,11 +492,15 @@ struct Driver<T> {
     bytes: Arc<Semaphore>,
 }
 
-enum Step<T> {
+enum Step {
     Reply(Option<async_nats::Message>),
-    Job(Option<Job<T>>),
+    /// This many jobs were taken into the driver's buffer; none: the publisher is gone.
+    Jobs(usize),
     Tick,
 }
+
+/// Jobs the driver takes from its queue per wake-up, at most.
+const JOBS_PER_TURN: usize = 64;
 
 impl<T: Send + 'static> Driver<T> {
     async fn run(mut self) {
@@ -527,6 +531,7 @@ impl<T: Send + 'static> Driver<T> {
         // one timer, re-armed when it fires.
         let tick = tokio::time::sleep(CONNECTION_POLL);
         tokio::pin!(tick);
+        let mut jobs = Vec::with_capacity(JOBS_PER_TURN);
         loop {
             self.complete_front();
             if self.closed && self.slots.is_empty() {
@@ -543,14 +548,18 @@ impl<T: Send + 'static> Driver<T> {
             let watch = self.pending > 0 || !connected;
             let step = tokio::select! {
                 reply = replies.next() => Step::Reply(reply),
-                job = self.jobs.recv(), if accept => Step::Job(job),
+                n = self.jobs.recv_many(&mut jobs, JOBS_PER_TURN), if accept => Step::Jobs(n),
                 () = &mut tick, if watch => Step::Tick,
             };
             match step {
                 Step::Reply(Some(reply)) => self.on_reply(&reply)?,
                 Step::Reply(None) => return Err(self.closed_error()),
-                Step::Job(Some(job)) => self.start(job).await?,
-                Step::Job(None) => self.closed = true,
+                Step::Jobs(0) => self.closed = true,
+                Step::Jobs(_) => {
+                    for job in jobs.drain(..) {
+                        self.start(job).await?;
+                    }
+                }
                 Step::Tick => {
                     self.on_tick(connected);
                     tick.as_mut()
