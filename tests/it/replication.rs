@@ -574,6 +574,7 @@ fn spec(publication: &str, slot: &str) -> SetupSpec {
         create_publication: None,
         slot: SlotName::new(slot).unwrap(),
         create_slot: true,
+        changes: sluice_host::config::ChangeOptions::default(),
     }
 }
 
@@ -789,6 +790,7 @@ async fn setup_checks_wal_level_and_slot_capacity() {
         wal_level: "replica",
         tls: false,
         extra_conf: vec!["max_replication_slots = 1".into()],
+        ..ClusterOptions::default()
     });
     pg.psql(
         "postgres",

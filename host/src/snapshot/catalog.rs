@@ -1,8 +1,19 @@
 //! What a snapshot needs to know about a published table, read from the
-//! catalog: its columns as pgoutput would announce them (the publication's
-//! column list, generated columns left out), its primary key (the order of
-//! keyset pagination), the publication's row filter, and an estimate of its
-//! size for the progress display.
+//! catalog: its columns as pgoutput would announce them, its primary key
+//! (the order of keyset pagination), the publication's row filter, and an
+//! estimate of its size for the progress display.
+//!
+//! Which table and which columns: exactly what `pg_publication_tables`
+//! says the publication publishes, never re-derived. It lists a partitioned
+//! table under its root when the publication has
+//! `publish_via_partition_root` (one `SELECT` from the root then reads every
+//! partition, and the rows carry the root's OID and name, as the stream's
+//! do), and under each leaf otherwise. Its `attnames` is the column list;
+//! on PostgreSQL 15–17 it also names generated columns, which pgoutput never
+//! sends there, so those are left out below 18; on 18 it names exactly the
+//! published ones (stored generated columns with
+//! `publish_generated_columns = stored` or a column list naming them). Its
+//! `rowfilter` is the publication's row filter.
 //!
 //! The table's [`CachedRelation`] is built through the same
 //! [`RelationCache`] the stream uses, from the same facts a Relation
@@ -43,7 +54,7 @@ pub(super) struct TableInfo {
     pub columns: Vec<ColumnInfo>,
     /// Indexes into `columns` of the primary key, in key order.
     pub key: Vec<usize>,
-    /// The publication's row filter (PostgreSQL 15), as SQL.
+    /// The publication's row filter (PostgreSQL 15+), as SQL.
     pub row_filter: Option<String>,
     /// `pg_class.reltuples`, 0 when unknown.
     pub estimated_rows: u64,
@@ -134,7 +145,8 @@ pub(super) async fn describe(
                     WHERE x.indrelid = a.attrelid AND a.attnum = ANY (x.indkey)
                       AND (x.indisprimary OR x.indisreplident)) i ON true
               WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-                AND a.attgenerated = ''
+                AND (a.attgenerated = ''
+                     OR current_setting('server_version_num')::int4 >= 180000)
               ORDER BY a.attnum",
             &[&oid],
         )
