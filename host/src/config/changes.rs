@@ -96,3 +96,50 @@ pub(crate) fn read(t: &mut Fields, p: &mut Problems) -> ChangeOptions {
         origin: origin.unwrap_or(d.origin),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Manifest;
+    use super::*;
+
+    /// Loads a minimal manifest with `source` lines added to `[source]`.
+    fn source(lines: &str) -> Result<ChangeOptions, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("json.wasm"), b"").unwrap();
+        let text = format!(
+            "[source]\nurl = \"postgres://u@h/db\"\npublication = \"p\"\nslot = \"s\"\n{lines}\n\
+             [nats]\nurl = \"nats://h:4222\"\nstream = \"S\"\nsubjects = [\"cdc.>\"]\n\
+             [sink]\nname = \"json\"\npath = \"json.wasm\"\n"
+        );
+        Manifest::parse(&text, &dir.path().join("sluice.toml"), &|_| None)
+            .map(|m| m.source.changes)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_publish_via_the_root_and_fill_toast() {
+        assert_eq!(source(""), Ok(ChangeOptions::default()));
+        assert_eq!(
+            source(
+                "publish-via-partition-root = false\npublish-generated-columns = false\n\
+                 fill-unchanged-toast = false\norigin = \"none\""
+            ),
+            Ok(ChangeOptions {
+                via_partition_root: false,
+                generated_columns: false,
+                fill_unchanged_toast: false,
+                origin: Origin::None,
+            })
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = source("origin = \"local\"\nfill-unchanged-toast = \"yes\"").unwrap_err();
+        assert!(
+            err.contains("source.origin: `local` is not an origin: use \"any\""),
+            "{err}"
+        );
+        assert!(err.contains("source.fill-unchanged-toast:"), "{err}");
+    }
+}

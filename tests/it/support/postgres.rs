@@ -64,6 +64,13 @@ pub(crate) const PORT_ATTEMPTS: usize = 5;
 /// What postgres logs when it could not bind its port.
 const PORT_TAKEN: &str = "could not create any TCP/IP sockets";
 
+/// A client program (`psql`, `pg_recvlogical`…) of the PostgreSQL under
+/// test, as [`client_program_beside`] finds it. Only the benchmarks use it.
+#[allow(dead_code)]
+pub(crate) fn client_program(name: &str) -> PathBuf {
+    client_program_beside(&server_bin(), name)
+}
+
 /// A client program (`psql`, `pg_recvlogical`…) for the server whose
 /// programs are in `server_bin`: in `SLUICE_TEST_PG_CLIENT_BIN`, else next to
 /// the server programs when they include `psql`, else in Debian's
