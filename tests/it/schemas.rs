@@ -541,3 +541,34 @@ async fn origin_none_leaves_out_changes_applied_under_a_replication_origin() {
         assert_eq!(ids, [&Value::from(1), &Value::from(3)], "PG {major}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_none_is_refused_below_postgresql_16() {
+    use sluice_host::config::{ChangeOptions, Origin};
+    use sluice_host::replication::setup::{self, SetupError, SetupSpec};
+    for (major, pg) in PgCluster::versions(&[15]) {
+        let db = pg.create_database("origin15");
+        let url = pg.superuser_url(&db);
+        let spec = SetupSpec {
+            publication: "p".into(),
+            create_publication: Some(setup::PublicationScope::AllTables),
+            slot: sluice_host::replication::SlotName::new(crate::support::unique("o15")).unwrap(),
+            create_slot: true,
+            changes: ChangeOptions {
+                origin: Origin::None,
+                ..ChangeOptions::default()
+            },
+        };
+        let info = sluice_host::replication::ConnInfo::parse_with_env(&url, |_| None).unwrap();
+        let Err(SetupError::Problems(problems)) = setup::check(&info, &spec).await else {
+            panic!("PG {major}: origin = \"none\" was accepted");
+        };
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|t| t.starts_with(
+                "source.origin = \"none\" needs PostgreSQL 16 or later (pgoutput's `origin` option), but the server is 15"
+            )),
+            "PG {major}: {text:?}"
+        );
+    }
+}
