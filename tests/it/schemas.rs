@@ -258,7 +258,22 @@ async fn partitions(pg: &'static PgCluster, nats: &NatsServer, major: u32) {
         "PG {major}: the stream reproduces the table"
     );
 
-    // A backfill reads the root, rows named as the changes are.
+    // A backfill reads the root, rows named as the changes are; asked for
+    // a partition, it names the root.
+    let leaf = Command::new(sluice_binary())
+        .arg("backfill")
+        .arg(&p.manifest)
+        .arg("public.events_1")
+        .output()
+        .expect("run sluice backfill");
+    let stderr = String::from_utf8_lossy(&leaf.stderr);
+    assert!(
+        !leaf.status.success()
+            && stderr.contains(&format!(
+                "table public.events_1 is a partition of public.events, which publication \"pub_parts{major}\" publishes via its root"
+            )),
+        "PG {major}: {stderr}"
+    );
     sluice(&["backfill"], &p, &["public.events"]);
     expected.insert("1000/350".into(), attached);
     let reads = expected.len();

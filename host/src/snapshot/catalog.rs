@@ -94,6 +94,45 @@ pub(super) async fn published_tables(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// Why `schema.table` is not among the publication's tables: a partition
+/// whose publication publishes it as part of a root in the list names that
+/// root, so that the operator reads the table the stream names.
+async fn not_published(
+    client: &Client,
+    publication: &str,
+    schema: &str,
+    table: &str,
+) -> SnapshotError {
+    let root: Option<String> = client
+        .query_opt(
+            "SELECT pt.schemaname::text || '.' || pt.tablename::text
+               FROM pg_namespace n
+               JOIN pg_class c ON c.relnamespace = n.oid
+               JOIN pg_partition_ancestors(c.oid) a(relid) ON a.relid <> c.oid
+               JOIN pg_class r ON r.oid = a.relid
+               JOIN pg_namespace rn ON rn.oid = r.relnamespace
+               JOIN pg_publication_tables pt
+                 ON pt.pubname = $1 AND pt.schemaname = rn.nspname AND pt.tablename = r.relname
+              WHERE n.nspname = $2 AND c.relname = $3 AND c.relispartition
+              LIMIT 1",
+            &[&publication, &schema, &table],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get(0));
+    let table = format!("{schema}.{table}");
+    let publication = publication.to_owned();
+    match root {
+        Some(root) => SnapshotError::PublishedViaRoot {
+            table,
+            root,
+            publication,
+        },
+        None => SnapshotError::NotPublished { table, publication },
+    }
+}
+
 /// Describes `schema.table` as published by `publication`.
 pub(super) async fn describe(
     client: &Client,
@@ -110,11 +149,10 @@ pub(super) async fn describe(
             &[&publication, &schema, &table],
         )
         .await
-        .map_err(sql_error(during()))?
-        .ok_or_else(|| SnapshotError::NotPublished {
-            table: qualified.clone(),
-            publication: publication.to_owned(),
-        })?;
+        .map_err(sql_error(during()))?;
+    let Some(published) = published else {
+        return Err(not_published(client, publication, schema, table).await);
+    };
     let attnames: Option<Vec<String>> = published.get(0);
     let row_filter: Option<String> = published.get(1);
     let class = client
