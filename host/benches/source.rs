@@ -126,6 +126,7 @@ async fn sluice(url: &str, slot: &str, end: Lsn) -> Duration {
         create_publication: None,
         snapshot: sluice_host::config::SnapshotMode::Never,
         failover: None,
+        changes: sluice_host::config::ChangeOptions::default(),
     };
     let started = Instant::now();
     let options = SourceOptions::new(NonZeroUsize::new(256).expect("non-zero"));

@@ -110,6 +110,7 @@ impl TailOptions {
                 create_publication: None,
                 snapshot: crate::config::SnapshotMode::Never,
                 failover: None,
+                changes: crate::config::ChangeOptions::default(),
             },
             from_start,
             confirm: false,

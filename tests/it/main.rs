@@ -22,5 +22,6 @@ mod position;
 mod publish;
 mod reload;
 mod replication;
+mod schemas;
 mod snapshot;
 mod source;

@@ -574,7 +574,17 @@ fn spec(publication: &str, slot: &str) -> SetupSpec {
         create_publication: None,
         slot: SlotName::new(slot).unwrap(),
         create_slot: true,
+        changes: sluice_host::config::ChangeOptions::default(),
     }
+}
+
+/// The `WITH (…)` a publication sluice creates on `pg` gets by default.
+fn with_clause(pg: &PgCluster) -> String {
+    let with = setup::publication_with(
+        &sluice_host::config::ChangeOptions::default(),
+        pg.server_version_num() as i32,
+    );
+    format!(" WITH ({})", with.join(", "))
 }
 
 fn problems(err: SetupError) -> Vec<String> {
@@ -598,7 +608,8 @@ async fn setup_checks_publication_and_replica_identity() {
     assert_eq!(
         problems(err),
         [format!(
-            "publication \"mypub\" does not exist in database \"{db}\": create it with `CREATE PUBLICATION \"mypub\" FOR ALL TABLES`, or let sluice create it"
+            "publication \"mypub\" does not exist in database \"{db}\": create it with `CREATE PUBLICATION \"mypub\" FOR ALL TABLES{}`, or let sluice create it",
+            with_clause(pg)
         )]
     );
 
@@ -654,9 +665,10 @@ async fn setup_checks_publication_and_replica_identity() {
     let err = setup::check(&info(&as_user), &s).await.unwrap_err();
     assert_eq!(
         problems(err),
-        [
-            "cannot create publication \"allpub\" with `CREATE PUBLICATION \"allpub\" FOR ALL TABLES`: ERROR: must be superuser to create FOR ALL TABLES publication (SQLSTATE 42501)"
-        ]
+        [format!(
+            "cannot create publication \"allpub\" with `CREATE PUBLICATION \"allpub\" FOR ALL TABLES{}`: ERROR: must be superuser to create FOR ALL TABLES publication (SQLSTATE 42501)",
+            with_clause(pg)
+        )]
     );
     let report = setup::check(&info(&url), &s).await.unwrap();
     assert!(report.publication_created);
@@ -789,6 +801,7 @@ async fn setup_checks_wal_level_and_slot_capacity() {
         wal_level: "replica",
         tls: false,
         extra_conf: vec!["max_replication_slots = 1".into()],
+        ..ClusterOptions::default()
     });
     pg.psql(
         "postgres",

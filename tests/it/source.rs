@@ -38,6 +38,7 @@ fn settings(url: &str, publication: &str, slot: &str) -> SourceSettings {
         create_publication: None,
         snapshot: sluice_host::config::SnapshotMode::Never,
         failover: None,
+        changes: sluice_host::config::ChangeOptions::default(),
     }
 }
 

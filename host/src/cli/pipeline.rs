@@ -86,6 +86,7 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
                 m.source.slot
             ),
         }
+        print_replica_identities(&sql, &m).await?;
         for finding in sluice_host::replication::ha::check(
             &m.source.conninfo,
             &m.source.slot,
@@ -154,5 +155,23 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
         m.position.flush,
         m.position.mismatch
     );
+    Ok(())
+}
+
+/// One line per published table: its replica identity and what a sink sees
+/// for its updates and deletes.
+async fn print_replica_identities(
+    sql: &tokio_postgres::Client,
+    m: &Manifest,
+) -> anyhow::Result<()> {
+    let tables = sluice_host::replication::identity::published(
+        sql,
+        m.source.publication.as_str(),
+        m.source.changes.fill_unchanged_toast,
+    )
+    .await?;
+    for table in tables {
+        println!("{table}");
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@
 //!   their `Debug` forms are redacted.
 //! - Plugin paths are resolved against the manifest's folder.
 
+mod changes;
 mod env;
 mod fields;
 mod nats;
@@ -27,6 +28,7 @@ pub use crate::plugin::{Limits, PluginSpec};
 pub use crate::replication::SlotName;
 pub use crate::replication::setup::{PublicationScope, TableName};
 pub use crate::snapshot::{SnapshotMode, SnapshotSettings};
+pub use changes::{ChangeOptions, Origin};
 pub use fields::Problem;
 pub use sections::{
     BatchSettings, ErrorPolicy, FlushMode, Heartbeat, LogFormat, LogSettings, MismatchStrategy,

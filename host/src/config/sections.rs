@@ -36,6 +36,8 @@ pub struct SourceSettings {
     /// means "yes on PostgreSQL 17+, no below"; `Some(true)` on a server
     /// older than 17 is an error at start-up.
     pub failover: Option<bool>,
+    /// Partitions, generated columns, unchanged TOAST, origins.
+    pub changes: super::changes::ChangeOptions,
 }
 
 /// Where the offset is stored (DESIGN §3).
@@ -282,6 +284,7 @@ fn source(
     });
     let create_slot = t.opt("create-slot", p).unwrap_or(true);
     let failover = t.opt("failover", p);
+    let changes = super::changes::read(&mut t, p);
     let snapshot = t
         .opt_parsed("snapshot", p, |s: String| match s.as_str() {
             "never" => Ok(SnapshotMode::Never),
@@ -308,18 +311,16 @@ fn source(
                 .to_owned(),
         ),
     });
-    t.finish(
-        &[
-            "url",
-            "publication",
-            "slot",
-            "create-slot",
-            "create-publication",
-            "snapshot",
-            "failover",
-        ],
-        p,
-    );
+    let known = [
+        "url",
+        "publication",
+        "slot",
+        "create-slot",
+        "create-publication",
+        "snapshot",
+        "failover",
+    ];
+    t.finish(&[&known[..], super::changes::KEYS].concat(), p);
     Some(SourceSettings {
         conninfo: conninfo?,
         publication: publication?,
@@ -328,6 +329,7 @@ fn source(
         create_publication,
         snapshot,
         failover,
+        changes,
     })
 }
 

@@ -34,6 +34,15 @@
 //! re-sends a message whose LSN is at or after the confirmed position. One
 //! arriving inside a transaction is a protocol violation (an error).
 //!
+//! Unchanged TOAST. An update's new row carries an unchanged-toast marker
+//! for a large value PostgreSQL stored out of line and did not rewrite.
+//! Under REPLICA IDENTITY FULL the old row carries that same value in full
+//! (PostgreSQL inlines it when it logs the old row), so with
+//! [`Batcher::fill_unchanged_toast`] on (the default) the marker is replaced
+//! by the old row's value: sinks see complete rows. Where the old row has no
+//! such value (no old row, a key-only one, or a marker there too) the marker
+//! stays.
+//!
 //! Not supported (a typed error, never a silent skip): streamed in-progress
 //! transactions and two-phase commit, which the host does not request
 //! (`streaming` and `two_phase` stay off).
@@ -151,6 +160,8 @@ impl Transaction {
 #[derive(Debug)]
 pub struct Batcher {
     max_events: usize,
+    /// Fill unchanged-toast markers from a full old row (see the module doc).
+    fill_toast: bool,
     decoder: Decoder,
     cache: RelationCache,
     txn: Option<Transaction>,
@@ -166,10 +177,18 @@ impl Batcher {
     pub fn new(max_events: NonZeroUsize) -> Self {
         Batcher {
             max_events: max_events.get(),
+            fill_toast: true,
             decoder: Decoder::new(),
             cache: RelationCache::new(),
             txn: None,
         }
+    }
+
+    /// Whether an update's unchanged-toast markers are replaced by the value
+    /// its full old row carries (default on; see the module doc).
+    pub fn fill_unchanged_toast(mut self, fill: bool) -> Self {
+        self.fill_toast = fill;
+        self
     }
 
     /// The relations announced so far.
@@ -285,7 +304,12 @@ impl Batcher {
                     Some(old) => Some(self.values(update.relation, old.tuple())?),
                     None => None,
                 };
-                let new = self.values(update.relation, &update.new)?;
+                let mut new = self.values(update.relation, &update.new)?;
+                if self.fill_toast
+                    && let (Some(OldTuple::Full(_)), Some(old)) = (&update.old, &old)
+                {
+                    fill_unchanged_toast(&mut new, old);
+                }
                 out.batch = self.add_row(
                     name,
                     Operation::Update,
@@ -422,6 +446,18 @@ impl Batcher {
             new,
         }));
         Ok(emitted)
+    }
+}
+
+/// Replaces each unchanged-toast marker in `new` by the value at the same
+/// position in the full old row, unless that is a marker too. Both rows were
+/// decoded by the same relation, so they have the same width.
+fn fill_unchanged_toast(new: &mut [Value], old: &[Value]) {
+    debug_assert_eq!(new.len(), old.len());
+    for (value, before) in new.iter_mut().zip(old) {
+        if matches!(value, Value::UnchangedToast) && !matches!(before, Value::UnchangedToast) {
+            *value = before.clone();
+        }
     }
 }
 

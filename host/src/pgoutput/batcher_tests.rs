@@ -342,3 +342,69 @@ fn huge_transactions_use_bounded_memory() {
     assert_eq!(max_buffered, MAX);
     assert_eq!(batches, ROWS.div_ceil(MAX));
 }
+
+/// The new row of the only update in a transaction of `update`.
+fn updated_row(b: &mut Batcher, update: &[u8]) -> Vec<Value> {
+    push(b, &begin(0x900, T0, 5), 0);
+    push(
+        b,
+        &relation(
+            ITEMS,
+            "shop",
+            "items",
+            &[(true, "sku", 25), (true, "body", 25), (true, "tag", 25)],
+        ),
+        0,
+    );
+    push(b, update, 0x20);
+    let batch = push(b, &commit(0x900, 0x928, T0), 0).batch.unwrap();
+    match &batch.events[0] {
+        Event::Row(r) => r.new.clone().unwrap(),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn unchanged_toast_is_filled_from_a_full_old_row_only() {
+    // REPLICA IDENTITY FULL: the old row carries `body` in full; `tag` is a
+    // marker in both rows, so it stays one.
+    let full = Msg::new(b'U')
+        .u32(ITEMS)
+        .u8(b'O')
+        .tuple(&[Col::Text("a"), Col::Text("big"), Col::Toast])
+        .u8(b'N')
+        .tuple(&[Col::Text("b"), Col::Toast, Col::Toast])
+        .done();
+    let filled = [
+        Value::Text("b".into()),
+        Value::Text("big".into()),
+        Value::UnchangedToast,
+    ];
+    assert_eq!(updated_row(&mut batcher(10), &full), filled);
+    // Switched off, the markers stay.
+    let off = updated_row(&mut batcher(10).fill_unchanged_toast(false), &full);
+    assert_eq!(off[1], Value::UnchangedToast);
+    // A key-only old row (REPLICA IDENTITY DEFAULT or INDEX, key changed)
+    // is not the row's old values: never used to fill.
+    let key = Msg::new(b'U')
+        .u32(ITEMS)
+        .u8(b'K')
+        .tuple(&[Col::Text("a"), Col::Text("k"), Col::Null])
+        .u8(b'N')
+        .tuple(&[Col::Text("b"), Col::Toast, Col::Toast])
+        .done();
+    assert_eq!(
+        updated_row(&mut batcher(10), &key)[1],
+        Value::UnchangedToast
+    );
+    // No old row at all.
+    let none = Msg::new(b'U')
+        .u32(ITEMS)
+        .u8(b'N')
+        .tuple(&[Col::Text("b"), Col::Toast, Col::Null])
+        .done();
+    assert_eq!(
+        updated_row(&mut batcher(10), &none)[1],
+        Value::UnchangedToast
+    );
+}

@@ -168,6 +168,7 @@ async fn open_source(
         create_publication: m.source.create_publication.clone(),
         slot: m.source.slot.clone(),
         create_slot: m.source.create_slot,
+        changes: m.source.changes,
     };
     let sql = setup::connect_sql(&m.source.conninfo).await?;
     setup::check_with(&sql, &spec).await?;

@@ -26,6 +26,7 @@ mod connection;
 mod conninfo;
 mod error;
 pub mod ha;
+pub mod identity;
 pub mod setup;
 mod slot;
 mod sql;

@@ -127,6 +127,10 @@ pub enum SetupProblem {
         "all {max} WAL sender processes allowed by max_wal_senders are in use: stop an unused replication client or raise max_wal_senders and restart PostgreSQL"
     )]
     WalSendersExhausted { max: i32 },
+    #[error(
+        "source.origin = \"none\" needs PostgreSQL 16 or later (pgoutput's `origin` option), but the server is {version}: remove the setting, or upgrade"
+    )]
+    OriginUnsupported { version: String },
 }
 
 /// A table name, schema-qualified.
@@ -164,6 +168,9 @@ pub struct SetupSpec {
     /// The slot may be created (so its absence is no problem, but a full
     /// `max_replication_slots` is).
     pub create_slot: bool,
+    /// How a publication sluice creates is set up, and the origin filter
+    /// the server must support.
+    pub changes: crate::config::ChangeOptions,
 }
 
 /// A slot found by the checks.
@@ -319,7 +326,8 @@ pub async fn check_with(client: &Client, spec: &SetupSpec) -> Result<SetupReport
                     current_setting('max_wal_senders')::int4,
                     r.rolname::text, r.rolsuper, r.rolreplication, current_database()::text,
                     (SELECT count(*)::int4 FROM pg_replication_slots),
-                    (SELECT count(*)::int4 FROM pg_stat_activity WHERE backend_type = 'walsender')
+                    (SELECT count(*)::int4 FROM pg_stat_activity WHERE backend_type = 'walsender'),
+                    current_setting('server_version_num')::int4, current_setting('server_version')
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -333,6 +341,7 @@ pub async fn check_with(client: &Client, spec: &SetupSpec) -> Result<SetupReport
     let database: String = server.get(6);
     let used_slots: i32 = server.get(7);
     let used_senders: i32 = server.get(8);
+    let version_num: i32 = server.get(9);
 
     if wal_level != "logical" {
         problems.push(SetupProblem::WalLevel { actual: wal_level });
@@ -344,7 +353,13 @@ pub async fn check_with(client: &Client, spec: &SetupSpec) -> Result<SetupReport
         problems.push(SetupProblem::WalSendersExhausted { max: max_senders });
     }
 
-    let publication_created = check_publication(client, spec, &database, &mut problems).await?;
+    if spec.changes.origin == crate::config::Origin::None && version_num < 160_000 {
+        problems.push(SetupProblem::OriginUnsupported {
+            version: server.get(10),
+        });
+    }
+    let publication_created =
+        check_publication(client, spec, &database, version_num, &mut problems).await?;
 
     let slot = check_slot(client, spec, &database, &mut problems).await?;
     if slot.is_none() && spec.create_slot && used_slots >= max_slots {
@@ -370,6 +385,7 @@ async fn check_publication(
     client: &Client,
     spec: &SetupSpec,
     database: &str,
+    version_num: i32,
     problems: &mut Vec<SetupProblem>,
 ) -> Result<bool, SetupError> {
     let name = &spec.publication;
@@ -389,6 +405,7 @@ async fn check_publication(
                 spec.create_publication
                     .as_ref()
                     .unwrap_or(&PublicationScope::AllTables),
+                &publication_with(&spec.changes, version_num),
             );
             if spec.create_publication.is_none() {
                 problems.push(SetupProblem::PublicationMissing {
@@ -443,9 +460,26 @@ async fn check_publication(
     Ok(created)
 }
 
-/// `CREATE PUBLICATION` for `scope`.
-pub fn create_publication_sql(name: &str, scope: &PublicationScope) -> String {
-    match scope {
+/// The `WITH (…)` options of a publication sluice creates on a server of
+/// `version_num`: `publish_via_partition_root` as configured (PostgreSQL
+/// 13+, so every supported server), and `publish_generated_columns =
+/// stored` on PostgreSQL 18+ when configured (older servers never publish
+/// generated columns and do not know the option).
+pub fn publication_with(changes: &crate::config::ChangeOptions, version_num: i32) -> Vec<String> {
+    let mut with = vec![format!(
+        "publish_via_partition_root = {}",
+        changes.via_partition_root
+    )];
+    if changes.generated_columns && version_num >= 180_000 {
+        with.push("publish_generated_columns = stored".to_owned());
+    }
+    with
+}
+
+/// `CREATE PUBLICATION` for `scope`, with the options `with` (as
+/// [`publication_with`] writes them).
+pub fn create_publication_sql(name: &str, scope: &PublicationScope, with: &[String]) -> String {
+    let mut sql = match scope {
         PublicationScope::AllTables => {
             format!("CREATE PUBLICATION {} FOR ALL TABLES", quote_ident(name))
         }
@@ -458,7 +492,11 @@ pub fn create_publication_sql(name: &str, scope: &PublicationScope) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    };
+    if !with.is_empty() {
+        sql.push_str(&format!(" WITH ({})", with.join(", ")));
     }
+    sql
 }
 
 async fn check_slot(
@@ -539,12 +577,41 @@ mod tests {
             },
         ]);
         assert_eq!(
-            create_publication_sql("p\"1", &tables),
+            create_publication_sql("p\"1", &tables, &[]),
             "CREATE PUBLICATION \"p\"\"1\" FOR TABLE \"public\".\"Orders\", \"s\"\"x\".\"t\""
         );
         assert_eq!(
-            create_publication_sql("p", &PublicationScope::AllTables),
+            create_publication_sql("p", &PublicationScope::AllTables, &[]),
             "CREATE PUBLICATION \"p\" FOR ALL TABLES"
+        );
+    }
+
+    #[test]
+    fn publication_options_follow_the_manifest_and_the_server_version() {
+        let defaults = crate::config::ChangeOptions::default();
+        assert_eq!(
+            create_publication_sql(
+                "p",
+                &PublicationScope::AllTables,
+                &publication_with(&defaults, 170_004)
+            ),
+            "CREATE PUBLICATION \"p\" FOR ALL TABLES WITH (publish_via_partition_root = true)"
+        );
+        assert_eq!(
+            publication_with(&defaults, 180_004),
+            [
+                "publish_via_partition_root = true",
+                "publish_generated_columns = stored"
+            ]
+        );
+        let leaves = crate::config::ChangeOptions {
+            via_partition_root: false,
+            generated_columns: false,
+            ..defaults
+        };
+        assert_eq!(
+            publication_with(&leaves, 180_004),
+            ["publish_via_partition_root = false"]
         );
     }
 }

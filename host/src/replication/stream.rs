@@ -51,6 +51,9 @@ pub struct PgOutputOptions {
     pub publication_names: Vec<String>,
     /// Stream `pg_logical_emit_message` messages.
     pub messages: bool,
+    /// `origin` (PostgreSQL 16+): `Some("none")` leaves out changes applied
+    /// under a replication origin; `None` sends no option (every change).
+    pub origin: Option<&'static str>,
 }
 
 impl PgOutputOptions {
@@ -60,6 +63,7 @@ impl PgOutputOptions {
             proto_version: 2,
             publication_names: vec![publication.into()],
             messages: true,
+            origin: None,
         }
     }
 }
@@ -167,8 +171,11 @@ fn start_command(slot: &SlotName, start: Lsn, plugin: &PgOutputOptions) -> Strin
         .map(|p| quote_ident(p))
         .collect::<Vec<_>>()
         .join(",");
+    let origin = plugin
+        .origin
+        .map_or(String::new(), |o| format!(", origin {}", quote_literal(o)));
     format!(
-        "START_REPLICATION SLOT {slot} LOGICAL {start} (proto_version {}, publication_names {}, messages {})",
+        "START_REPLICATION SLOT {slot} LOGICAL {start} (proto_version {}, publication_names {}, messages {}{origin})",
         quote_literal(&plugin.proto_version.to_string()),
         quote_literal(&publications),
         quote_literal(if plugin.messages { "true" } else { "false" }),
@@ -388,10 +395,19 @@ mod tests {
             proto_version: 2,
             publication_names: vec!["my pub".into(), "it's \"q\"".into()],
             messages: true,
+            origin: None,
         };
         assert_eq!(
             start_command(&slot, Lsn(0x1_0000_0010), &plugin),
             "START_REPLICATION SLOT s1 LOGICAL 1/10 (proto_version '2', publication_names '\"my pub\",\"it''s \"\"q\"\"\"', messages 'true')"
+        );
+        let none = PgOutputOptions {
+            origin: Some("none"),
+            ..PgOutputOptions::new("p")
+        };
+        assert_eq!(
+            start_command(&slot, Lsn(0x10), &none),
+            "START_REPLICATION SLOT s1 LOGICAL 0/10 (proto_version '2', publication_names '\"p\"', messages 'true', origin 'none')"
         );
     }
 

@@ -1,8 +1,19 @@
 //! What a snapshot needs to know about a published table, read from the
-//! catalog: its columns as pgoutput would announce them (the publication's
-//! column list, generated columns left out), its primary key (the order of
-//! keyset pagination), the publication's row filter, and an estimate of its
-//! size for the progress display.
+//! catalog: its columns as pgoutput would announce them, its primary key
+//! (the order of keyset pagination), the publication's row filter, and an
+//! estimate of its size for the progress display.
+//!
+//! Which table and which columns: exactly what `pg_publication_tables`
+//! says the publication publishes, never re-derived. It lists a partitioned
+//! table under its root when the publication has
+//! `publish_via_partition_root` (one `SELECT` from the root then reads every
+//! partition, and the rows carry the root's OID and name, as the stream's
+//! do), and under each leaf otherwise. Its `attnames` is the column list;
+//! on PostgreSQL 15–17 it also names generated columns, which pgoutput never
+//! sends there, so those are left out below 18; on 18 it names exactly the
+//! published ones (stored generated columns with
+//! `publish_generated_columns = stored` or a column list naming them). Its
+//! `rowfilter` is the publication's row filter.
 //!
 //! The table's [`CachedRelation`] is built through the same
 //! [`RelationCache`] the stream uses, from the same facts a Relation
@@ -43,7 +54,7 @@ pub(super) struct TableInfo {
     pub columns: Vec<ColumnInfo>,
     /// Indexes into `columns` of the primary key, in key order.
     pub key: Vec<usize>,
-    /// The publication's row filter (PostgreSQL 15), as SQL.
+    /// The publication's row filter (PostgreSQL 15+), as SQL.
     pub row_filter: Option<String>,
     /// `pg_class.reltuples`, 0 when unknown.
     pub estimated_rows: u64,
@@ -83,6 +94,45 @@ pub(super) async fn published_tables(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// Why `schema.table` is not among the publication's tables: a partition
+/// whose publication publishes it as part of a root in the list names that
+/// root, so that the operator reads the table the stream names.
+async fn not_published(
+    client: &Client,
+    publication: &str,
+    schema: &str,
+    table: &str,
+) -> SnapshotError {
+    let root: Option<String> = client
+        .query_opt(
+            "SELECT pt.schemaname::text || '.' || pt.tablename::text
+               FROM pg_namespace n
+               JOIN pg_class c ON c.relnamespace = n.oid
+               JOIN pg_partition_ancestors(c.oid) a(relid) ON a.relid <> c.oid
+               JOIN pg_class r ON r.oid = a.relid
+               JOIN pg_namespace rn ON rn.oid = r.relnamespace
+               JOIN pg_publication_tables pt
+                 ON pt.pubname = $1 AND pt.schemaname = rn.nspname AND pt.tablename = r.relname
+              WHERE n.nspname = $2 AND c.relname = $3 AND c.relispartition
+              LIMIT 1",
+            &[&publication, &schema, &table],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get(0));
+    let table = format!("{schema}.{table}");
+    let publication = publication.to_owned();
+    match root {
+        Some(root) => SnapshotError::PublishedViaRoot {
+            table,
+            root,
+            publication,
+        },
+        None => SnapshotError::NotPublished { table, publication },
+    }
+}
+
 /// Describes `schema.table` as published by `publication`.
 pub(super) async fn describe(
     client: &Client,
@@ -99,11 +149,10 @@ pub(super) async fn describe(
             &[&publication, &schema, &table],
         )
         .await
-        .map_err(sql_error(during()))?
-        .ok_or_else(|| SnapshotError::NotPublished {
-            table: qualified.clone(),
-            publication: publication.to_owned(),
-        })?;
+        .map_err(sql_error(during()))?;
+    let Some(published) = published else {
+        return Err(not_published(client, publication, schema, table).await);
+    };
     let attnames: Option<Vec<String>> = published.get(0);
     let row_filter: Option<String> = published.get(1);
     let class = client
@@ -134,7 +183,8 @@ pub(super) async fn describe(
                     WHERE x.indrelid = a.attrelid AND a.attnum = ANY (x.indkey)
                       AND (x.indisprimary OR x.indisreplident)) i ON true
               WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-                AND a.attgenerated = ''
+                AND (a.attgenerated = ''
+                     OR current_setting('server_version_num')::int4 >= 180000)
               ORDER BY a.attnum",
             &[&oid],
         )

@@ -120,6 +120,14 @@ pub enum SnapshotError {
         "table {table} is not in publication \"{publication}\" (or does not exist): only published tables are read"
     )]
     NotPublished { table: String, publication: String },
+    #[error(
+        "table {table} is a partition of {root}, which publication \"{publication}\" publishes via its root: its rows are read, and its changes streamed, as {root}'s; read {root} instead"
+    )]
+    PublishedViaRoot {
+        table: String,
+        root: String,
+        publication: String,
+    },
     #[error("table {table} returned a NULL primary key value")]
     NullKey { table: String },
     #[error("table {table}: {error}")]
@@ -505,7 +513,12 @@ pub async fn prepare(
                 Ok(table) => table,
                 // A table taken out of the publication since the snapshot
                 // began (say, because it has no primary key) is not read.
-                Err(SnapshotError::NotPublished { table, publication }) => {
+                Err(
+                    SnapshotError::NotPublished { table, publication }
+                    | SnapshotError::PublishedViaRoot {
+                        table, publication, ..
+                    },
+                ) => {
                     tracing::warn!(table = %table, publication = %publication,
                         "the table left the publication: its snapshot is abandoned");
                     t.done = true;

@@ -263,6 +263,19 @@ pub struct PreparedSource {
     slot: SlotState,
 }
 
+/// pgoutput's options for the manifest's source: its publication and, for
+/// `origin = "none"`, the origin filter (which `setup` made sure the server
+/// supports).
+pub(crate) fn pgoutput_options(settings: &SourceSettings) -> PgOutputOptions {
+    PgOutputOptions {
+        origin: match settings.changes.origin {
+            crate::config::Origin::Any => None,
+            origin @ crate::config::Origin::None => Some(origin.as_str()),
+        },
+        ..PgOutputOptions::new(settings.publication.as_str())
+    }
+}
+
 /// Checks the server, opens the replication session, identifies the server
 /// and finds or creates the slot. Fails fast: nothing here is retried, so a
 /// wrong URL or a missing publication is reported at once.
@@ -277,6 +290,7 @@ pub async fn prepare(
         create_publication: settings.create_publication.clone(),
         slot: settings.slot.clone(),
         create_slot: settings.create_slot || temporary,
+        changes: settings.changes,
     };
     let report = setup::check(&settings.conninfo, &spec).await?;
     let (mut conn, identity) = open_session(&settings.conninfo, &settings.slot).await?;
@@ -380,7 +394,7 @@ impl PreparedSource {
             .start_replication(
                 &settings.slot,
                 start,
-                &PgOutputOptions::new(settings.publication.as_str()),
+                &pgoutput_options(&settings),
                 StreamOptions {
                     status_interval: options.status_interval,
                     flushed: Some(flushed.clone()),

@@ -37,8 +37,8 @@ use crate::lsn::Lsn;
 use crate::pgoutput::Batcher;
 use crate::position::startup::{TimelineInputs, check_timeline, slot_from_json};
 use crate::replication::{
-    Backoff, PgOutputOptions, ReplicationConnection, ReplicationError, ReplicationEvent,
-    ReplicationStream, StreamOptions, SystemIdentity, quote_literal,
+    Backoff, ReplicationConnection, ReplicationError, ReplicationEvent, ReplicationStream,
+    StreamOptions, SystemIdentity, quote_literal,
 };
 
 type Events = mpsc::Sender<Result<SourceEvent, SourceError>>;
@@ -256,7 +256,7 @@ impl Reader {
             .start_replication(
                 slot,
                 start,
-                &PgOutputOptions::new(self.settings.publication.as_str()),
+                &super::pgoutput_options(&self.settings),
                 StreamOptions {
                     status_interval: self.options.status_interval,
                     flushed: Some(self.flushed.clone()),
@@ -346,7 +346,8 @@ impl Reader {
 
     /// One walsender session: read, decode, batch, deliver.
     async fn session(&mut self, mut stream: ReplicationStream) -> Exit {
-        let mut batcher = Batcher::new(self.options.max_events);
+        let mut batcher = Batcher::new(self.options.max_events)
+            .fill_unchanged_toast(self.settings.changes.fill_unchanged_toast);
         let mut healthy = false;
         loop {
             let message = tokio::select! {

