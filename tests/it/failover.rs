@@ -50,7 +50,11 @@ async fn a_dead_first_host_is_skipped_and_the_role_is_checked() {
     let info = ConnInfo::parse(&url).unwrap();
     let repl = ReplicationConnection::connect(&info).await.unwrap();
     assert_eq!(repl.conninfo().port, pg.port(), "the live host was taken");
-    assert_eq!(repl.server_major(), Some(15));
+    assert_eq!(
+        repl.server_major(),
+        Some(pg.server_version_num() / 10_000),
+        "the major version from the server's ParameterStatus"
+    );
     repl.close().await;
     let sql = connect_sql(&info).await.unwrap();
     let row = sql
@@ -75,6 +79,11 @@ async fn a_dead_first_host_is_skipped_and_the_role_is_checked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failover_true_on_postgresql_15_is_a_clear_error() {
     let pg = PgCluster::shared();
+    if pg.server_version_num() >= 170_000 {
+        // There it is no error: the PostgreSQL 17 tests below use it.
+        eprintln!("skipping failover_true_on_postgresql_15_is_a_clear_error: the server under test is PostgreSQL 17 or later");
+        return;
+    }
     let nats = NatsServer::launch();
     let cache = tempfile::tempdir().unwrap();
     let parts = ManifestParts {
