@@ -7,17 +7,16 @@
 //!
 //! Heartbeats are writes, so they go to the primary: their session is
 //! opened over the source's host list with `target_session_attrs=primary`,
-//! whatever the URL asks of the replication connection. When the session
-//! is lost (the server died, a failover) or its server no longer accepts
-//! writes (it was demoted), it is dropped and the next tick walks the
-//! list again, so heartbeats reach a promoted standby without a restart.
+//! whatever the URL asks of the replication connection. When a heartbeat
+//! fails (the server died, a failover, a server that no longer accepts
+//! writes), its session is dropped and the next tick walks the list again,
+//! so heartbeats reach a promoted standby without a restart.
 //! A run of failures is logged once when it starts and once when it ends.
 
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
-use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use crate::replication::setup::connect_sql;
@@ -71,33 +70,27 @@ pub(super) fn spawn(
     })
 }
 
-/// One heartbeat: opens a session to the primary when there is none, runs
-/// `statement`, and drops the session when it is no use any more.
+/// One heartbeat: runs `statement` on the session, opening one to the
+/// primary when there is none. The session is kept only when the
+/// statement worked: whatever failed (a closed session, a server that no
+/// longer takes writes, which PostgreSQL reports with several codes), the
+/// next heartbeat looks for the primary again, and one connection per
+/// failed heartbeat is cheap at heartbeat intervals.
 async fn beat(
     session: &mut Option<Client>,
     primary: &ConnInfo,
     statement: &str,
 ) -> Result<(), String> {
-    if session.as_ref().is_none_or(Client::is_closed) {
-        *session = None;
-        let client = connect_sql(primary)
+    let client = match session.take().filter(|c| !c.is_closed()) {
+        Some(client) => client,
+        None => connect_sql(primary)
             .await
-            .map_err(|e| crate::causes::line(&e))?;
-        *session = Some(client);
-    }
-    let Some(client) = session.as_ref() else {
-        return Ok(());
+            .map_err(|e| crate::causes::line(&e))?,
     };
-    match client.batch_execute(statement).await {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            // A closed session, or a server that no longer takes writes
-            // (demoted, or in recovery): look for the primary next time.
-            let read_only = e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION);
-            if client.is_closed() || read_only {
-                *session = None;
-            }
-            Err(crate::causes::line(&e))
-        }
-    }
+    client
+        .batch_execute(statement)
+        .await
+        .map_err(|e| crate::causes::line(&e))?;
+    *session = Some(client);
+    Ok(())
 }
