@@ -101,13 +101,16 @@ impl<'a> Fixture<'a> {
     }
 
     /// Commits a few rows and returns a WAL position after them that the
-    /// server has flushed (the slot can be advanced to it).
+    /// server has flushed (the slot can be advanced to it). The position is
+    /// the insert position: the shared cluster commits asynchronously, so
+    /// `pg_current_wal_lsn()` (the write position) can still be where the
+    /// previous call left it, and two calls would return the same LSN.
     fn generate_wal(&self) -> Lsn {
         self.pg.psql(
             &self.db,
             "INSERT INTO t (v) SELECT repeat('x', 100) FROM generate_series(1, 50)",
         );
-        let end = self.pg.psql(&self.db, "SELECT pg_current_wal_lsn()");
+        let end = self.pg.psql(&self.db, "SELECT pg_current_wal_insert_lsn()");
         self.pg.wait_for(
             &self.db,
             &format!("SELECT pg_current_wal_flush_lsn() >= '{end}'"),

@@ -168,11 +168,15 @@ pub async fn run(
     metrics.set_streaming(true);
     metrics.confirmed(from);
 
-    let heartbeat = m
-        .position
-        .heartbeat
-        .clone()
-        .map(|h| heartbeat::spawn(sql, h.interval, h.sql, shutdown.child_token()));
+    let heartbeat = m.position.heartbeat.clone().map(|h| {
+        heartbeat::spawn(
+            sql,
+            &m.source.conninfo,
+            h.interval,
+            h.sql,
+            shutdown.child_token(),
+        )
+    });
     let mut feeder = Feeder::new(metrics.clone(), backfills(&m, confirmer.backfills()));
     feeder.resume_backfills().await;
     let settings = LoopSettings {

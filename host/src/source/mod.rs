@@ -22,7 +22,9 @@
 //!   updates report comes from the consumer's `watch` channel and nowhere
 //!   else: the source never confirms anything by itself.
 //! - **Transient connection loss is invisible except for one event.** The
-//!   reader reconnects with [`Backoff`] and runs `START_REPLICATION` at
+//!   reader reconnects with [`Backoff`] (at most 2 s apart over a
+//!   multi-host list, where a failover is the usual cause) and runs
+//!   `START_REPLICATION` at
 //!   `max(start, flushed)`; the server resumes at that position or at the
 //!   slot's `confirmed_flush_lsn`, whichever is later, so it may re-send
 //!   transactions the consumer already has. Before anything from the new

@@ -117,7 +117,10 @@ impl Reader {
         wal_end: ServerWalEnd,
         timeline: ServerTimeline,
     ) -> Self {
-        let backoff = options.backoff.clone();
+        let backoff = options
+            .backoff
+            .clone()
+            .for_hosts(settings.conninfo.hosts.len());
         Reader {
             settings,
             temporary,

@@ -134,7 +134,7 @@ pub(crate) struct ClusterOptions {
     /// `logical` (default) or `replica` (for the negative test).
     pub(crate) wal_level: &'static str,
     /// Generate a CA and a server certificate for `localhost` and turn
-    /// `ssl` on.
+    /// `ssl` on (default: when the server was built with TLS).
     pub(crate) tls: bool,
     /// Extra `postgresql.conf` lines.
     pub(crate) extra_conf: Vec<String>,
@@ -142,11 +142,35 @@ pub(crate) struct ClusterOptions {
     pub(crate) server_bin: Option<PathBuf>,
 }
 
+/// Whether the server under test was built with TLS. PostgreSQL built
+/// without it carries this message (the `ssl` setting's check), e.g. the
+/// PyPI builds of 16 and 18; TLS tests skip there ([`tls_or_skip`]).
+pub(crate) fn server_has_tls() -> bool {
+    static HAS_TLS: OnceLock<bool> = OnceLock::new();
+    *HAS_TLS.get_or_init(|| {
+        let binary = fs::read(server_program("postgres")).expect("read the postgres binary");
+        let marker = b"SSL is not supported by this build";
+        !binary.windows(marker.len()).any(|w| w == marker)
+    })
+}
+
+/// Prints why a TLS test does not run; `true` when it may.
+pub(crate) fn tls_or_skip(test: &str) -> bool {
+    let has = server_has_tls();
+    if !has {
+        eprintln!(
+            "skipping {test}: {} was built without TLS",
+            server_program("postgres").display()
+        );
+    }
+    has
+}
+
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             wal_level: "logical",
-            tls: true,
+            tls: server_has_tls(),
             extra_conf: Vec::new(),
             server_bin: None,
         }
