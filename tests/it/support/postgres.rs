@@ -148,7 +148,7 @@ pub(crate) struct ClusterOptions {
 pub(crate) fn server_has_tls() -> bool {
     static HAS_TLS: OnceLock<bool> = OnceLock::new();
     *HAS_TLS.get_or_init(|| {
-        let binary = fs::read(server_program("postgres")).expect("read the postgres binary");
+        let binary = fs::read(server_bin().join("postgres")).expect("read the postgres binary");
         let marker = b"SSL is not supported by this build";
         !binary.windows(marker.len()).any(|w| w == marker)
     })
@@ -160,7 +160,7 @@ pub(crate) fn tls_or_skip(test: &str) -> bool {
     if !has {
         eprintln!(
             "skipping {test}: {} was built without TLS",
-            server_program("postgres").display()
+            server_bin().join("postgres").display()
         );
     }
     has
