@@ -17,6 +17,7 @@
 mod env;
 mod fields;
 mod nats;
+pub mod ranges;
 mod sections;
 mod values;
 
