@@ -7,6 +7,8 @@
 //!
 //! - [`batch_json`]: the JSON form of batches `sluice plugin run` reads,
 //!   checked as if it came from PostgreSQL.
+//! - [`dry_run`]: `sluice check`'s synthetic row per published table
+//!   through the plugin chain.
 //! - [`fuzzing`]: the functions the coverage-guided fuzz targets call.
 //! - [`causes`]: an error and its causes as text, each cause once.
 //! - [`config`]: the manifest, validated in full before anything connects.
@@ -38,6 +40,7 @@
 pub mod batch_json;
 pub mod causes;
 pub mod config;
+pub mod dry_run;
 pub mod fuzzing;
 pub mod lsn;
 pub mod metrics;

@@ -333,6 +333,30 @@ pub(crate) fn check_value(oid: u32, type_name: &str, value: &Value) -> Result<()
     }
 }
 
+/// A plausible value for a column of type `oid` (named `type_name`): what
+/// the decoder makes of text PostgreSQL could print for it. For
+/// `sluice check`'s dry run of the plugin chain.
+pub(crate) fn synthetic_value(oid: u32, type_name: &str) -> Value {
+    let kind = ValueKind::for_type(oid, Some(type_name));
+    let text: &[u8] = match kind {
+        ValueKind::Bool => b"t",
+        ValueKind::Int => b"1",
+        ValueKind::Float => b"1.5",
+        ValueKind::Numeric => b"1.50",
+        ValueKind::Text => b"sluice check",
+        ValueKind::Bytes => b"\\x00ff",
+        ValueKind::Json => b"{}",
+        ValueKind::Uuid => b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        ValueKind::Date => b"2000-01-01",
+        ValueKind::Time => b"12:00:00",
+        ValueKind::Timestamp => b"2000-01-01 12:00:00",
+        ValueKind::Timestamptz => b"2000-01-01 12:00:00+00",
+        ValueKind::Interval => b"1 day",
+        ValueKind::Other => b"sluice check",
+    };
+    decode_text(kind, text).unwrap_or(Value::Null)
+}
+
 /// A value's tag as the JSON form writes it.
 fn tag(value: &Value) -> &'static str {
     match value {

@@ -136,6 +136,11 @@ pub(crate) struct ClusterOptions {
     pub(crate) tls: bool,
     /// Extra `postgresql.conf` lines.
     pub(crate) extra_conf: Vec<String>,
+    /// A CA (PEM) whose client certificates the server accepts
+    /// (`ssl_ca_file`), for `hostssl … cert` lines in `hba_first`.
+    pub(crate) client_ca: Option<String>,
+    /// pg_hba.conf lines placed before the harness's own (first match wins).
+    pub(crate) hba_first: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -144,6 +149,8 @@ impl Default for ClusterOptions {
             wal_level: "logical",
             tls: true,
             extra_conf: Vec::new(),
+            client_ca: None,
+            hba_first: Vec::new(),
         }
     }
 }
@@ -240,7 +247,17 @@ impl PgCluster {
         );
         let tls = options.tls.then(|| write_tls_files(&data, uid, gid));
         append(&data.join("postgresql.conf"), &conf(&dir, &options));
-        fs::write(data.join("pg_hba.conf"), hba()).expect("write pg_hba.conf");
+        if let Some(ca) = &options.client_ca {
+            let file = data.join("client-ca.crt");
+            fs::write(&file, ca).expect("write client-ca.crt");
+            chown(&file, Some(uid), Some(gid)).expect("chown client-ca.crt");
+            append(
+                &data.join("postgresql.conf"),
+                "ssl_ca_file = 'client-ca.crt'",
+            );
+        }
+        let hba = options.hba_first.join("\n") + "\n" + &hba();
+        fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         let mut cluster = PgCluster {
             dir,
             port: 0,
