@@ -789,6 +789,7 @@ async fn setup_checks_wal_level_and_slot_capacity() {
         wal_level: "replica",
         tls: false,
         extra_conf: vec!["max_replication_slots = 1".into()],
+        ..ClusterOptions::default()
     });
     pg.psql(
         "postgres",
