@@ -179,7 +179,10 @@ mod tests {
         };
         let batch = synthetic_batch(&relation);
         let text = serde_json::to_string(&batch).unwrap();
-        assert_eq!(crate::batch_json::read(&text).unwrap(), [batch.clone()]);
+        assert_eq!(
+            crate::batch_json::read(&text).unwrap(),
+            std::slice::from_ref(&batch)
+        );
         let Event::Row(row) = &batch.events[0] else {
             panic!("an insert")
         };

@@ -14,8 +14,11 @@ use std::path::Path;
 use crate::lsn::Lsn;
 use crate::pgoutput::Batcher;
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by the name of their corpus folder.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("pgoutput", pgoutput),
     ("manifest", manifest),
     ("batch_json", batch_json),

@@ -250,7 +250,7 @@ impl CountRange {
 /// A byte count in the largest binary unit that divides it.
 fn size_text(n: u64) -> String {
     for (unit, size) in [("GiB", GIB), ("MiB", MIB), ("KiB", 1 << 10)] {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{}{unit}", n / size);
         }
     }
