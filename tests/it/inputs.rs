@@ -426,7 +426,7 @@ async fn run_starts_and_streams_with_every_setting_at_its_bounds() {
     };
     let high = ManifestParts {
         plugins: passthrough_then_json(),
-        position: "status-interval = \"10m\"\n[position.heartbeat]\ninterval = \"1day\"".into(),
+        position: "status-interval = \"1h\"\n[position.heartbeat]\ninterval = \"1day\"".into(),
         nats: "duplicate-window = \"7days\"\nmax-in-flight = 65536\nmax-in-flight-bytes = \"1GiB\"".into(),
         extra: "[limits]\nmemory = \"4GiB\"\ndeadline = \"1h\"\nfuel = 9223372036854775807\n\
                 [batch]\nmax-events = 65536\n[snapshot]\nchunk-rows = 1000000\nparallel-tables = 64\n"

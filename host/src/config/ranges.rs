@@ -68,7 +68,7 @@ pub const SHUTDOWN_TIMEOUT: DurationRange = DurationRange {
 pub const STATUS_INTERVAL: DurationRange = DurationRange {
     field: "position.status-interval",
     min: ms(10),
-    max: secs(600),
+    max: secs(3600),
 };
 /// How often the heartbeat writes to the source.
 pub const HEARTBEAT_INTERVAL: DurationRange = DurationRange {
@@ -265,7 +265,7 @@ mod tests {
     fn messages_quote_the_value_and_the_range() {
         assert_eq!(
             STATUS_INTERVAL.parse("0s".into()),
-            Err("`0s` is out of range: use 10ms to 10m".to_owned())
+            Err("`0s` is out of range: use 10ms to 1h".to_owned())
         );
         assert_eq!(
             MAX_IN_FLIGHT_BYTES.parse(toml::Value::Integer(0)),

@@ -273,11 +273,11 @@ fn values_that_crashed_run_are_refused_with_their_range() {
         ),
         (
             format!("{GOOD}\n[position]\nstatus-interval = \"500000000000y\"\n"),
-            "position.status-interval: `500000000000y` is out of range: use 10ms to 10m",
+            "position.status-interval: `500000000000y` is out of range: use 10ms to 1h",
         ),
         (
             format!("{GOOD}\n[position]\nstatus-interval = \"0s\"\n"),
-            "position.status-interval: `0s` is out of range: use 10ms to 10m",
+            "position.status-interval: `0s` is out of range: use 10ms to 1h",
         ),
         (
             format!("{GOOD}\n[log]\nlevel = \"loud\"\n"),
