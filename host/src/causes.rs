@@ -65,6 +65,17 @@ mod tests {
         assert_eq!(distinct(&e).len(), 2);
     }
 
+    /// Issue 16's example: a missing manifest printed its cause twice.
+    #[test]
+    fn a_missing_manifest_names_its_cause_once() {
+        let e = crate::config::Manifest::load(std::path::Path::new("/nonexistent/sluice.toml"))
+            .unwrap_err();
+        assert_eq!(
+            line(anyhow::Error::from(e).as_ref()),
+            "cannot read manifest /nonexistent/sluice.toml: No such file or directory (os error 2)"
+        );
+    }
+
     #[test]
     fn a_lone_error_is_its_text() {
         let io = std::io::Error::other("disk on fire");

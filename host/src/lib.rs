@@ -5,6 +5,11 @@
 //! `tests/` folder drive the same code as the `sluice` binary. Each module
 //! owns one part of the dataflow described in `DESIGN.md`:
 //!
+//! - [`batch_json`]: the JSON form of batches `sluice plugin run` reads,
+//!   checked as if it came from PostgreSQL.
+//! - [`dry_run`]: `sluice check`'s synthetic row per published table
+//!   through the plugin chain.
+//! - [`fuzzing`]: the functions the coverage-guided fuzz targets call.
 //! - [`causes`]: an error and its causes as text, each cause once.
 //! - [`config`]: the manifest, validated in full before anything connects.
 //! - [`lsn`]: the WAL position type.
@@ -32,8 +37,11 @@
 //!   `sluice tail`: setup, slot, reconnection, decoded batches.
 //! - [`tail`]: `sluice tail`, decoded changes as JSON lines.
 
+pub mod batch_json;
 pub mod causes;
 pub mod config;
+pub mod dry_run;
+pub mod fuzzing;
 pub mod lsn;
 pub mod metrics;
 pub mod model;

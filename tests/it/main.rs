@@ -14,6 +14,7 @@ mod cli;
 mod failover;
 mod faults;
 mod flush;
+mod inputs;
 mod languages;
 mod metrics;
 mod pipeline;

@@ -6,6 +6,7 @@
 //! prints before exiting non-zero.
 
 mod backfill;
+mod check_chain;
 mod input;
 mod message_view;
 mod offset;

@@ -49,21 +49,7 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
         file.display(),
         m.pipeline
     );
-    let rt = m.plugin_runtime()?;
-    for spec in &m.transforms {
-        rt.load_transform(spec.clone())?.instantiate()?;
-        println!(
-            "transform \"{}\" ({}): loaded and initialised",
-            spec.name,
-            spec.path.display()
-        );
-    }
-    rt.load_sink(m.sink.clone())?.instantiate()?;
-    println!(
-        "sink \"{}\" ({}): loaded and initialised",
-        m.sink.name,
-        m.sink.path.display()
-    );
+    let mut chain = super::check_chain::load(&m)?;
     super::async_runtime()?.block_on(async {
         let sql = setup::connect_sql(&m.source.conninfo).await?;
         let version: String = sql.query_one("SHOW server_version", &[]).await?.get(0);
@@ -131,6 +117,7 @@ pub(crate) fn check(file: &Path) -> anyhow::Result<()> {
                 store.describe()
             ),
         }
+        super::check_chain::dry_run(&mut chain, &m, &sql).await?;
         anyhow::Ok(())
     })?;
     if m.source.snapshot != sluice_host::config::SnapshotMode::Never {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
+use sluice_host::config::ranges;
 use sluice_host::model::Batch;
 use sluice_host::plugin::{
     EngineConfig, Limits, PluginRuntime, PluginSpec, RuntimeConfig, Sink, Transform, WasiGrants,
@@ -60,10 +61,10 @@ pub(super) struct RunArgs {
     /// Batches as a JSON array or JSON lines; `-` reads standard input.
     #[arg(long, value_name = "FILE", default_value = "-")]
     input: PathBuf,
-    /// Deadline of each plugin call, in milliseconds.
+    /// Deadline of each plugin call, in milliseconds (1 to 3600000).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     deadline_ms: u64,
-    /// Memory limit of each plugin instance, in MiB.
+    /// Memory limit of each plugin instance, in MiB (1 to 4096).
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     memory_mib: u64,
     #[command(flatten)]
@@ -102,9 +103,15 @@ pub(super) fn inspect(file: &Path, args: &RuntimeArgs) -> anyhow::Result<()> {
 }
 
 pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
+    let deadline_ms = ranges::CLI_DEADLINE_MS
+        .check_flag(args.deadline_ms)
+        .map_err(anyhow::Error::msg)?;
+    let memory_mib = ranges::CLI_MEMORY_MIB
+        .check_flag(args.memory_mib)
+        .map_err(anyhow::Error::msg)?;
     let limits = Limits {
-        memory: args.memory_mib.saturating_mul(1 << 20),
-        deadline: Duration::from_millis(args.deadline_ms),
+        memory: memory_mib << 20,
+        deadline: Duration::from_millis(deadline_ms),
         fuel: None,
     };
     let mut specs: Vec<PluginSpec> = args

@@ -18,6 +18,7 @@ mod changes;
 mod env;
 mod fields;
 mod nats;
+pub mod ranges;
 mod sections;
 mod values;
 

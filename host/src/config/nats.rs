@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::fields::{Fields, Problems};
+use super::ranges;
 use super::sections::{NatsSettings, existing_file};
-use super::values::{StreamName, parse_bytes, parse_duration};
+use super::values::StreamName;
 use crate::publish::{NatsAuth, NatsOptions, Storage, StreamSpec, SubjectFilter, TlsOptions};
 use crate::secret::Secret;
 
@@ -23,20 +24,15 @@ pub(super) fn nats(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<NatsSe
     });
     let create_stream = t.opt("create-stream", p).unwrap_or(true);
     let storage = t.opt("storage", p).unwrap_or(Storage::File);
-    let replicas = t.opt_parsed("replicas", p, |n: i64| match usize::try_from(n) {
-        Ok(n @ 1..=5) => Ok(n),
-        _ => Err(format!(
-            "{n} is out of range: JetStream streams have 1 to 5 replicas"
-        )),
+    let replicas = t.opt_parsed("replicas", p, |n: i64| ranges::REPLICAS.parse_usize(n));
+    let duplicate_window =
+        t.opt_parsed("duplicate-window", p, |s| ranges::DUPLICATE_WINDOW.parse(s));
+    let max_in_flight = t.opt_parsed("max-in-flight", p, |n: i64| {
+        ranges::MAX_IN_FLIGHT.parse_usize(n)
     });
-    let duplicate_window = t.opt_parsed("duplicate-window", p, parse_duration);
-    let max_in_flight = t.opt_parsed("max-in-flight", p, |n: i64| match usize::try_from(n) {
-        Ok(n @ 1..=65_536) => Ok(n),
-        _ => Err(format!(
-            "{n} is out of range: allow 1 to 65536 publishes in flight"
-        )),
+    let max_in_flight_bytes = t.opt_parsed("max-in-flight-bytes", p, |v| {
+        ranges::MAX_IN_FLIGHT_BYTES.parse(v)
     });
-    let max_in_flight_bytes = t.opt_parsed("max-in-flight-bytes", p, parse_bytes);
     let auth = nats_auth(&mut t, dir, p);
     let tls = t.table("tls", p).map(|s| nats_tls(s, dir, p));
     t.finish(
@@ -97,19 +93,24 @@ fn nats_urls(t: &mut Fields, p: &mut Problems) -> Option<Vec<Secret>> {
             "must be a URL or a non-empty list of URLs like \"nats://localhost:4222\"".to_owned(),
         ),
     });
+    let mut valid = true;
     for (i, u) in urls.iter().flatten().enumerate() {
         let ok = ["nats://", "tls://", "ws://", "wss://"]
             .iter()
             .any(|s| u.expose().starts_with(s))
             || !u.expose().contains("://");
+        let at = format!("{}[{i}]", t.path_of("url"));
         if !ok {
-            p.push(
-                format!("{}[{i}]", t.path_of("url")),
-                "must be a nats://, tls://, ws:// or wss:// URL",
-            );
+            p.push(at, "must be a nats://, tls://, ws:// or wss:// URL");
+            valid = false;
+        } else if let Err(e) = u.expose().parse::<async_nats::ServerAddr>() {
+            // The parser's text names the part at fault, never the URL
+            // (which may hold a password).
+            p.push(at, format!("is not a valid URL: {e}"));
+            valid = false;
         }
     }
-    urls
+    urls.filter(|_| valid)
 }
 
 /// The one way `[nats]` authenticates: user and password, token, NKey seed,
@@ -149,6 +150,14 @@ fn nats_auth(t: &mut Fields, dir: &Path, p: &mut Problems) -> Option<NatsAuth> {
         return Some(NatsAuth::Token(token));
     }
     if let Some(seed) = nkey {
+        // The seed is a secret: the message never quotes it.
+        if nkeys::KeyPair::from_seed(seed.expose()).is_err() {
+            p.push(
+                t.path_of("nkey-seed"),
+                "is not a valid NKey seed: write the user seed (`SU…`, 58 characters) that `nsc` or `nk -gen user` printed",
+            );
+            return None;
+        }
         return Some(NatsAuth::NKey(seed));
     }
     match creds {

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use super::Manifest;
 use super::fields::{Fields, Problems};
 use super::nats::nats;
-use super::values::{Identifier, PipelineName, PluginName, parse_bytes, parse_duration};
+use super::ranges;
+use super::values::{Identifier, PipelineName, PluginName, parse_log_level};
 use crate::plugin::{Limits, PluginSpec, WasiGrants};
 use crate::publish::{NatsOptions, StreamSpec, Subject, SubjectFilter};
 use crate::replication::setup::{PublicationScope, TableName};
@@ -160,7 +161,7 @@ pub(crate) fn read(
     let mut top = Fields::new("", table);
     let pipeline_name = top.table("pipeline", p).map(|mut t| {
         let name = t.opt_parsed("name", p, |s: String| PipelineName::try_from(s));
-        let timeout = t.opt_parsed("shutdown-timeout", p, parse_duration);
+        let timeout = t.opt_parsed("shutdown-timeout", p, |s| ranges::SHUTDOWN_TIMEOUT.parse(s));
         t.finish(&["name", "shutdown-timeout"], p);
         (name, timeout)
     });
@@ -181,11 +182,8 @@ pub(crate) fn read(
     let batch = top
         .table("batch", p)
         .map_or(Some(BatchSettings { max_events: 256 }), |mut t| {
-            let max = t.opt_parsed("max-events", p, |n: i64| match usize::try_from(n) {
-                Ok(n @ 1..=65_536) => Ok(n),
-                _ => Err(format!(
-                    "{n} is out of range: a batch holds 1 to 65536 events"
-                )),
+            let max = t.opt_parsed("max-events", p, |n: i64| {
+                ranges::BATCH_EVENTS.parse_usize(n)
             });
             t.finish(&["max-events"], p);
             Some(BatchSettings {
@@ -214,7 +212,9 @@ pub(crate) fn read(
         },
         |mut t| {
             let format = t.opt("format", p).unwrap_or(LogFormat::Human);
-            let level = t.opt::<String>("level", p).unwrap_or_else(|| "info".into());
+            let level = t
+                .opt_parsed("level", p, parse_log_level)
+                .unwrap_or_else(|| "info".into());
             t.finish(&["format", "level"], p);
             LogSettings { format, level }
         },
@@ -335,17 +335,9 @@ fn source(
 
 fn snapshot_settings(mut t: Fields, p: &mut Problems) -> SnapshotSettings {
     let d = SnapshotSettings::default();
-    let chunk_rows = t.opt_parsed("chunk-rows", p, |n: i64| match usize::try_from(n) {
-        Ok(n @ 1..=1_000_000) => Ok(n),
-        _ => Err(format!(
-            "{n} is out of range: a chunk holds 1 to 1000000 rows"
-        )),
-    });
-    let parallel_tables = t.opt_parsed("parallel-tables", p, |n: i64| match usize::try_from(n) {
-        Ok(n @ 1..=64) => Ok(n),
-        _ => Err(format!(
-            "{n} is out of range: 1 to 64 tables may be copied at once"
-        )),
+    let chunk_rows = t.opt_parsed("chunk-rows", p, |n: i64| ranges::CHUNK_ROWS.parse_usize(n));
+    let parallel_tables = t.opt_parsed("parallel-tables", p, |n: i64| {
+        ranges::PARALLEL_TABLES.parse_usize(n)
     });
     t.finish(&["chunk-rows", "parallel-tables"], p);
     SnapshotSettings {
@@ -432,10 +424,10 @@ fn position(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<PositionSetti
     let mismatch = t.opt("mismatch", p).unwrap_or(d.mismatch);
     let flush = t.opt("flush", p).unwrap_or(d.flush);
     let status_interval = t
-        .opt_parsed("status-interval", p, parse_duration)
+        .opt_parsed("status-interval", p, |s| ranges::STATUS_INTERVAL.parse(s))
         .unwrap_or(d.status_interval);
     let heartbeat = t.table("heartbeat", p).and_then(|mut h| {
-        let interval = h.req_parsed("interval", p, parse_duration);
+        let interval = h.req_parsed("interval", p, |s| ranges::HEARTBEAT_INTERVAL.parse(s));
         let sql = h.opt::<String>("sql", p);
         h.finish(&["interval", "sql"], p);
         Some(Heartbeat {
@@ -475,26 +467,9 @@ pub(super) fn existing_file(path: PathBuf, at: String, p: &mut Problems) -> Opti
 }
 
 fn limits(mut t: Fields, base: Limits, p: &mut Problems) -> Limits {
-    let memory = t.opt_parsed("memory", p, |v: toml::Value| {
-        let n = parse_bytes(v)?;
-        if !((1 << 20)..=(4 << 30)).contains(&n) {
-            return Err(format!("{n} bytes is out of range: allow 1MiB to 4GiB"));
-        }
-        Ok(n)
-    });
-    let deadline = t.opt_parsed("deadline", p, |s: String| {
-        let d = parse_duration(s)?;
-        if d < Duration::from_millis(1) {
-            return Err("must be at least 1ms".to_owned());
-        }
-        Ok(d)
-    });
-    let fuel = t.opt_parsed("fuel", p, |n: i64| {
-        u64::try_from(n)
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| format!("{n} is not a positive amount of fuel"))
-    });
+    let memory = t.opt_parsed("memory", p, |v| ranges::PLUGIN_MEMORY.parse(v));
+    let deadline = t.opt_parsed("deadline", p, |s| ranges::PLUGIN_DEADLINE.parse(s));
+    let fuel = t.opt_parsed("fuel", p, |n: i64| ranges::PLUGIN_FUEL.check(i128::from(n)));
     t.finish(&["memory", "deadline", "fuel"], p);
     Limits {
         memory: memory.unwrap_or(base.memory),

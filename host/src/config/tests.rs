@@ -186,10 +186,6 @@ fn each_mistake_is_reported_with_its_path() {
             "limits.memory: `64 lots` is not a size: write a whole number with B, KiB, MiB, GiB, KB, MB or GB",
         ),
         (
-            format!("{GOOD}\n[batch]\nmax-events = 0\n"),
-            "batch.max-events: 0 is out of range: a batch holds 1 to 65536 events",
-        ),
-        (
             format!("{GOOD}\n[metrics]\naddress = \"localhost\"\n"),
             "metrics.address: `localhost` is not a socket address: write e.g. \"127.0.0.1:9187\"",
         ),
@@ -263,4 +259,153 @@ fn syntax_errors_name_the_file() {
         err.to_string().contains("sluice.toml is not valid TOML"),
         "{err}"
     );
+}
+
+/// Values that `sluice check` once accepted and `sluice run` then crashed
+/// on or silently ignored (issue 16): each is refused with its field and
+/// its range.
+#[test]
+fn values_that_crashed_run_are_refused_with_their_range() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("{GOOD}\n[position.heartbeat]\ninterval = \"0ms\"\n"),
+            "position.heartbeat.interval: `0ms` is out of range: use 100ms to 1day",
+        ),
+        (
+            format!("{GOOD}\n[position]\nstatus-interval = \"500000000000y\"\n"),
+            "position.status-interval: `500000000000y` is out of range: use 10ms to 1h",
+        ),
+        (
+            format!("{GOOD}\n[position]\nstatus-interval = \"0s\"\n"),
+            "position.status-interval: `0s` is out of range: use 10ms to 1h",
+        ),
+        (
+            format!("{GOOD}\n[log]\nlevel = \"loud\"\n"),
+            "log.level: `loud` is not a log level: use trace, debug, info, warn, error or off, or directives like \"info,sluice_host=debug\"",
+        ),
+        (
+            edit(
+                "url = \"nats://localhost:4222\"",
+                "url = \"nats://localhost:notaport\"",
+            ),
+            "nats.url[0]: is not a valid URL: NATS server URL is invalid: invalid port number",
+        ),
+        (
+            edit(
+                "url = \"nats://localhost:4222\"",
+                "url = \"nats://localhost:4222\"\nnkey-seed = \"SUAMALFORMED\"",
+            ),
+            "nats.nkey-seed: is not a valid NKey seed: write the user seed (`SU…`, 58 characters) that `nsc` or `nk -gen user` printed",
+        ),
+        (
+            format!("{GOOD}\n[pipeline]\nshutdown-timeout = \"0s\"\n"),
+            "pipeline.shutdown-timeout: `0s` is out of range: use 100ms to 1h",
+        ),
+        (
+            edit(
+                "url = \"nats://localhost:4222\"",
+                "url = \"nats://localhost:4222\"\nduplicate-window = \"0s\"",
+            ),
+            "nats.duplicate-window: `0s` is out of range: use 1s to 7days",
+        ),
+        (
+            edit(
+                "url = \"nats://localhost:4222\"",
+                "url = \"nats://localhost:4222\"\nmax-in-flight-bytes = 0",
+            ),
+            "nats.max-in-flight-bytes: `0` is out of range: use 1KiB to 1GiB",
+        ),
+        (
+            format!("{GOOD}\n[batch]\nmax-events = 0\n"),
+            "batch.max-events: 0 is out of range: use 1 to 65536",
+        ),
+        (
+            format!("{GOOD}\n[limits]\ndeadline = \"500000000000y\"\n"),
+            "limits.deadline: `500000000000y` is out of range: use 1ms to 1h",
+        ),
+    ];
+    for (text, expected) in cases {
+        let d = dir();
+        let err = load(d.path(), &text).expect_err(expected);
+        let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems, [expected], "{text}");
+    }
+}
+
+/// One TOML line that sets the field of `range` to `value`, in the
+/// section it belongs to.
+fn manifest_with(field: &str, value: &str) -> String {
+    let (section, key) = field.rsplit_once('.').unwrap();
+    match section {
+        // Keys of a section GOOD already has go right after its header.
+        "nats" => edit(
+            "url = \"nats://localhost:4222\"",
+            &format!("url = \"nats://localhost:4222\"\n{key} = {value}"),
+        ),
+        _ => format!("{GOOD}\n[{section}]\n{key} = {value}\n"),
+    }
+}
+
+/// A value of a declared range written as the manifest would hold it,
+/// `delta` units beyond (or inside) the bound `at`.
+fn written(range: &ranges::Declared, at: u64, delta: i128) -> (String, bool) {
+    use ranges::Declared;
+    let (min, max) = match range {
+        Declared::Duration(r) => (r.min.as_nanos() as i128, r.max.as_nanos() as i128),
+        Declared::Size(r) => (i128::from(r.min), i128::from(r.max)),
+        Declared::Count(r) => (i128::from(r.min), i128::from(r.max)),
+    };
+    let base = if at == 0 { min } else { max };
+    // What a manifest can hold: no negative durations, TOML integers.
+    let v = match range {
+        Declared::Duration(_) => (base + delta).max(0),
+        Declared::Size(_) | Declared::Count(_) => {
+            (base + delta).clamp(i64::MIN.into(), i64::MAX.into())
+        }
+    };
+    let text = match range {
+        Declared::Duration(_) => format!("\"{v}ns\""),
+        Declared::Size(_) | Declared::Count(_) => v.to_string(),
+    };
+    (text, (min..=max).contains(&v))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    /// Every declared range, at and beyond each bound (and far beyond):
+    /// reading the manifest never panics, accepts the values inside and
+    /// refuses those outside with the field's path.
+    #[test]
+    fn every_range_is_checked_at_and_beyond_its_bounds(
+        which in 0..ranges::ALL.len(),
+        at in 0u64..2,
+        delta in proptest::prop_oneof![
+            -2i128..=2,
+            proptest::prelude::Just(i128::from(i64::MAX)),
+            proptest::prelude::Just(-i128::from(i64::MAX)),
+            -1_000_000_000i128..1_000_000_000,
+        ],
+    ) {
+        let range = &ranges::ALL[which];
+        let field = match range {
+            ranges::Declared::Duration(r) => r.field,
+            ranges::Declared::Size(r) => r.field,
+            ranges::Declared::Count(r) => r.field,
+        };
+        let (value, inside) = written(range, at, delta);
+        let d = dir();
+        let text = manifest_with(field, &value);
+        let result = std::panic::catch_unwind(|| load(d.path(), &text));
+        proptest::prop_assert!(result.is_ok(), "reading {field} = {value} panicked");
+        match result.unwrap() {
+            Ok(_) => proptest::prop_assert!(inside, "{field} = {value} was accepted"),
+            Err(e) => {
+                proptest::prop_assert!(!inside, "{field} = {value} was refused: {e}");
+                let problems = e.problems();
+                proptest::prop_assert_eq!(problems.len(), 1, "{}", e);
+                proptest::prop_assert_eq!(&problems[0].path, field);
+                proptest::prop_assert!(problems[0].message.contains("is out of range: use "), "{}", e);
+            }
+        }
+    }
 }

@@ -112,6 +112,30 @@ pub(crate) fn parse_duration(text: String) -> Result<Duration, String> {
     })
 }
 
+/// The levels `[log] level` and each `target=level` directive may name.
+const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks `[log] level`: a level (`info`), or comma-separated directives
+/// each of which is a level or `target=level` (`info,sluice_host=debug`).
+/// A bare word that is no level would be read by the tracing filter as a
+/// target name, silently hiding every other log, so it is refused.
+pub(crate) fn parse_log_level(text: String) -> Result<String, String> {
+    let hint =
+        "use trace, debug, info, warn, error or off, or directives like \"info,sluice_host=debug\"";
+    for directive in text.split(',').map(str::trim) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.is_empty() => level,
+            _ => directive,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("`{text}` is not a log level: {hint}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&text)
+        .map(|_| text.clone())
+        .map_err(|e| format!("`{text}` is not a log filter ({e}): {hint}"))
+}
+
 /// Parses a byte size: an integer number of bytes, or text with a unit
 /// (`"64MiB"`, `"1GiB"`, `"512KiB"`, `"10MB"`).
 pub(crate) fn parse_bytes(raw: toml::Value) -> Result<u64, String> {
@@ -155,6 +179,18 @@ pub(crate) fn parse_bytes(raw: toml::Value) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(parse_log_level("info".into()), Ok("info".to_owned()));
+        assert!(parse_log_level("warn,sluice_host=debug".into()).is_ok());
+        assert_eq!(
+            parse_log_level("loud".into()),
+            Err("`loud` is not a log level: use trace, debug, info, warn, error or off, or directives like \"info,sluice_host=debug\"".to_owned())
+        );
+        assert!(parse_log_level("info,sluice_host=loud".into()).is_err());
+        assert!(parse_log_level("".into()).is_err());
+    }
 
     #[test]
     fn sizes_and_durations() {

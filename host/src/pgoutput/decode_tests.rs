@@ -654,13 +654,29 @@ fn exercise(batcher: &mut Batcher, bytes: &[u8], in_stream: bool, lsn: u64) -> b
 
 #[test]
 fn malformed_input_never_panics() {
-    const CASES: usize = 1_000_000;
+    malformed_cases(0x5EED_CAFE_F00D_0001, 1_000_000);
+}
+
+/// The same loop from a fresh seed each run, printed so that a failure can
+/// be replayed with `malformed_cases(seed, …)`.
+#[test]
+fn malformed_input_from_a_fresh_seed_never_panics() {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    println!("malformed_input_from_a_fresh_seed_never_panics: seed {seed:#x}");
+    malformed_cases(seed | 1, 200_000);
+}
+
+/// `cases` truncated, random and mutated messages drawn from `seed`.
+fn malformed_cases(seed: u64, cases_wanted: usize) {
     let corpus = corpus();
     let mut batcher = Batcher::new(NonZeroUsize::new(4).unwrap());
     for seed in &corpus[..5] {
         let _ = batcher.push_bytes(seed, Lsn(0));
     }
-    let mut rng = Rng(0x5EED_CAFE_F00D_0001);
+    let mut rng = Rng(seed);
     let (mut cases, mut decoded) = (0usize, 0usize);
     // Every prefix of every valid message.
     for seed in &corpus {
@@ -677,7 +693,7 @@ fn malformed_input_never_panics() {
         }
     }
     let mut buf = Vec::with_capacity(256);
-    while cases < CASES {
+    while cases < cases_wanted {
         buf.clear();
         match cases % 4 {
             // Random bytes behind a valid tag.
@@ -722,8 +738,8 @@ fn malformed_input_never_panics() {
     // Some mutations must still decode, or the loop tested only the
     // first bytes of each message.
     assert!(
-        decoded > CASES / 20,
-        "only {decoded} of {cases} cases decoded"
+        decoded > cases_wanted / 20,
+        "only {decoded} of {cases} cases decoded (seed {seed:#x})"
     );
 }
 

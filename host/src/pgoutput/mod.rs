@@ -44,6 +44,7 @@ pub use message::{
 };
 pub use relation_cache::{CachedRelation, RelationCache, RelationError};
 pub use value::ValueError;
+pub(crate) use value::{check_value, synthetic_value};
 
 #[cfg(test)]
 mod decode_tests;

@@ -282,5 +282,102 @@ fn parse_uuid(text: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// Whether `value` is something the decoder could have produced for a
+/// column of type `oid` (named `type_name`): the right tag, and for the
+/// tags whose text has a form (numeric, UUID) text of that form. NULL and
+/// an unchanged TOAST value fit every column. `Err` says what was expected.
+pub(crate) fn check_value(oid: u32, type_name: &str, value: &Value) -> Result<(), String> {
+    let kind = ValueKind::for_type(oid, Some(type_name));
+    let fits = match (kind, value) {
+        (_, Value::Null | Value::UnchangedToast) => true,
+        (ValueKind::Bool, Value::Boolean(_))
+        | (ValueKind::Int, Value::Int(_))
+        | (ValueKind::Float, Value::Float(_))
+        | (ValueKind::Text, Value::Text(_))
+        | (ValueKind::Bytes, Value::Bytes(_))
+        | (ValueKind::Json, Value::Json(_))
+        | (ValueKind::Date, Value::Date(_))
+        | (ValueKind::Time, Value::Time(_))
+        | (ValueKind::Timestamp, Value::Timestamp(_))
+        | (ValueKind::Timestamptz, Value::Timestamptz(_))
+        | (ValueKind::Interval, Value::Interval(_))
+        | (ValueKind::Other, Value::Other(_)) => true,
+        // Dates and times the model cannot hold arrive as their text.
+        (
+            ValueKind::Date | ValueKind::Timestamp | ValueKind::Timestamptz | ValueKind::Interval,
+            Value::Other(_),
+        ) => true,
+        (ValueKind::Numeric, Value::Numeric(text)) => {
+            return if is_numeric(text.as_bytes()) {
+                Ok(())
+            } else {
+                Err(format!("`{text}` is not {NUMERIC_FORM}"))
+            };
+        }
+        (ValueKind::Uuid, Value::Uuid(text)) => {
+            return if parse_uuid(text.as_bytes()).is_some() {
+                Ok(())
+            } else {
+                Err(format!("`{text}` is not {UUID_FORM}"))
+            };
+        }
+        _ => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "a {} value does not fit a column of type {type_name} (OID {oid})",
+            tag(value)
+        ))
+    }
+}
+
+/// A plausible value for a column of type `oid` (named `type_name`): what
+/// the decoder makes of text PostgreSQL could print for it. For
+/// `sluice check`'s dry run of the plugin chain.
+pub(crate) fn synthetic_value(oid: u32, type_name: &str) -> Value {
+    let kind = ValueKind::for_type(oid, Some(type_name));
+    let text: &[u8] = match kind {
+        ValueKind::Bool => b"t",
+        ValueKind::Int => b"1",
+        ValueKind::Float => b"1.5",
+        ValueKind::Numeric => b"1.50",
+        ValueKind::Text => b"sluice check",
+        ValueKind::Bytes => b"\\x00ff",
+        ValueKind::Json => b"{}",
+        ValueKind::Uuid => b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        ValueKind::Date => b"2000-01-01",
+        ValueKind::Time => b"12:00:00",
+        ValueKind::Timestamp => b"2000-01-01 12:00:00",
+        ValueKind::Timestamptz => b"2000-01-01 12:00:00+00",
+        ValueKind::Interval => b"1 day",
+        ValueKind::Other => b"sluice check",
+    };
+    decode_text(kind, text).unwrap_or(Value::Null)
+}
+
+/// A value's tag as the JSON form writes it.
+fn tag(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::UnchangedToast => "unchanged-toast",
+        Value::Boolean(_) => "boolean",
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        Value::Numeric(_) => "numeric",
+        Value::Text(_) => "text",
+        Value::Bytes(_) => "bytes",
+        Value::Json(_) => "json",
+        Value::Uuid(_) => "uuid",
+        Value::Date(_) => "date",
+        Value::Time(_) => "time",
+        Value::Timestamp(_) => "timestamp",
+        Value::Timestamptz(_) => "timestamptz",
+        Value::Interval(_) => "interval",
+        Value::Other(_) => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -51,6 +51,7 @@ pub use inspect::{Inspection, World};
 pub use instance::{Sink, SinkPlugin, Transform, TransformPlugin};
 pub use limits::Limits;
 pub use validate::InvalidOutput;
+pub(crate) use validate::check_shape;
 pub use wasi::{Capability, WasiGrants};
 
 use cache::ComponentCache;

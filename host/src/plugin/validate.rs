@@ -103,7 +103,13 @@ pub(super) fn check(input: TransactionId, output: &Batch) -> Result<(), InvalidO
     if output.first != input.first || output.last != input.last {
         return changed("first/last flags");
     }
+    check_shape(output)
+}
 
+/// Checks that a batch is well formed on its own: every relation index in
+/// range, every row as long as its relation, `old`/`new` as its operation
+/// requires. Used for plugin output and for `sluice plugin run --input`.
+pub(crate) fn check_shape(output: &Batch) -> Result<(), InvalidOutput> {
     let count = output.relations.len();
     let relation = |event: usize, relation: u32| {
         usize::try_from(relation)

@@ -236,6 +236,13 @@ pub struct ConnInfo {
     /// A PEM file of trusted root certificates, or `system` for the
     /// operating system's store.
     pub ssl_root_cert: Option<PathBuf>,
+    /// `sslcert`/`sslkey` (or `PGSSLCERT`/`PGSSLKEY`): the client
+    /// certificate chain and its key, for servers that ask for one
+    /// (`hostssl … cert` in pg_hba.conf). Both or neither.
+    pub ssl_cert: Option<PathBuf>,
+    pub ssl_key: Option<PathBuf>,
+    /// `sslpassword`: decrypts an encrypted (PKCS#8) `sslkey`.
+    pub ssl_password: Option<Secret>,
     pub application_name: String,
     pub connect_timeout: Option<Duration>,
 }
@@ -379,6 +386,9 @@ struct Params {
     dbname: Option<String>,
     sslmode: Option<String>,
     sslrootcert: Option<String>,
+    sslcert: Option<String>,
+    sslkey: Option<String>,
+    sslpassword: Option<String>,
     application_name: Option<String>,
     connect_timeout: Option<String>,
     target_session_attrs: Option<String>,
@@ -394,6 +404,9 @@ impl Params {
             "dbname" => &mut self.dbname,
             "sslmode" => &mut self.sslmode,
             "sslrootcert" => &mut self.sslrootcert,
+            "sslcert" => &mut self.sslcert,
+            "sslkey" => &mut self.sslkey,
+            "sslpassword" => &mut self.sslpassword,
             "application_name" => &mut self.application_name,
             "connect_timeout" => &mut self.connect_timeout,
             "target_session_attrs" => &mut self.target_session_attrs,
@@ -435,6 +448,20 @@ impl Params {
             Some(m) => m.parse()?,
         };
         let ssl_root_cert = pick(self.sslrootcert, "PGSSLROOTCERT").map(PathBuf::from);
+        let ssl_cert = pick(self.sslcert, "PGSSLCERT").map(PathBuf::from);
+        let ssl_key = pick(self.sslkey, "PGSSLKEY").map(PathBuf::from);
+        match (&ssl_cert, &ssl_key) {
+            (Some(_), None) => return Err(value_err("sslkey", "is required with sslcert")),
+            (None, Some(_)) => return Err(value_err("sslcert", "is required with sslkey")),
+            _ => {}
+        }
+        let ssl_password = self.sslpassword.map(Secret::new);
+        if ssl_password.is_some() && ssl_key.is_none() {
+            return Err(value_err(
+                "sslpassword",
+                "only applies with sslcert and sslkey",
+            ));
+        }
         let application_name =
             pick(self.application_name, "PGAPPNAME").unwrap_or_else(|| "sluice".to_owned());
         let connect_timeout = match pick(self.connect_timeout, "PGCONNECT_TIMEOUT") {
@@ -457,6 +484,9 @@ impl Params {
             dbname,
             ssl_mode,
             ssl_root_cert,
+            ssl_cert,
+            ssl_key,
+            ssl_password,
             application_name,
             connect_timeout,
         })

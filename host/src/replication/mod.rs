@@ -22,6 +22,7 @@
 //! and restarts from the slot; a definite one stops the pipeline.
 
 mod backoff;
+mod client_cert;
 mod connection;
 mod conninfo;
 mod error;
@@ -34,6 +35,7 @@ mod stream;
 mod tls;
 
 pub use backoff::Backoff;
+pub use client_cert::ClientCertError;
 pub use connection::{QueryResult, ReplicationConnection, major_version};
 pub use conninfo::{ConnInfo, ConnInfoError, Endpoint, Host, ServerRole, SessionAttrs, SslMode};
 pub use error::{ReplicationError, ServerError};

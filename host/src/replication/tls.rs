@@ -54,6 +54,14 @@ pub enum TlsError {
     Config(#[source] rustls::Error),
     #[error("`{0}` is not a valid host name for TLS")]
     ServerName(String),
+    #[error(transparent)]
+    ClientCert(#[from] super::client_cert::ClientCertError),
+    #[error("cannot use the client certificate {path} with its key (sslcert, sslkey)")]
+    ClientAuth {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 /// Builds the client configuration for `info`, or `None` when TLS is off
@@ -85,12 +93,24 @@ pub(crate) fn client_config(info: &ConnInfo) -> Result<Option<Arc<ClientConfig>>
             }
         }
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    // The certificate is sent only when the server asks for one.
+    let config = match (&info.ssl_cert, &info.ssl_key) {
+        (Some(cert), Some(key)) => {
+            let (chain, key) = super::client_cert::load(cert, key, info.ssl_password.as_ref())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|source| TlsError::ClientAuth {
+                    path: cert.clone(),
+                    source,
+                })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
     Ok(Some(Arc::new(config)))
 }
 

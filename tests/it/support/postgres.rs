@@ -140,6 +140,11 @@ pub(crate) struct ClusterOptions {
     pub(crate) extra_conf: Vec<String>,
     /// The server programs' directory; `SLUICE_TEST_PG_BIN`'s when `None`.
     pub(crate) server_bin: Option<PathBuf>,
+    /// A CA (PEM) whose client certificates the server accepts
+    /// (`ssl_ca_file`), for `hostssl … cert` lines in `hba_first`.
+    pub(crate) client_ca: Option<String>,
+    /// pg_hba.conf lines placed before the harness's own (first match wins).
+    pub(crate) hba_first: Vec<String>,
 }
 
 /// Whether the server under test was built with TLS. PostgreSQL built
@@ -173,6 +178,8 @@ impl Default for ClusterOptions {
             tls: server_has_tls(),
             extra_conf: Vec::new(),
             server_bin: None,
+            client_ca: None,
+            hba_first: Vec::new(),
         }
     }
 }
@@ -333,7 +340,17 @@ impl PgCluster {
         );
         let tls = options.tls.then(|| write_tls_files(&data, uid, gid));
         append(&data.join("postgresql.conf"), &conf(&dir, &options));
-        fs::write(data.join("pg_hba.conf"), hba()).expect("write pg_hba.conf");
+        if let Some(ca) = &options.client_ca {
+            let file = data.join("client-ca.crt");
+            fs::write(&file, ca).expect("write client-ca.crt");
+            chown(&file, Some(uid), Some(gid)).expect("chown client-ca.crt");
+            append(
+                &data.join("postgresql.conf"),
+                "ssl_ca_file = 'client-ca.crt'",
+            );
+        }
+        let hba = options.hba_first.join("\n") + "\n" + &hba();
+        fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         let mut cluster = PgCluster {
             dir,
             server_bin,
