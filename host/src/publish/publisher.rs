@@ -716,6 +716,7 @@ impl<T: Send + 'static> Driver<T> {
             debug_assert!(false, "a reply for a mark");
             return Ok(());
         };
+        let mut retry = None;
         match (&slot.state, outcome) {
             // Stored already (an earlier attempt's ack counts as much as this one).
             (SlotState::Stored { .. } | SlotState::Mark | SlotState::Queued, _) => {}
@@ -738,21 +739,7 @@ impl<T: Send + 'static> Driver<T> {
                     duplicate,
                 };
             }
-            (SlotState::Pending, Reply::Transient(reason)) if current => {
-                tracing::warn!(
-                    msg_id = %p.msg_id(),
-                    subject = %p.subject,
-                    attempt = slot.attempts,
-                    "message not acknowledged ({reason}); it will be sent again"
-                );
-                slot.state = SlotState::Failed;
-                self.pending -= 1;
-                self.failed += 1;
-                self.shared
-                    .counters
-                    .transient_failures
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            (SlotState::Pending, Reply::Transient(reason)) if current => retry = Some(reason),
             // A transient failure of an attempt already given up on changes nothing.
             (_, Reply::Transient(_)) => {}
             (
@@ -771,6 +758,9 @@ impl<T: Send + 'static> Driver<T> {
                     source,
                 });
             }
+        }
+        if let Some(reason) = retry {
+            self.give_up(seq, reason);
         }
         Ok(())
     }
