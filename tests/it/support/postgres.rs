@@ -743,7 +743,9 @@ pub(crate) fn generate_certs(names: &[&str]) -> (String, String, String) {
     (ca.pem(), server.pem(), server_key.serialize_pem())
 }
 
-fn run_as_postgres(cmd: &mut Command, what: &str) {
+/// Runs `cmd` as the `postgres` user (PostgreSQL refuses root), panicking
+/// with its output when it fails.
+pub(crate) fn run_as_postgres(cmd: &mut Command, what: &str) {
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
     let mut wrapped = Command::new("runuser");
@@ -765,7 +767,8 @@ fn run_as_postgres(cmd: &mut Command, what: &str) {
     );
 }
 
-fn id(flag: &str) -> u32 {
+/// The `postgres` user's uid (`-u`) or gid (`-g`).
+pub(crate) fn id(flag: &str) -> u32 {
     let out = Command::new("id")
         .args([flag, "postgres"])
         .output()
@@ -815,7 +818,8 @@ pub(crate) fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-fn append(path: &Path, text: &str) {
+/// Appends `text` as its own line(s) to a configuration file.
+pub(crate) fn append(path: &Path, text: &str) {
     let mut f = fs::OpenOptions::new()
         .append(true)
         .open(path)
@@ -823,7 +827,7 @@ fn append(path: &Path, text: &str) {
     writeln!(f, "\n{text}").expect("append conf");
 }
 
-fn path_str(p: &Path) -> &str {
+pub(crate) fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
