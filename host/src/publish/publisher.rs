@@ -820,11 +820,14 @@ impl<T: Send + 'static> Driver<T> {
     }
 
     /// The error for a client that closed with messages in flight.
+    /// With nothing in flight there is no message to name.
     fn closed_error(&self) -> PublishError {
-        let first = self.slots.iter().find_map(|s| s.prepared.as_ref());
-        PublishError::ConnectionClosed {
-            subject: first.map_or_else(String::new, |p| p.subject.to_string()),
-            msg_id: first.map_or_else(String::new, |p| p.msg_id().to_owned()),
+        match self.slots.iter().find_map(|s| s.prepared.as_ref()) {
+            Some(p) => PublishError::ConnectionClosed {
+                subject: p.subject.to_string(),
+                msg_id: p.msg_id().to_owned(),
+            },
+            None => PublishError::Stopped("the NATS connection was closed".to_owned()),
         }
     }
 
