@@ -26,9 +26,29 @@ impl Lsn {
 }
 
 impl fmt::Display for Lsn {
+    /// `X/X`: each half in uppercase hexadecimal without leading zeros.
+    /// Written by hand: every published message carries two LSNs in its
+    /// headers, and the formatting machinery cost more than the digits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+        let mut buf = [0u8; 17];
+        let mut len = push_hex(&mut buf, 0, (self.0 >> 32) as u32);
+        buf[len] = b'/';
+        len = push_hex(&mut buf, len + 1, self.0 as u32);
+        // Only ASCII digits and `/` were written.
+        f.pad(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
     }
+}
+
+/// Writes `value` in uppercase hexadecimal without leading zeros (`0` for
+/// zero) at `buf[at..]`; returns the index after the last digit.
+fn push_hex(buf: &mut [u8; 17], at: usize, value: u32) -> usize {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let digits = (8 - value.leading_zeros() as usize / 4).max(1);
+    for i in 0..digits {
+        let nibble = (value >> (4 * (digits - 1 - i))) & 0xF;
+        buf[at + i] = DIGITS[nibble as usize];
+    }
+    at + digits
 }
 
 /// Why a text is not an LSN.
@@ -95,6 +115,30 @@ mod tests {
             assert_eq!(lsn.to_string(), text);
         }
         assert_eq!("1/2".parse::<Lsn>().unwrap(), Lsn((1 << 32) | 2));
+    }
+
+    #[test]
+    fn prints_as_postgresql_does() {
+        let mut values = vec![
+            0,
+            1,
+            0xF,
+            0x10,
+            u64::MAX,
+            1 << 32,
+            0xFFFF_FFFF,
+            0x1_0000_0001,
+        ];
+        // Every digit count in each half.
+        for shift in 0..64 {
+            values.push(1 << shift);
+            values.push((1u64 << shift).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+        for v in values {
+            let expected = format!("{:X}/{:X}", v >> 32, v & 0xFFFF_FFFF);
+            assert_eq!(Lsn(v).to_string(), expected);
+        }
+        assert_eq!(format!("[{:>8}]", Lsn(0x10)), "[    0/10]");
     }
 
     #[test]
