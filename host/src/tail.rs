@@ -407,6 +407,8 @@ where
                     flush_tx.send_modify(|f| *f = (*f).max(wal_end));
                 }
             }
+            // The stream goes on; `tail` records no offsets.
+            SourceEvent::Promoted { .. } => {}
             SourceEvent::Restarted(r) => {
                 // Lines of an abandoned transaction are already printed;
                 // it will be printed again in full. Say so where the user

@@ -24,7 +24,7 @@ use sluice_host::replication::setup::connect_sql;
 use sluice_host::replication::{ConnInfo, ReplicationConnection};
 
 /// Prints why a PostgreSQL 17 test does not run; `true` when it may.
-fn ha_or_skip(test: &str) -> bool {
+pub(crate) fn ha_or_skip(test: &str) -> bool {
     match ha_available() {
         Ok(()) => true,
         Err(reason) => {
@@ -109,7 +109,7 @@ async fn failover_true_on_postgresql_15_is_a_clear_error() {
 }
 
 /// A manifest for `sluice run` against the pair, publishing `items`.
-fn ha_manifest(dir: &Path, url: &str, nats: &NatsServer, store: &str) -> PathBuf {
+pub(crate) fn ha_manifest(dir: &Path, url: &str, nats: &NatsServer, store: &str) -> PathBuf {
     let store = match store {
         "file" => format!(
             "store = \"file\"\nstore-path = \"{}\"",
@@ -148,7 +148,7 @@ shutdown-timeout = "10s"
 }
 
 /// `sluice run` with its log in `dir/sluice.log`.
-fn start_sluice(manifest: &Path, dir: &Path) -> Host {
+pub(crate) fn start_sluice(manifest: &Path, dir: &Path) -> Host {
     let log = std::fs::File::create(dir.join("sluice.log")).unwrap();
     Command::new(sluice_binary())
         .args(["run", manifest.to_str().unwrap()])
@@ -161,7 +161,7 @@ fn start_sluice(manifest: &Path, dir: &Path) -> Host {
         .expect("start sluice run")
 }
 
-fn sluice_log(dir: &Path) -> String {
+pub(crate) fn sluice_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("sluice.log")).unwrap_or_default()
 }
 
@@ -183,8 +183,8 @@ fn psql_at(port: u16, sql: &str) -> Result<String, String> {
 /// Commits 100-row transactions (ids `t*100 ..= t*100+99`) to whichever
 /// port `primary` names, until `stop`; a transaction whose commit failed is
 /// tried again, and moved past when the server already has it.
-struct Writer {
-    primary: Arc<AtomicU16>,
+pub(crate) struct Writer {
+    pub(crate) primary: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
     /// The next transaction number.
     next: Arc<AtomicU64>,
@@ -192,7 +192,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(port: u16) -> Writer {
+    pub(crate) fn start(port: u16) -> Writer {
         let primary = Arc::new(AtomicU16::new(port));
         let stop = Arc::new(AtomicBool::new(false));
         let next = Arc::new(AtomicU64::new(0));
@@ -225,11 +225,11 @@ impl Writer {
         }
     }
 
-    fn transactions(&self) -> u64 {
+    pub(crate) fn transactions(&self) -> u64 {
         self.next.load(Ordering::Relaxed)
     }
 
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
@@ -238,7 +238,7 @@ impl Writer {
 }
 
 /// The `id`s in the stream, with how often each occurs.
-async fn stream_ids(js: &async_nats::jetstream::Context) -> BTreeMap<i64, usize> {
+pub(crate) async fn stream_ids(js: &async_nats::jetstream::Context) -> BTreeMap<i64, usize> {
     let mut ids = BTreeMap::new();
     for m in read_stream(js, "FO").await {
         if let Some(id) = json(&m.payload)["after"]["id"].as_i64() {
@@ -248,7 +248,7 @@ async fn stream_ids(js: &async_nats::jetstream::Context) -> BTreeMap<i64, usize>
     ids
 }
 
-async fn max_stream_id(js: &async_nats::jetstream::Context) -> i64 {
+pub(crate) async fn max_stream_id(js: &async_nats::jetstream::Context) -> i64 {
     stream_ids(js)
         .await
         .keys()

@@ -26,3 +26,4 @@ mod replication;
 mod schemas;
 mod snapshot;
 mod source;
+mod standby;

@@ -702,7 +702,7 @@ async fn reconnects_after_the_walsender_dies_and_loses_nothing() {
                 }
                 restarts.push(r);
             }
-            SourceEvent::Keepalive { .. } => {}
+            SourceEvent::Keepalive { .. } | SourceEvent::Promoted { .. } => {}
         }
     }
     assert!(killed);

@@ -166,6 +166,13 @@ impl Feeder {
                 tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
                     "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
             }
+            Some(Ok(SourceEvent::Promoted { timeline })) => {
+                confirmer.set_timeline(timeline);
+                tracing::info!(
+                    timeline,
+                    "offset records now carry the promoted standby's timeline"
+                );
+            }
             Some(Err(e)) => return Flow::Failed(e),
             None => return Flow::Ended,
         }

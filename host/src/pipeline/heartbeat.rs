@@ -5,13 +5,15 @@
 //! slot holds WAL back. A failed heartbeat is logged, never fatal: it only
 //! delays confirmation.
 //!
-//! Heartbeats are writes, so they go to the primary: their session is
-//! opened over the source's host list with `target_session_attrs=primary`,
-//! whatever the URL asks of the replication connection. When a heartbeat
-//! fails (the server died, a failover, a server that no longer accepts
-//! writes), its session is dropped and the next tick walks the list again,
-//! so heartbeats reach a promoted standby without a restart.
-//! A run of failures is logged once when it starts and once when it ends.
+//! Heartbeats are writes, so they go to the primary, on a
+//! [`PrimarySession`]: the pipeline's SQL session while its server is the
+//! primary, otherwise (a source URL that resolves to a standby, decoded
+//! there) a session opened over the source's host list with
+//! `target_session_attrs=primary`. When a heartbeat fails (the server died,
+//! a failover, a server that no longer accepts writes), the next tick walks
+//! the list again, so heartbeats reach a promoted standby without a
+//! restart. A run of failures is logged once when it starts and once when
+//! it ends.
 
 use std::time::Duration;
 
@@ -19,15 +21,16 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::replication::setup::connect_sql;
-use crate::replication::{ConnInfo, SessionAttrs};
+use crate::replication::ConnInfo;
+use crate::replication::primary::PrimarySession;
 
 /// The statement run when the manifest gives none: a non-transactional
 /// logical message, which every publication sees.
 const DEFAULT_STATEMENT: &str = "SELECT pg_logical_emit_message(false, 'sluice.heartbeat', '')";
 
 /// Runs `statement` every `interval` until `token` is cancelled, on `sql`
-/// while it works and then on a new session to the primary of `source`.
+/// while it works and its server is the primary, else on a session to the
+/// primary of `source`.
 pub(super) fn spawn(
     sql: Client,
     source: &ConnInfo,
@@ -35,13 +38,10 @@ pub(super) fn spawn(
     statement: Option<String>,
     token: CancellationToken,
 ) -> JoinHandle<()> {
-    let primary = ConnInfo {
-        session_attrs: SessionAttrs::Primary,
-        ..source.clone()
-    };
+    let source = source.clone();
     tokio::spawn(async move {
         let statement = statement.unwrap_or_else(|| DEFAULT_STATEMENT.to_owned());
-        let mut session = Some(sql);
+        let mut primary = PrimarySession::reuse(&source, sql).await;
         let mut failing = false;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -49,7 +49,7 @@ pub(super) fn spawn(
             tokio::select! {
                 () = token.cancelled() => return,
                 _ = tick.tick() => {
-                    let result = beat(&mut session, &primary, &statement).await;
+                    let result = primary.execute(&statement).await;
                     match (result, failing) {
                         (Ok(()), true) => {
                             failing = false;
@@ -68,29 +68,4 @@ pub(super) fn spawn(
             }
         }
     })
-}
-
-/// One heartbeat: runs `statement` on the session, opening one to the
-/// primary when there is none. The session is kept only when the
-/// statement worked: whatever failed (a closed session, a server that no
-/// longer takes writes, which PostgreSQL reports with several codes), the
-/// next heartbeat looks for the primary again, and one connection per
-/// failed heartbeat is cheap at heartbeat intervals.
-async fn beat(
-    session: &mut Option<Client>,
-    primary: &ConnInfo,
-    statement: &str,
-) -> Result<(), String> {
-    let client = match session.take().filter(|c| !c.is_closed()) {
-        Some(client) => client,
-        None => connect_sql(primary)
-            .await
-            .map_err(|e| crate::causes::line(&e))?,
-    };
-    client
-        .batch_execute(statement)
-        .await
-        .map_err(|e| crate::causes::line(&e))?;
-    *session = Some(client);
-    Ok(())
 }

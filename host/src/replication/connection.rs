@@ -253,6 +253,9 @@ impl QueryResult {
 pub struct ReplicationConnection {
     pub(crate) wire: Wire,
     info: ConnInfo,
+    /// The settings the session was opened from: with the whole host list
+    /// when [`Self::connect`] walked it.
+    source: ConnInfo,
     backend_pid: i32,
     server_version: Option<String>,
     in_hot_standby: Option<bool>,
@@ -281,6 +284,7 @@ impl ReplicationConnection {
                     continue;
                 }
             };
+            conn.source = info.clone();
             let role = conn.role().await?;
             if info.session_attrs.accepts(role) {
                 return Ok(conn);
@@ -342,6 +346,7 @@ impl ReplicationConnection {
         let mut conn = ReplicationConnection {
             wire: Wire::new(transport),
             info: info.clone(),
+            source: info.clone(),
             backend_pid: 0,
             server_version: None,
             in_hot_standby: None,
@@ -351,9 +356,15 @@ impl ReplicationConnection {
         Ok(conn)
     }
 
-    /// The connection settings this session was opened with.
+    /// The connection settings this session was opened with (one host).
     pub fn conninfo(&self) -> &ConnInfo {
         &self.info
+    }
+
+    /// The settings [`Self::connect`] was given, with the whole host list
+    /// (where the primary is looked for when this session is a standby's).
+    pub fn source(&self) -> &ConnInfo {
+        &self.source
     }
 
     /// The walsender's process id (for `pg_terminate_backend` and logs).

@@ -4,7 +4,9 @@
 //!
 //! Every problem found is reported, not only the first, each naming the
 //! object at fault and the command that fixes it. The checks only read,
-//! except creating the publication when the caller asks for it.
+//! except creating the publication when the caller asks for it (never on a
+//! standby, which is read-only: there a missing publication is a problem
+//! naming the command to run on the primary).
 
 use std::fmt;
 
@@ -75,6 +77,14 @@ pub enum SetupProblem {
         database: String,
         create: String,
     },
+    #[error(
+        "publication \"{publication}\" does not exist in database \"{database}\" on this standby, where it cannot be created: create it on the primary with `{create}` and start again once the standby has replayed it"
+    )]
+    PublicationMissingOnStandby {
+        publication: String,
+        database: String,
+        create: String,
+    },
     #[error("cannot create publication \"{publication}\" with `{command}`: {reason}")]
     PublicationCreate {
         publication: String,
@@ -127,6 +137,10 @@ pub enum SetupProblem {
         "all {max} WAL sender processes allowed by max_wal_senders are in use: stop an unused replication client or raise max_wal_senders and restart PostgreSQL"
     )]
     WalSendersExhausted { max: i32 },
+    #[error(
+        "source.url resolves to a standby running PostgreSQL {version}: logical decoding from a standby needs PostgreSQL 16 or later; point source.url at the primary (target_session_attrs=primary), or upgrade"
+    )]
+    StandbyTooOld { version: String },
     #[error(
         "source.origin = \"none\" needs PostgreSQL 16 or later (pgoutput's `origin` option), but the server is {version}: remove the setting, or upgrade"
     )]
@@ -327,7 +341,8 @@ pub async fn check_with(client: &Client, spec: &SetupSpec) -> Result<SetupReport
                     r.rolname::text, r.rolsuper, r.rolreplication, current_database()::text,
                     (SELECT count(*)::int4 FROM pg_replication_slots),
                     (SELECT count(*)::int4 FROM pg_stat_activity WHERE backend_type = 'walsender'),
-                    current_setting('server_version_num')::int4, current_setting('server_version')
+                    current_setting('server_version_num')::int4, current_setting('server_version'),
+                    pg_is_in_recovery()
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -342,6 +357,7 @@ pub async fn check_with(client: &Client, spec: &SetupSpec) -> Result<SetupReport
     let used_slots: i32 = server.get(7);
     let used_senders: i32 = server.get(8);
     let version_num: i32 = server.get(9);
+    let in_recovery: bool = server.get(11);
 
     if wal_level != "logical" {
         problems.push(SetupProblem::WalLevel { actual: wal_level });
@@ -353,13 +369,23 @@ pub async fn check_with(client: &Client, spec: &SetupSpec) -> Result<SetupReport
         problems.push(SetupProblem::WalSendersExhausted { max: max_senders });
     }
 
+    if in_recovery && version_num < 160_000 {
+        problems.push(SetupProblem::StandbyTooOld {
+            version: server.get(10),
+        });
+    }
     if spec.changes.origin == crate::config::Origin::None && version_num < 160_000 {
         problems.push(SetupProblem::OriginUnsupported {
             version: server.get(10),
         });
     }
-    let publication_created =
-        check_publication(client, spec, &database, version_num, &mut problems).await?;
+    let facts = ServerFacts {
+        database,
+        version_num,
+        in_recovery,
+    };
+    let publication_created = check_publication(client, spec, &facts, &mut problems).await?;
+    let database = facts.database;
 
     let slot = check_slot(client, spec, &database, &mut problems).await?;
     if slot.is_none() && spec.create_slot && used_slots >= max_slots {
@@ -379,15 +405,23 @@ pub async fn check_with(client: &Client, spec: &SetupSpec) -> Result<SetupReport
     }
 }
 
+/// What the publication check needs to know about the server.
+struct ServerFacts {
+    database: String,
+    version_num: i32,
+    /// A standby, where nothing can be created.
+    in_recovery: bool,
+}
+
 /// Checks (or creates) the publication and its tables' replica identity.
 /// Returns whether it created the publication.
 async fn check_publication(
     client: &Client,
     spec: &SetupSpec,
-    database: &str,
-    version_num: i32,
+    server: &ServerFacts,
     problems: &mut Vec<SetupProblem>,
 ) -> Result<bool, SetupError> {
+    let (database, version_num) = (server.database.as_str(), server.version_num);
     let name = &spec.publication;
     let row = client
         .query_opt(
@@ -407,6 +441,14 @@ async fn check_publication(
                     .unwrap_or(&PublicationScope::AllTables),
                 &publication_with(&spec.changes, version_num),
             );
+            if server.in_recovery {
+                problems.push(SetupProblem::PublicationMissingOnStandby {
+                    publication: name.clone(),
+                    database: database.to_owned(),
+                    create: command,
+                });
+                return Ok(false);
+            }
             if spec.create_publication.is_none() {
                 problems.push(SetupProblem::PublicationMissing {
                     publication: name.clone(),

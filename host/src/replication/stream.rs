@@ -237,6 +237,11 @@ impl ReplicationStream {
         self.conn.backend_pid()
     }
 
+    /// The session the stream runs on.
+    pub fn connection(&self) -> &ReplicationConnection {
+        &self.conn
+    }
+
     /// Sends a status update now, asking the server to answer with a
     /// keepalive if `request_reply`.
     pub async fn send_status(&mut self, request_reply: bool) -> Result<(), ReplicationError> {

@@ -94,6 +94,7 @@ use crate::position::store::{OffsetStore, StoreError};
 use crate::position::{OffsetRecord, SnapshotProgress, TableProgress};
 use crate::replication::{
     CreateSlotOptions, ReplicationConnection, ReplicationError, SlotName, SnapshotAction, SqlError,
+    standby,
 };
 use catalog::TableInfo;
 
@@ -474,16 +475,16 @@ pub async fn prepare(
             // slot goes away with the replication session.
             let temp = SlotName::new(format!("sluice_snapshot_{}", std::process::id()))
                 .expect("a valid slot name");
-            let created = repl
-                .create_slot(
-                    &temp,
-                    CreateSlotOptions {
-                        temporary: true,
-                        snapshot: SnapshotAction::Export,
-                        failover: false,
-                    },
-                )
-                .await?;
+            let created = standby::create_slot(
+                repl,
+                &temp,
+                CreateSlotOptions {
+                    temporary: true,
+                    snapshot: SnapshotAction::Export,
+                    failover: false,
+                },
+            )
+            .await?;
             let name = created.snapshot_name.ok_or_else(|| {
                 ReplicationError::Protocol(
                     "CREATE_REPLICATION_SLOT … (SNAPSHOT 'export') returned no snapshot name"
@@ -572,9 +573,11 @@ pub async fn prepare(
         "snapshot prepared: the tables are read as of the point, and their rows go into the stream there");
     // Let the stream show something at or past the point, so that the run
     // loop reaches it even on a quiet database (the point of a new slot is
-    // where streaming starts, so it needs nothing).
+    // where streaming starts, so it needs nothing). It is a write, so it
+    // goes to the primary (the source may be a standby, decoded there).
     if point > start.start {
-        let sql = crate::replication::setup::connect_sql(&m.source.conninfo).await?;
+        let primary = crate::replication::primary::primary_of(&m.source.conninfo);
+        let sql = crate::replication::setup::connect_sql(&primary).await?;
         sql.batch_execute(&format!(
             "SELECT pg_logical_emit_message(false, 'sluice.snapshot', '{point}')"
         ))

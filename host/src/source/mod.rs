@@ -56,6 +56,7 @@
 //! `transaction_complete(end_lsn)`, [`SourceEvent::Keepalive`] is
 //! `idle_until(wal_end)`.
 
+mod promotion;
 mod reader;
 
 use std::num::NonZeroUsize;
@@ -76,7 +77,7 @@ use crate::position::startup::Refusal;
 use crate::replication::setup::{self, SetupError, SetupSpec};
 use crate::replication::{
     Backoff, CreateSlotOptions, PgOutputOptions, ReplicationConnection, ReplicationError, SlotName,
-    SnapshotAction, StreamOptions, SystemIdentity,
+    SnapshotAction, StreamOptions, SystemIdentity, standby,
 };
 
 use reader::Reader;
@@ -308,20 +309,20 @@ pub async fn prepare(
         // created; a temporary slot is always new (an existing one of the
         // same name makes the server refuse, which is reported).
         (_, temporary) => {
-            let created = conn
-                .create_slot(
-                    &settings.slot,
-                    CreateSlotOptions {
-                        temporary,
-                        snapshot: SnapshotAction::Nothing,
-                        failover: false,
-                    },
-                )
-                .await
-                .map_err(SourceError::replication(
-                    &settings.slot,
-                    "cannot create the replication slot",
-                ))?;
+            let created = standby::create_slot(
+                &mut conn,
+                &settings.slot,
+                CreateSlotOptions {
+                    temporary,
+                    snapshot: SnapshotAction::Nothing,
+                    failover: false,
+                },
+            )
+            .await
+            .map_err(SourceError::replication(
+                &settings.slot,
+                "cannot create the replication slot",
+            ))?;
             tracing::info!(
                 slot = %settings.slot,
                 temporary,
@@ -450,6 +451,10 @@ pub enum SourceEvent {
     Keepalive { wal_end: Lsn },
     /// The connection was lost and is open again; see [`Restarted`].
     Restarted(Restarted),
+    /// The standby the session decodes from was promoted to `timeline`;
+    /// the session streams on (nothing is replayed), and positions from
+    /// here on are on that timeline.
+    Promoted { timeline: u32 },
 }
 
 /// The source reconnected after losing its connection.

@@ -24,6 +24,9 @@
 //! hold): at or below the switch point, with the slot there, streaming
 //! continues and the new timeline is published through [`ServerTimeline`]
 //! for the offset records; otherwise the reader stops with the refusal.
+//! A session on a standby is not broken by that standby's promotion: the
+//! reader watches for it (`promotion`) and takes the new timeline from
+//! the server it was decoding from.
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -335,6 +338,30 @@ impl Reader {
         Ok(())
     }
 
+    /// The standby this session decodes from was promoted to `timeline`:
+    /// the session, its slot and everything it delivered belong to that
+    /// server's history, so the stream continues and the offset records
+    /// name the new timeline from now on ([`SourceEvent::Promoted`]).
+    async fn follow_promotion(
+        &mut self,
+        stream: &mut ReplicationStream,
+        timeline: u32,
+    ) -> Result<(), Halt> {
+        if timeline <= self.identity.timeline {
+            return Ok(());
+        }
+        tracing::warn!(
+            slot = %self.settings.slot,
+            from = self.identity.timeline,
+            to = timeline,
+            "the standby sluice decodes from was promoted; its slot is there and the session streams on"
+        );
+        self.identity.timeline = timeline;
+        self.timeline.set(timeline);
+        self.deliver(stream, SourceEvent::Promoted { timeline })
+            .await
+    }
+
     /// Hands a definite error to the consumer (if it is still there).
     async fn fail(&mut self, error: SourceError) {
         tracing::error!(slot = %self.settings.slot, error = %crate::causes::line(&error), "replication source stopped");
@@ -352,10 +379,24 @@ impl Reader {
         let mut batcher = Batcher::new(self.options.max_events)
             .fill_unchanged_toast(self.settings.changes.fill_unchanged_toast);
         let mut healthy = false;
+        // A standby's promotion does not end the session (see `promotion`).
+        let mut watching = stream.connection().in_hot_standby() == Some(true);
+        let promoted = super::promotion::promoted(
+            stream.connection().conninfo().clone(),
+            self.options.status_interval,
+        );
+        tokio::pin!(promoted);
         loop {
             let message = tokio::select! {
                 biased;
                 () = stop_requested(&mut self.stop) => return self.finish(stream).await,
+                timeline = &mut promoted, if watching => {
+                    watching = false;
+                    if let Err(halt) = self.follow_promotion(&mut stream, timeline).await {
+                        return self.halt(stream, halt).await;
+                    }
+                    continue;
+                }
                 message = stream.next() => message,
             };
             let message = match message {

@@ -6,6 +6,10 @@
 //! starts and the offset is moved before streaming starts, so a crash in
 //! between leaves a state that the next start-up resolves the same way
 //! (the advance or the move is simply found done).
+//!
+//! On a standby (decoding from a standby, PostgreSQL 16+) the slot is
+//! created there by [`standby::create_slot`], which gets the primary to
+//! log what the creation waits for, and it is never a failover slot.
 
 use std::path::PathBuf;
 
@@ -18,7 +22,7 @@ use crate::position::offset::OffsetRecord;
 use crate::position::store::{OffsetStore, StoreError};
 use crate::replication::{
     CreateSlotOptions, CreatedSlot, ReplicationConnection, ReplicationError, SlotName,
-    SnapshotAction, SqlError, SystemIdentity, TimelineSwitch, major_version,
+    SnapshotAction, SqlError, SystemIdentity, TimelineSwitch, major_version, standby,
 };
 
 /// The manifest's part in the decision.
@@ -96,6 +100,10 @@ pub enum StartupError {
         "source.failover = true, but the server is PostgreSQL {version}: failover slots need PostgreSQL 17 or later; remove source.failover (or set it to false), or upgrade the server"
     )]
     FailoverUnsupported { version: String },
+    #[error(
+        "source.failover = true, but source.url resolves to the standby {standby}, where sluice decodes: PostgreSQL makes failover slots only on a primary; remove source.failover (a slot on a standby survives that standby's own promotion), or point source.url at the primary"
+    )]
+    FailoverOnStandby { standby: String },
     #[error(
         "advancing replication slot \"{slot}\" to {target} stopped at {reached}: the server has not flushed WAL up to {target}; start again once it has"
     )]
@@ -202,6 +210,21 @@ pub fn failover_wanted(
     }
 }
 
+/// Whether the slot is to be a failover slot when the replication session
+/// is on a standby: never, since PostgreSQL makes failover slots only on a
+/// primary; asking for one explicitly is an error naming the standby.
+fn failover_on_standby(
+    wanted: Option<bool>,
+    repl: &ReplicationConnection,
+) -> Result<bool, StartupError> {
+    if wanted == Some(true) {
+        return Err(StartupError::FailoverOnStandby {
+            standby: repl.conninfo().target(),
+        });
+    }
+    Ok(standby::failover_possible(true))
+}
+
 /// Makes an existing slot a failover slot (`ALTER_REPLICATION_SLOT`) when
 /// it is not one yet and no walsender holds it; warns otherwise.
 async fn ensure_failover(
@@ -232,7 +255,12 @@ pub async fn apply(
     sql: &Client,
     store: &mut dyn OffsetStore,
 ) -> Result<Startup, StartupError> {
-    let failover = failover_wanted(settings.failover, repl.server_version())?;
+    let on_standby = standby::is_standby(repl).await?;
+    let failover = if on_standby {
+        failover_on_standby(settings.failover, repl)?
+    } else {
+        failover_wanted(settings.failover, repl.server_version())?
+    };
     let identity = repl.identify_system().await?;
     let offset = store.load().await?;
     let slot_state = read_slot(sql, &settings.slot).await?;
@@ -290,7 +318,7 @@ pub async fn apply(
                 },
                 failover,
             };
-            let created = repl.create_slot(slot, options).await?;
+            let created = standby::create_slot(repl, slot, options).await?;
             tracing::info!(slot = %slot, lsn = %created.consistent_point, "created the replication slot");
             (created.consistent_point, Some(created), false)
         }
