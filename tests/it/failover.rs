@@ -741,6 +741,34 @@ async fn max_item(js: &async_nats::jetstream::Context) -> i64 {
         .unwrap_or(-1)
 }
 
+/// Starts `sluice run`, inserts `items` rows `first..=last` on `node`,
+/// waits for them in the stream, stops sluice and returns its log (after
+/// checking it exited cleanly).
+async fn run_for_rows(
+    manifest: &Path,
+    dir: &Path,
+    node: &crate::support::ha::Node,
+    js: &async_nats::jetstream::Context,
+    (first, last): (i64, i64),
+) -> String {
+    let mut host = start_sluice(manifest, dir);
+    node.psql(
+        "app",
+        &format!("INSERT INTO items SELECT g, 'n' FROM generate_series({first}, {last}) g"),
+    );
+    wait_until(
+        with_log(&format!("rows {first}..={last}"), &dir.join("sluice.log")),
+        Duration::from_secs(120),
+        || async { max_item(js).await >= last },
+    )
+    .await;
+    signal(&host, "-TERM");
+    let status = wait_exit(&mut host, Duration::from_secs(30));
+    let log = sluice_log(dir);
+    assert!(status.success(), "{log}");
+    log
+}
+
 /// The next transaction id `node` will assign.
 fn next_xid(node: &crate::support::ha::Node) -> u64 {
     node.psql("app", "SELECT pg_snapshot_xmax(pg_current_snapshot())")
@@ -760,6 +788,72 @@ fn find<'a>(
         .collect()
 }
 
+/// A pair without `synchronized_standby_slots`, `tables` created on its
+/// primary, and `sluice run` with `ghost_manifest` streaming rows 0..=99
+/// of `items`, which the standby's synced slot has seen.
+struct GhostRun {
+    pair: HaPair,
+    js: async_nats::jetstream::Context,
+    dir: tempfile::TempDir,
+    manifest: PathBuf,
+    log_path: PathBuf,
+    host: Host,
+    _nats: NatsServer,
+}
+
+impl GhostRun {
+    async fn start(tables: &str) -> GhostRun {
+        let pair = HaPair::start(
+            "app",
+            HaOptions {
+                synchronized_standby_slots: false,
+                ..HaOptions::default()
+            },
+        );
+        pair.primary.psql("app", tables);
+        let nats = NatsServer::launch();
+        let js = nats.jetstream().await;
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("sluice.log");
+        let manifest = ghost_manifest(dir.path(), &pair.url("app", "primary"), &nats);
+        let host = start_sluice(&manifest, dir.path());
+        wait_until(
+            with_log("sluice streaming", &log_path),
+            Duration::from_secs(120),
+            || async {
+                pair.primary
+                    .try_psql(
+                        "app",
+                        "SELECT count(*) FROM pg_replication_slots
+                          WHERE slot_name = 'slot_fo' AND active AND confirmed_flush_lsn IS NOT NULL",
+                    )
+                    .is_ok_and(|n| n == "1")
+            },
+        )
+        .await;
+        pair.primary.psql(
+            "app",
+            "INSERT INTO items SELECT g, 'x' FROM generate_series(0, 99) g",
+        );
+        pair.wait_synced("slot_fo", Duration::from_secs(120));
+        wait_until(
+            with_log("the first rows", &log_path),
+            Duration::from_secs(120),
+            || async { max_item(&js).await >= 99 },
+        )
+        .await;
+        GhostRun {
+            pair,
+            js,
+            dir,
+            manifest,
+            log_path,
+            host,
+            _nats: nats,
+        }
+    }
+}
+
 /// Ghost changes marked instead of refused (`on-ghost-changes = "mark"`):
 /// the standby misses a stretch of the old primary's changes, sluice streams
 /// them, the standby is promoted. Sluice publishes one marker naming the
@@ -775,48 +869,20 @@ async fn ghost_changes_after_a_promotion_are_marked() {
     if !ha_or_skip("ghost_changes_after_a_promotion_are_marked") {
         return;
     }
-    let mut pair = HaPair::start(
-        "app",
-        HaOptions {
-            synchronized_standby_slots: false,
-            ..HaOptions::default()
-        },
-    );
     // No autovacuum on the tables: nothing but the test writes WAL.
-    pair.primary.psql(
-        "app",
+    let GhostRun {
+        mut pair,
+        js,
+        dir,
+        manifest,
+        log_path: log,
+        mut host,
+        _nats,
+    } = GhostRun::start(
         "CREATE TABLE items (id bigint PRIMARY KEY, email text) WITH (autovacuum_enabled = off);
          CREATE TABLE coll (id bigint, note text) WITH (autovacuum_enabled = off);
          ALTER TABLE coll REPLICA IDENTITY FULL",
-    );
-    let nats = NatsServer::launch();
-    let js = nats.jetstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = ghost_manifest(dir.path(), &pair.url("app", "primary"), &nats);
-    let mut host = start_sluice(&manifest, dir.path());
-    let log = dir.path().join("sluice.log");
-    wait_until(
-        with_log("sluice streaming", &log),
-        Duration::from_secs(120),
-        || async {
-            pair.primary
-                .try_psql(
-                    "app",
-                    "SELECT count(*) FROM pg_replication_slots
-                      WHERE slot_name = 'slot_fo' AND active AND confirmed_flush_lsn IS NOT NULL",
-                )
-                .is_ok_and(|n| n == "1")
-        },
     )
-    .await;
-    pair.primary.psql(
-        "app",
-        "INSERT INTO items SELECT g, 'x' FROM generate_series(0, 99) g",
-    );
-    pair.wait_synced("slot_fo", Duration::from_secs(120));
-    wait_until("the first rows", Duration::from_secs(60), || async {
-        max_stream_id(&js).await >= 99
-    })
     .await;
 
     // The standby goes away; the old primary commits what will be ghosts:
@@ -1046,22 +1112,7 @@ async fn ghost_changes_after_a_promotion_are_marked() {
 
     // A restart after the mark: the offset is on the new timeline, so there
     // is nothing to mark or refuse; streaming goes on, every row once.
-    let log_path = dir.path().join("sluice.log");
-    let mut host = start_sluice(&manifest, dir.path());
-    pair.standby.psql(
-        "app",
-        "INSERT INTO items SELECT g, 'z' FROM generate_series(300, 399) g",
-    );
-    wait_until(
-        with_log("the rows after the restart", &log_path),
-        Duration::from_secs(120),
-        || async { max_item(&js).await >= 399 },
-    )
-    .await;
-    signal(&host, "-TERM");
-    let status = wait_exit(&mut host, Duration::from_secs(30));
-    let log = sluice_log(dir.path());
-    assert!(status.success(), "{log}");
+    let log = run_for_rows(&manifest, dir.path(), &pair.standby, &js, (300, 399)).await;
     assert!(!log.contains("ghost changes"), "{log}");
     let messages = read_stream(&js, "FO").await;
     assert_eq!(
@@ -1087,47 +1138,17 @@ async fn ghost_changes_found_at_start_up_are_marked_once() {
     if !ha_or_skip("ghost_changes_found_at_start_up_are_marked_once") {
         return;
     }
-    let mut pair = HaPair::start(
-        "app",
-        HaOptions {
-            synchronized_standby_slots: false,
-            ..HaOptions::default()
-        },
-    );
-    pair.primary.psql(
-        "app",
+    let GhostRun {
+        mut pair,
+        js,
+        dir,
+        manifest,
+        log_path,
+        mut host,
+        _nats,
+    } = GhostRun::start(
         "CREATE TABLE items (id bigint PRIMARY KEY, email text);
          CREATE TABLE coll (id bigint PRIMARY KEY, note text)",
-    );
-    let nats = NatsServer::launch();
-    let js = nats.jetstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("sluice.log");
-    let manifest = ghost_manifest(dir.path(), &pair.url("app", "primary"), &nats);
-    let mut host = start_sluice(&manifest, dir.path());
-    wait_until(
-        with_log("sluice streaming", &log_path),
-        Duration::from_secs(120),
-        || async {
-            pair.primary
-                .try_psql(
-                    "app",
-                    "SELECT count(*) FROM pg_replication_slots
-                      WHERE slot_name = 'slot_fo' AND active AND confirmed_flush_lsn IS NOT NULL",
-                )
-                .is_ok_and(|n| n == "1")
-        },
-    )
-    .await;
-    pair.primary.psql(
-        "app",
-        "INSERT INTO items SELECT g, 'x' FROM generate_series(0, 99) g",
-    );
-    pair.wait_synced("slot_fo", Duration::from_secs(120));
-    wait_until(
-        with_log("the first rows", &log_path),
-        Duration::from_secs(120),
-        || async { max_item(&js).await >= 99 },
     )
     .await;
     pair.standby.stop();
@@ -1180,21 +1201,7 @@ async fn ghost_changes_found_at_start_up_are_marked_once() {
 
     // Again from the old timeline's offset: marked again, stored once.
     std::fs::write(&offset_path, &old_offset).unwrap();
-    let mut host = start_sluice(&manifest, dir.path());
-    pair.standby.psql(
-        "app",
-        "INSERT INTO items SELECT g, 'y' FROM generate_series(200, 299) g",
-    );
-    wait_until(
-        with_log("the new primary's rows", &log_path),
-        Duration::from_secs(120),
-        || async { max_item(&js).await >= 299 },
-    )
-    .await;
-    signal(&host, "-TERM");
-    let status = wait_exit(&mut host, Duration::from_secs(30));
-    let log = sluice_log(dir.path());
-    assert!(status.success(), "{log}");
+    let log = run_for_rows(&manifest, dir.path(), &pair.standby, &js, (200, 299)).await;
     assert!(
         log.contains("publishing a marker naming the range"),
         "{log}"
