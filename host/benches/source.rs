@@ -127,6 +127,7 @@ async fn sluice(url: &str, slot: &str, end: Lsn) -> Duration {
         snapshot: sluice_host::config::SnapshotMode::Never,
         failover: None,
         changes: sluice_host::config::ChangeOptions::default(),
+        on_ghost_changes: sluice_host::config::GhostChanges::Refuse,
     };
     let started = Instant::now();
     let options = SourceOptions::new(NonZeroUsize::new(256).expect("non-zero"));

@@ -111,6 +111,7 @@ impl TailOptions {
                 snapshot: crate::config::SnapshotMode::Never,
                 failover: None,
                 changes: crate::config::ChangeOptions::default(),
+                on_ghost_changes: crate::config::GhostChanges::Refuse,
             },
             from_start,
             confirm: false,
@@ -409,6 +410,12 @@ where
             }
             // The stream goes on; `tail` records no offsets.
             SourceEvent::Promoted { .. } => {}
+            SourceEvent::Ghosts(change) => {
+                // `sluice tail` never accepts ghost changes (its source
+                // refuses them); say so if one ever arrives.
+                tracing::warn!(from = change.from, to = change.to, switch_point = %change.switch_point,
+                    "the server was promoted past lines already printed");
+            }
             SourceEvent::Restarted(r) => {
                 // Lines of an abandoned transaction are already printed;
                 // it will be printed again in full. Say so where the user

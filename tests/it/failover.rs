@@ -19,7 +19,7 @@ use crate::support::ha::{HaOptions, HaPair, ha_available};
 use crate::support::nats::{NatsServer, read_stream};
 use crate::support::pipeline::{Host, ManifestParts, Pipeline, signal, sluice_binary, wait_exit};
 use crate::support::postgres::PgCluster;
-use crate::support::wait_until;
+use crate::support::{wait_until, with_log};
 use sluice_host::replication::setup::connect_sql;
 use sluice_host::replication::{ConnInfo, ReplicationConnection};
 
@@ -649,4 +649,578 @@ async fn a_restart_after_a_promotion_continues_from_the_offset() {
     let ids = stream_ids(&js).await;
     assert_eq!(ids.len(), 2000, "every row");
     assert!(ids.values().all(|n| *n == 1), "every row exactly once");
+}
+
+/// `ha_manifest` with the file store, `coll` published too, and ghost
+/// changes marked on `cdc.ghosts`.
+fn ghost_manifest(dir: &Path, url: &str, nats: &NatsServer) -> PathBuf {
+    let path = ha_manifest(dir, url, nats, "file");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "create-publication = [\"public.items\"]",
+        "create-publication = [\"public.items\", \"public.coll\"]\non-ghost-changes = \"mark\"\nghost-subject = \"cdc.ghosts\"",
+    );
+    // Long enough for the restart at the end to meet the marker again.
+    let text = text.replace(
+        "subjects = [\"cdc.>\"]",
+        "subjects = [\"cdc.>\"]\nduplicate-window = \"10m\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn lsn(text: &str) -> sluice_host::lsn::Lsn {
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// PostgreSQL's "usable byte position" of an LSN: WAL bytes without the
+/// page headers, which is what a WAL record's size is counted in, for WAL
+/// pages of `page` and segments of `segment` bytes.
+fn wal_byte_pos(l: sluice_host::lsn::Lsn, page: u64, segment: u64) -> u64 {
+    const LONG: u64 = 40;
+    const SHORT: u64 = 24;
+    let usable_in_segment = (page - LONG) + (segment / page - 1) * (page - SHORT);
+    let (segments, offset) = (l.0 / segment, l.0 % segment);
+    let (pages, in_page) = (offset / page, offset % page);
+    segments * usable_in_segment
+        + if pages == 0 {
+            in_page - LONG
+        } else {
+            (page - LONG) + (pages - 1) * (page - SHORT) + in_page - SHORT
+        }
+}
+
+/// Writes logical messages (prefix `pad`, which sluice publishes like any
+/// other) on `node` until its next WAL record starts at `target`: the
+/// promoted server then writes the next statements at the very LSNs the old
+/// primary wrote the ghosts at. A record of a non-transactional message is
+/// 24 bytes of header, 2 (or 5, past 255 bytes) of data header, 24 of
+/// message header, the prefix with its NUL and the content, 8-aligned.
+fn align_wal(node: &crate::support::ha::Node, target: sluice_host::lsn::Lsn) {
+    let setting = |name: &str| -> u64 {
+        node.psql(
+            "app",
+            &format!("SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 ELSE 1 END FROM pg_settings WHERE name = '{name}'"),
+        )
+        .parse()
+        .unwrap()
+    };
+    let (page, segment) = (setting("wal_block_size"), setting("wal_segment_size"));
+    for _ in 0..20 {
+        let now = lsn(&node.psql("app", "SELECT pg_current_wal_insert_lsn()"));
+        if now == target {
+            return;
+        }
+        assert!(
+            now < target,
+            "the promoted server's WAL is already at {now}, past {target}"
+        );
+        let gap = wal_byte_pos(target, page, segment) - wal_byte_pos(now, page, segment);
+        assert!(
+            gap >= 56,
+            "{gap} bytes to {target} are too few for a record"
+        );
+        let content = if gap - 26 <= 255 { gap - 54 } else { gap - 57 };
+        node.psql(
+            "app",
+            &format!("SELECT pg_logical_emit_message(false, 'pad', repeat('x', {content}))"),
+        );
+    }
+    panic!("could not bring the WAL to {target}");
+}
+
+/// The highest `items` id in the stream.
+async fn max_item(js: &async_nats::jetstream::Context) -> i64 {
+    read_stream(js, "FO")
+        .await
+        .iter()
+        .filter(|m| m.subject == "cdc.public.items")
+        .filter_map(|m| json(&m.payload)["after"]["id"].as_i64())
+        .max()
+        .unwrap_or(-1)
+}
+
+/// Starts `sluice run`, inserts `items` rows `first..=last` on `node`,
+/// waits for them in the stream, stops sluice and returns its log (after
+/// checking it exited cleanly).
+async fn run_for_rows(
+    manifest: &Path,
+    dir: &Path,
+    node: &crate::support::ha::Node,
+    js: &async_nats::jetstream::Context,
+    (first, last): (i64, i64),
+) -> String {
+    let mut host = start_sluice(manifest, dir);
+    node.psql(
+        "app",
+        &format!("INSERT INTO items SELECT g, 'n' FROM generate_series({first}, {last}) g"),
+    );
+    wait_until(
+        with_log(&format!("rows {first}..={last}"), &dir.join("sluice.log")),
+        Duration::from_secs(120),
+        || async { max_item(js).await >= last },
+    )
+    .await;
+    signal(&host, "-TERM");
+    let status = wait_exit(&mut host, Duration::from_secs(30));
+    let log = sluice_log(dir);
+    assert!(status.success(), "{log}");
+    log
+}
+
+/// The next transaction id `node` will assign.
+fn next_xid(node: &crate::support::ha::Node) -> u64 {
+    node.psql("app", "SELECT pg_snapshot_xmax(pg_current_snapshot())")
+        .parse()
+        .unwrap()
+}
+
+/// The stored messages on `subject` whose payload satisfies `pick`.
+fn find<'a>(
+    messages: &'a [crate::support::nats::StoredMessage],
+    subject: &str,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<&'a crate::support::nats::StoredMessage> {
+    messages
+        .iter()
+        .filter(|m| m.subject == subject && pick(&json(&m.payload)))
+        .collect()
+}
+
+/// A pair without `synchronized_standby_slots`, `tables` created on its
+/// primary, and `sluice run` with `ghost_manifest` streaming rows 0..=99
+/// of `items`, which the standby's synced slot has seen.
+struct GhostRun {
+    pair: HaPair,
+    js: async_nats::jetstream::Context,
+    dir: tempfile::TempDir,
+    manifest: PathBuf,
+    log_path: PathBuf,
+    host: Host,
+    _nats: NatsServer,
+}
+
+impl GhostRun {
+    async fn start(tables: &str) -> GhostRun {
+        let pair = HaPair::start(
+            "app",
+            HaOptions {
+                synchronized_standby_slots: false,
+                ..HaOptions::default()
+            },
+        );
+        pair.primary.psql("app", tables);
+        let nats = NatsServer::launch();
+        let js = nats.jetstream().await;
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("sluice.log");
+        let manifest = ghost_manifest(dir.path(), &pair.url("app", "primary"), &nats);
+        let host = start_sluice(&manifest, dir.path());
+        wait_until(
+            with_log("sluice streaming", &log_path),
+            Duration::from_secs(120),
+            || async {
+                pair.primary
+                    .try_psql(
+                        "app",
+                        "SELECT count(*) FROM pg_replication_slots
+                          WHERE slot_name = 'slot_fo' AND active AND confirmed_flush_lsn IS NOT NULL",
+                    )
+                    .is_ok_and(|n| n == "1")
+            },
+        )
+        .await;
+        pair.primary.psql(
+            "app",
+            "INSERT INTO items SELECT g, 'x' FROM generate_series(0, 99) g",
+        );
+        pair.wait_synced("slot_fo", Duration::from_secs(120));
+        wait_until(
+            with_log("the first rows", &log_path),
+            Duration::from_secs(120),
+            || async { max_item(&js).await >= 99 },
+        )
+        .await;
+        GhostRun {
+            pair,
+            js,
+            dir,
+            manifest,
+            log_path,
+            host,
+            _nats: nats,
+        }
+    }
+}
+
+/// Ghost changes marked instead of refused (`on-ghost-changes = "mark"`):
+/// the standby misses a stretch of the old primary's changes, sluice streams
+/// them, the standby is promoted. Sluice publishes one marker naming the
+/// range before anything of the new primary, and every change of the new
+/// primary reaches the stream exactly once — also a message and a
+/// transaction the new primary writes at the ghosts' very LSNs (and, for
+/// the transaction, xid), whose ids without the timeline qualifier would
+/// equal the ghosts' and be dropped by JetStream as duplicates. A restart
+/// from the old timeline's offset marks the range again, and JetStream
+/// de-duplicates the marker.
+#[tokio::test(flavor = "multi_thread")]
+async fn ghost_changes_after_a_promotion_are_marked() {
+    if !ha_or_skip("ghost_changes_after_a_promotion_are_marked") {
+        return;
+    }
+    // No autovacuum on the tables: nothing but the test writes WAL.
+    let GhostRun {
+        mut pair,
+        js,
+        dir,
+        manifest,
+        log_path: log,
+        mut host,
+        _nats,
+    } = GhostRun::start(
+        "CREATE TABLE items (id bigint PRIMARY KEY, email text) WITH (autovacuum_enabled = off);
+         CREATE TABLE coll (id bigint, note text) WITH (autovacuum_enabled = off);
+         ALTER TABLE coll REPLICA IDENTITY FULL",
+    )
+    .await;
+
+    // The standby goes away; the old primary commits what will be ghosts:
+    // rows, a few transaction ids used up (so that the promoted server can
+    // reach the ghost transaction's xid), then a message and a transaction
+    // right after each other, which the promoted server will repeat.
+    pair.standby.stop();
+    pair.primary.psql(
+        "app",
+        "INSERT INTO items SELECT g, 'ghost' FROM generate_series(100, 199) g",
+    );
+    for _ in 0..5 {
+        pair.primary.psql("app", "SELECT pg_current_xact_id()");
+    }
+    let ghost_start = lsn(&pair
+        .primary
+        .psql("app", "SELECT pg_current_wal_insert_lsn()"));
+    pair.primary.psql(
+        "app",
+        "SELECT pg_logical_emit_message(false, 'collide', 'ghost-m')",
+    );
+    pair.primary
+        .psql("app", "INSERT INTO coll VALUES (1000000, 'ghost')");
+    let messages = wait_until(
+        "the ghosts in the stream",
+        Duration::from_secs(60),
+        || async {
+            let all = read_stream(&js, "FO").await;
+            let done = all.iter().any(|m| m.subject == "cdc.public.coll")
+                && all
+                    .iter()
+                    .filter(|m| m.subject == "cdc.public.items")
+                    .count()
+                    == 200;
+            done.then_some(all)
+        },
+    )
+    .await;
+    let ghost_txn = find(&messages, "cdc.public.coll", |_| true)[0];
+    let ghost_txn_lsn = ghost_txn.header("Sluice-Commit-Lsn").unwrap().to_owned();
+    let ghost_xid = json(&ghost_txn.payload)["source"]["xid"].as_u64().unwrap();
+    // The offset holds the ghosts before the old primary dies.
+    let offset_path = dir.path().join("offset.json");
+    wait_until(
+        "the ghosts in the offset",
+        Duration::from_secs(60),
+        || async {
+            let text = std::fs::read_to_string(&offset_path).unwrap_or_default();
+            let record: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let at = lsn(record["commit_end_lsn"].as_str()?);
+            (at > lsn(&ghost_txn_lsn)).then_some(text)
+        },
+    )
+    .await;
+
+    pair.primary.kill();
+    pair.standby.start();
+    pair.standby.promote();
+    let marker = wait_until(
+        with_log("the ghost marker", &log),
+        Duration::from_secs(120),
+        || async {
+            read_stream(&js, "FO")
+                .await
+                .into_iter()
+                .find(|m| m.subject == "cdc.ghosts")
+        },
+    )
+    .await;
+    let range = json(&marker.payload);
+    assert_eq!(marker.header("Sluice-Op"), Some("ghost-range"));
+    assert_eq!(range["pipeline"], "slot_fo");
+    assert_eq!(
+        (
+            range["old_timeline"].as_u64(),
+            range["new_timeline"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    let switch_point = lsn(range["switch_point"].as_str().unwrap());
+    let ghost_end = lsn(range["ghost_end"].as_str().unwrap());
+    assert!(switch_point < ghost_start, "{range}");
+    assert!(ghost_end > lsn(&ghost_txn_lsn), "{range}");
+    assert_eq!(
+        marker.msg_id(),
+        Some(format!("slot_fo:ghost:1:2:{:016X}", switch_point.0).as_str())
+    );
+
+    // The promoted server repeats the message and the transaction at the
+    // ghosts' LSNs, the transaction with the ghost's xid.
+    pair.standby.psql("app", "CHECKPOINT");
+    let next = next_xid(&pair.standby);
+    assert!(
+        next <= ghost_xid,
+        "the promoted server is past xid {ghost_xid}: {next}"
+    );
+    for _ in next..ghost_xid {
+        pair.standby.psql("app", "SELECT pg_current_xact_id()");
+    }
+    assert_eq!(next_xid(&pair.standby), ghost_xid);
+    align_wal(&pair.standby, ghost_start);
+    pair.standby.psql(
+        "app",
+        "SELECT pg_logical_emit_message(false, 'collide', 'fresh-m')",
+    );
+    pair.standby
+        .psql("app", "INSERT INTO coll VALUES (1000000, 'fresh')");
+    pair.standby.psql(
+        "app",
+        "INSERT INTO items SELECT g, 'y' FROM generate_series(200, 299) g",
+    );
+    wait_until(
+        "the new primary's rows",
+        Duration::from_secs(120),
+        || async { max_item(&js).await >= 299 },
+    )
+    .await;
+    signal(&host, "-TERM");
+    let status = wait_exit(&mut host, Duration::from_secs(30));
+    let log = sluice_log(dir.path());
+    assert!(status.success(), "{log}");
+    assert!(log.contains("ghost changes"), "{log}");
+
+    let messages = read_stream(&js, "FO").await;
+    // The collisions happened: same LSN (and xid) as the ghosts, and both
+    // are in the stream, the new ones with the timeline in their ids.
+    let collide = find(&messages, "cdc.messages", |p| {
+        p["message"]["prefix"] == "collide"
+    });
+    let contents: Vec<_> = collide
+        .iter()
+        .map(|m| {
+            json(&m.payload)["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        contents,
+        ["Z2hvc3QtbQ==", "ZnJlc2gtbQ=="],
+        "ghost-m, then fresh-m"
+    );
+    assert_eq!(
+        collide[0].header("Sluice-Commit-Lsn"),
+        collide[1].header("Sluice-Commit-Lsn"),
+        "the message was written at the ghost's LSN"
+    );
+    let colls = find(&messages, "cdc.public.coll", |_| true);
+    assert_eq!(colls.len(), 2, "the ghost and the new transaction");
+    let notes: Vec<_> = colls
+        .iter()
+        .map(|m| {
+            json(&m.payload)["after"]["note"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(notes, ["ghost", "fresh"]);
+    assert_eq!(
+        colls[1].header("Sluice-Commit-Lsn"),
+        Some(ghost_txn_lsn.as_str())
+    );
+    assert_eq!(
+        json(&colls[1].payload)["source"]["xid"].as_u64(),
+        Some(ghost_xid)
+    );
+    for new in [collide[1], colls[1]] {
+        let id = new.msg_id().unwrap();
+        assert!(id.contains("@2:"), "{id}");
+        let old = if new.subject == "cdc.messages" {
+            collide[0]
+        } else {
+            colls[0]
+        };
+        assert_eq!(old.msg_id().unwrap(), id.replace("@2", ""));
+        assert!(new.sequence > marker.sequence);
+    }
+    // The marker comes before anything of the new timeline, once.
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.subject == "cdc.ghosts")
+            .count(),
+        1
+    );
+    let first_new = messages
+        .iter()
+        .find(|m| m.msg_id().is_some_and(|id| id.contains("@2:")))
+        .unwrap();
+    assert!(marker.sequence < first_new.sequence);
+    // Every row of the new primary exactly once; the ghost rows once too,
+    // all inside the marked range.
+    let truth: Vec<i64> = pair
+        .standby
+        .psql("app", "SELECT id FROM items ORDER BY id")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(truth, (0..100).chain(200..300).collect::<Vec<i64>>());
+    let items = find(&messages, "cdc.public.items", |_| true);
+    let mut seen = BTreeMap::new();
+    for m in &items {
+        *seen
+            .entry(json(&m.payload)["after"]["id"].as_i64().unwrap())
+            .or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|n| *n == 1), "rows more than once");
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (0..300).collect::<Vec<i64>>()
+    );
+    for m in items
+        .iter()
+        .filter(|m| json(&m.payload)["after"]["email"] == "ghost")
+    {
+        let at = lsn(m.header("Sluice-Commit-Lsn").unwrap());
+        assert!(
+            switch_point < at && at <= ghost_end,
+            "{at} outside the marked range"
+        );
+    }
+    let offset = std::fs::read_to_string(&offset_path).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&offset).unwrap();
+    assert_eq!(record["timeline"], 2, "{offset}");
+
+    // A restart after the mark: the offset is on the new timeline, so there
+    // is nothing to mark or refuse; streaming goes on, every row once.
+    let log = run_for_rows(&manifest, dir.path(), &pair.standby, &js, (300, 399)).await;
+    assert!(!log.contains("ghost changes"), "{log}");
+    let messages = read_stream(&js, "FO").await;
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.subject == "cdc.ghosts")
+            .count(),
+        1
+    );
+    let ids = stream_ids(&js).await;
+    let rows: Vec<_> = ids.range(0..1_000_000).collect();
+    assert!(rows.iter().all(|(_, n)| **n == 1), "{rows:?}");
+    assert_eq!(rows.len(), 400, "{rows:?}");
+}
+
+/// The start-up path: the host is down during the failover, and its `file`
+/// offset holds ghost changes. Start-up marks the range before streaming
+/// the new timeline. A second start from that same old offset (as after a
+/// crash before the switch was recorded) marks it again, and JetStream
+/// drops the repeated marker: one marker in the stream, every row once.
+#[tokio::test(flavor = "multi_thread")]
+async fn ghost_changes_found_at_start_up_are_marked_once() {
+    if !ha_or_skip("ghost_changes_found_at_start_up_are_marked_once") {
+        return;
+    }
+    let GhostRun {
+        mut pair,
+        js,
+        dir,
+        manifest,
+        log_path,
+        mut host,
+        _nats,
+    } = GhostRun::start(
+        "CREATE TABLE items (id bigint PRIMARY KEY, email text);
+         CREATE TABLE coll (id bigint PRIMARY KEY, note text)",
+    )
+    .await;
+    pair.standby.stop();
+    pair.primary.psql(
+        "app",
+        "INSERT INTO items SELECT g, 'ghost' FROM generate_series(100, 199) g",
+    );
+    wait_until("the ghost rows", Duration::from_secs(60), || async {
+        max_item(&js).await >= 199
+    })
+    .await;
+    signal(&host, "-TERM");
+    assert!(wait_exit(&mut host, Duration::from_secs(30)).success());
+    let offset_path = dir.path().join("offset.json");
+    let old_offset = std::fs::read_to_string(&offset_path).unwrap();
+
+    pair.primary.kill();
+    pair.standby.start();
+    pair.standby.promote();
+    let mut host = start_sluice(&manifest, dir.path());
+    let marker = wait_until(
+        with_log("the ghost marker", &log_path),
+        Duration::from_secs(120),
+        || async {
+            read_stream(&js, "FO")
+                .await
+                .into_iter()
+                .find(|m| m.subject == "cdc.ghosts")
+        },
+    )
+    .await;
+    let range = json(&marker.payload);
+    assert_eq!(range["old_timeline"], 1, "{range}");
+    assert_eq!(range["new_timeline"], 2, "{range}");
+    let old: serde_json::Value = serde_json::from_str(&old_offset).unwrap();
+    assert_eq!(range["ghost_end"], old["commit_end_lsn"], "{range}");
+    wait_until("the switch recorded", Duration::from_secs(60), || async {
+        let text = std::fs::read_to_string(&offset_path).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|r| r["timeline"] == 2)
+    })
+    .await;
+    signal(&host, "-TERM");
+    let status = wait_exit(&mut host, Duration::from_secs(30));
+    let log = sluice_log(dir.path());
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("publishing a marker naming the range"),
+        "{log}"
+    );
+
+    // Again from the old timeline's offset: marked again, stored once.
+    std::fs::write(&offset_path, &old_offset).unwrap();
+    let log = run_for_rows(&manifest, dir.path(), &pair.standby, &js, (200, 299)).await;
+    assert!(
+        log.contains("publishing a marker naming the range"),
+        "{log}"
+    );
+    let messages = read_stream(&js, "FO").await;
+    let markers: Vec<_> = messages
+        .iter()
+        .filter(|m| m.subject == "cdc.ghosts")
+        .collect();
+    assert_eq!(markers.len(), 1, "the repeated marker is de-duplicated");
+    let first_new = messages
+        .iter()
+        .find(|m| m.msg_id().is_some_and(|id| id.contains("@2:")))
+        .expect("a message from the new primary");
+    assert!(markers[0].sequence < first_new.sequence);
+    let ids = stream_ids(&js).await;
+    assert!(ids.values().all(|n| *n == 1), "{ids:?}");
+    assert_eq!(
+        ids.keys().copied().collect::<Vec<_>>(),
+        (0..300).collect::<Vec<i64>>()
+    );
 }

@@ -180,6 +180,7 @@ impl<'a> Fixture<'a> {
             resnapshot: false,
             export_snapshot: false,
             failover: None,
+            mark_ghosts: false,
         }
     }
 

@@ -39,6 +39,7 @@ fn settings(url: &str, publication: &str, slot: &str) -> SourceSettings {
         snapshot: sluice_host::config::SnapshotMode::Never,
         failover: None,
         changes: sluice_host::config::ChangeOptions::default(),
+        on_ghost_changes: sluice_host::config::GhostChanges::Refuse,
     }
 }
 
@@ -703,6 +704,7 @@ async fn reconnects_after_the_walsender_dies_and_loses_nothing() {
                 restarts.push(r);
             }
             SourceEvent::Keepalive { .. } | SourceEvent::Promoted { .. } => {}
+            SourceEvent::Ghosts(change) => panic!("no promotion here: {change:?}"),
         }
     }
     assert!(killed);

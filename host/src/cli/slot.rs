@@ -104,7 +104,7 @@ async fn status(file: &Path) -> anyhow::Result<()> {
     let history = match &offset {
         Some(o) if o.timeline < identity.timeline => {
             let mut repl = ReplicationConnection::connect(&manifest.source.conninfo).await?;
-            let history = read_history(&mut repl, &identity, offset.as_ref()).await?;
+            let history = read_history(&mut repl, &identity, offset.as_ref(), false).await?;
             repl.close().await;
             history
         }
@@ -187,6 +187,7 @@ async fn status(file: &Path) -> anyhow::Result<()> {
             slot: slot.as_ref(),
             server: &server,
             history: history.as_deref(),
+            mark_ghosts: settings.mark_ghosts,
         });
         let text = match outcome {
             Ok(decision) => describe_decision(&decision),

@@ -32,8 +32,8 @@ pub use crate::snapshot::{SnapshotMode, SnapshotSettings};
 pub use changes::{ChangeOptions, Origin};
 pub use fields::Problem;
 pub use sections::{
-    BatchSettings, ErrorPolicy, FlushMode, Heartbeat, LogFormat, LogSettings, MismatchStrategy,
-    NatsSettings, OffsetStoreSpec, PositionSettings, SourceSettings,
+    BatchSettings, ErrorPolicy, FlushMode, GhostChanges, Heartbeat, LogFormat, LogSettings,
+    MismatchStrategy, NatsSettings, OffsetStoreSpec, PositionSettings, SourceSettings,
 };
 pub use values::{Identifier, PipelineName, PluginName, StreamName};
 

@@ -39,6 +39,36 @@ pub struct SourceSettings {
     pub failover: Option<bool>,
     /// Partitions, generated columns, unchanged TOAST, origins.
     pub changes: super::changes::ChangeOptions,
+    /// `source.on-ghost-changes`: what to do when a promoted server lacks
+    /// changes the stream already holds (DESIGN.md §3, "Failover").
+    pub on_ghost_changes: GhostChanges,
+}
+
+/// `source.on-ghost-changes`: after a promotion, the stream holds changes
+/// the new primary never had (past the timeline's switch point).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum GhostChanges {
+    /// Stop with an error naming the range (the default).
+    #[default]
+    Refuse,
+    /// Publish one marker message naming the range to `subject`
+    /// (`source.ghost-subject`), then stream on from the new timeline.
+    Mark { subject: String },
+}
+
+impl GhostChanges {
+    /// The value as the manifest spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GhostChanges::Refuse => "refuse",
+            GhostChanges::Mark { .. } => "mark",
+        }
+    }
+
+    /// Whether ghost changes are accepted and marked.
+    pub fn marks(&self) -> bool {
+        matches!(self, GhostChanges::Mark { .. })
+    }
 }
 
 /// Where the offset is stored (DESIGN §3).
@@ -237,6 +267,17 @@ pub(crate) fn read(
         (source?, position?, nats?, sink?, batch?, errors?);
     let transforms: Vec<PluginSpec> = transforms.into_iter().collect::<Option<_>>()?;
     cross_checks(&nats, &transforms, &sink, &errors, &position, p);
+    if let GhostChanges::Mark { subject } = &source.on_ghost_changes
+        && !nats.subjects.allows(subject)
+    {
+        p.push(
+            "source.ghost-subject",
+            format!(
+                "`{subject}` is not among nats.subjects ({}): the pipeline could not publish there",
+                nats.subjects
+            ),
+        );
+    }
 
     let (name, timeout) = pipeline_name.unwrap_or((None, None));
     let pipeline = name.unwrap_or_else(|| {
@@ -311,6 +352,7 @@ fn source(
                 .to_owned(),
         ),
     });
+    let on_ghost_changes = ghost_changes(&mut t, p);
     let known = [
         "url",
         "publication",
@@ -319,6 +361,8 @@ fn source(
         "create-publication",
         "snapshot",
         "failover",
+        "on-ghost-changes",
+        "ghost-subject",
     ];
     t.finish(&[&known[..], super::changes::KEYS].concat(), p);
     Some(SourceSettings {
@@ -330,7 +374,52 @@ fn source(
         snapshot,
         failover,
         changes,
+        on_ghost_changes: on_ghost_changes?,
     })
+}
+
+/// `source.on-ghost-changes` and the `source.ghost-subject` that `"mark"`
+/// needs (whether NATS may publish there is a cross-check).
+fn ghost_changes(t: &mut Fields, p: &mut Problems) -> Option<GhostChanges> {
+    // Asked before the values are taken out of the table.
+    let had_mode = t.has("on-ghost-changes");
+    let had_subject = t.has("ghost-subject");
+    let mode = t.opt_parsed("on-ghost-changes", p, |s: String| match s.as_str() {
+        "refuse" | "mark" => Ok(s),
+        _ => Err(format!(
+            "`{s}` is not a way to handle ghost changes: use \"refuse\" or \"mark\""
+        )),
+    });
+    let subject = t.opt_parsed("ghost-subject", p, |s: String| {
+        Subject::new(s)
+            .map(|s| s.as_str().to_owned())
+            .map_err(|e| e.to_string())
+    });
+    let path = t.path_of("ghost-subject");
+    match mode.as_deref() {
+        Some("mark") => match subject {
+            Some(subject) => Some(GhostChanges::Mark { subject }),
+            None => {
+                if !had_subject {
+                    p.push(path, "is required when source.on-ghost-changes = \"mark\"");
+                }
+                None
+            }
+        },
+        Some(_) => {
+            if had_subject {
+                p.push(path, "only applies when source.on-ghost-changes = \"mark\"");
+            }
+            Some(GhostChanges::Refuse)
+        }
+        None if had_mode => None,
+        None => {
+            if had_subject {
+                p.push(path, "only applies when source.on-ghost-changes = \"mark\"");
+            }
+            Some(GhostChanges::Refuse)
+        }
+    }
 }
 
 fn snapshot_settings(mut t: Fields, p: &mut Problems) -> SnapshotSettings {

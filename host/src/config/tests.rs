@@ -57,6 +57,7 @@ fn good_manifest_loads_with_defaults() {
     assert_eq!(m.position.flush, FlushMode::Connector);
     assert_eq!(m.batch.max_events, 256);
     assert_eq!(m.errors, ErrorPolicy::Stop);
+    assert_eq!(m.source.on_ghost_changes, GhostChanges::Refuse);
     assert_eq!(m.transforms[0].path, d.path().join("mask.wasm"));
     assert_eq!(m.transforms[0].config, r#"{"columns":{"email":"hash"}}"#);
     assert_eq!(m.sink.config, r#"{"subject-prefix":"cdc"}"#);
@@ -164,6 +165,34 @@ fn each_mistake_is_reported_with_its_path() {
                 "{GOOD}\n[errors]\npolicy = \"dead-letter\"\ndead-letter-subject = \"dlq.orders\"\n"
             ),
             "errors.dead-letter-subject: `dlq.orders` is not among nats.subjects (cdc.>): the pipeline could not publish there",
+        ),
+        (
+            edit(
+                "slot = \"sluice_orders\"",
+                "slot = \"sluice_orders\"\non-ghost-changes = \"mark\"",
+            ),
+            "source.ghost-subject: is required when source.on-ghost-changes = \"mark\"",
+        ),
+        (
+            edit(
+                "slot = \"sluice_orders\"",
+                "slot = \"sluice_orders\"\non-ghost-changes = \"accept\"",
+            ),
+            "source.on-ghost-changes: `accept` is not a way to handle ghost changes: use \"refuse\" or \"mark\"",
+        ),
+        (
+            edit(
+                "slot = \"sluice_orders\"",
+                "slot = \"sluice_orders\"\non-ghost-changes = \"mark\"\nghost-subject = \"ghosts.orders\"",
+            ),
+            "source.ghost-subject: `ghosts.orders` is not among nats.subjects (cdc.>): the pipeline could not publish there",
+        ),
+        (
+            edit(
+                "slot = \"sluice_orders\"",
+                "slot = \"sluice_orders\"\nghost-subject = \"cdc.ghosts\"",
+            ),
+            "source.ghost-subject: only applies when source.on-ghost-changes = \"mark\"",
         ),
         (
             format!("{GOOD}\n[errors]\npolicy = \"retry\"\n"),
@@ -408,4 +437,28 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn ghost_changes_may_be_marked_on_a_permitted_subject() {
+    let d = dir();
+    let text = GOOD.replace(
+        "slot = \"sluice_orders\"",
+        "slot = \"sluice_orders\"\non-ghost-changes = \"mark\"\nghost-subject = \"cdc.ghosts\"",
+    );
+    let m = load(d.path(), &text).unwrap();
+    assert_eq!(
+        m.source.on_ghost_changes,
+        GhostChanges::Mark {
+            subject: "cdc.ghosts".into()
+        }
+    );
+    let text = GOOD.replace(
+        "slot = \"sluice_orders\"",
+        "slot = \"sluice_orders\"\non-ghost-changes = \"refuse\"",
+    );
+    assert_eq!(
+        load(d.path(), &text).unwrap().source.on_ghost_changes,
+        GhostChanges::Refuse
+    );
 }

@@ -14,15 +14,23 @@
 //!   carries the chunk's progress into the record once JetStream stored it.
 //! - [`reaches`]: whether an event is at or past a snapshot's point, where
 //!   its chunks must go.
+//! - [`Feeder::mark`]: ghost changes after a promotion, accepted to be
+//!   marked: the marker message (`super::ghost`), then the confirmer's
+//!   switch ticket behind it. Every batch carries the timeline that wrote
+//!   it when ids name it ([`Timelines`]), refreshed from the history that
+//!   comes with a reconnect to a promoted server.
 //!
 //! Invariant: everything goes through one outbox and one channel in the
 //! order the stream defines, and every ticket is registered in that same
 //! order, so the confirmer's order is the stream's.
 
+use super::ghost::GhostMarker;
 use super::stages::Work;
 use crate::lsn::Lsn;
 use crate::metrics::Metrics;
 use crate::model::Batch;
+use crate::position::history::Timelines;
+use crate::position::startup::TimelineChange;
 use crate::position::{Confirmer, Transaction, Update};
 use crate::snapshot::{Backfills, Chunk, Injector, ReadId, SnapshotError};
 use crate::source::{self, SourceEvent};
@@ -75,6 +83,7 @@ impl Outbox {
                 batch,
                 first_event,
                 read: Some(id),
+                timeline: None,
             });
             first_event += n;
         }
@@ -99,15 +108,48 @@ pub(super) struct Feeder {
     first_event: u64,
     /// Backfills asked for in the stream (see `crate::snapshot`).
     backfills: Backfills,
+    /// Which timeline wrote what, for message ids.
+    timelines: Timelines,
+    /// The ghost-range marker, with `source.on-ghost-changes = "mark"`.
+    marker: Option<GhostMarker>,
 }
 
 impl Feeder {
-    pub(super) fn new(metrics: std::sync::Arc<Metrics>, backfills: Backfills) -> Self {
+    pub(super) fn new(
+        metrics: std::sync::Arc<Metrics>,
+        backfills: Backfills,
+        timelines: Timelines,
+        marker: Option<GhostMarker>,
+    ) -> Self {
         Feeder {
             metrics,
             first_event: 0,
             backfills,
+            timelines,
+            marker,
         }
+    }
+
+    /// Ghost changes accepted after a promotion: the marker naming them,
+    /// then the ticket that switches the confirmer to the new timeline once
+    /// the marker (and every ghost before it) is stored.
+    pub(super) fn mark(
+        &mut self,
+        change: TimelineChange,
+        out: &mut Outbox,
+        confirmer: &mut Confirmer,
+    ) {
+        match &self.marker {
+            Some(marker) => out.push(Work::Marker(marker.message(&change))),
+            None => {
+                debug_assert!(false, "ghost changes accepted without a marker");
+                tracing::error!(from = change.from, to = change.to, switch_point = %change.switch_point,
+                    "ghost changes accepted without a marker subject; continuing unmarked");
+            }
+        }
+        out.push(Work::End(
+            confirmer.register_switch(change.to, change.switch_point),
+        ));
     }
 
     /// Resumes a backfill interrupted by a stop or a crash where its
@@ -132,10 +174,12 @@ impl Feeder {
                 self.metrics.events_decoded(batch.events.len());
                 let first_event = self.first_event;
                 self.first_event += batch.events.len() as u64;
+                let timeline = self.timelines.qualifier(batch.commit_lsn, batch.xid);
                 out.push(Work::Batch {
                     batch,
                     first_event,
                     read: None,
+                    timeline,
                 });
             }
             Some(Ok(SourceEvent::TransactionEnd(end))) => {
@@ -161,8 +205,14 @@ impl Feeder {
                 }
             }
             Some(Ok(SourceEvent::Keepalive { wal_end })) => confirmer.keepalive(wal_end),
+            Some(Ok(SourceEvent::Ghosts(change))) => self.mark(change, out, confirmer),
             Some(Ok(SourceEvent::Restarted(r))) => {
                 confirmer.set_timeline(r.timeline);
+                if let Some(history) = r.history
+                    && self.timelines.is_marked()
+                {
+                    self.timelines = Timelines::marked(r.timeline, history);
+                }
                 tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
                     "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
             }

@@ -13,12 +13,15 @@
 //! - [`reload`]: new plugin chains built off the hot path, swapped in
 //!   between transactions.
 //! - `heartbeat`: writes that keep a quiet slot moving.
+//! - `ghost`: the marker published when ghost changes are accepted after a
+//!   promotion.
 //!
 //! What may be confirmed to PostgreSQL is decided in one place,
 //! [`crate::position::confirm`].
 
 pub mod chain;
 mod feed;
+mod ghost;
 mod heartbeat;
 pub mod reload;
 pub mod run;

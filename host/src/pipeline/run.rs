@@ -31,13 +31,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::chain::ChainError;
 use super::feed::Feeder;
+use super::ghost::GhostMarker;
 use super::heartbeat;
 use super::reload::Baseline;
 use super::source_loop::{LoopSettings, SourceLoop};
 use super::stages::{ChainSettings, Stages};
 use super::start::{self, Started};
-use crate::config::{Manifest, SnapshotMode};
-use crate::lsn::Lsn;
+use crate::config::{GhostChanges, Manifest, SnapshotMode};
 use crate::metrics;
 use crate::plugin::PluginError;
 use crate::position::startup;
@@ -135,11 +135,9 @@ pub async fn run(
     };
     let (stages, ends) = Stages::spawn(plugins, chain, publisher, completions)?;
 
-    // Streaming starts past the stored offset: what it covers is skipped.
-    let skip_through = startup
-        .offset
-        .as_ref()
-        .map_or(Lsn::ZERO, |o| o.commit_end_lsn);
+    // Streaming starts past the stored offset: what it covers is skipped
+    // (only up to the switch point when it holds marked ghost changes).
+    let skip_through = startup.skip_through();
     let from = startup.start.max(skip_through);
     let (confirmer, flushed) = Confirmer::new(ConfirmerSettings {
         store,
@@ -161,7 +159,10 @@ pub async fn run(
         start: startup.start,
         skip_through,
     };
-    let events = source.start(position, flushed).await?;
+    let events = source
+        .with_switch_gate(confirmer.switched())
+        .start(position, flushed)
+        .await?;
     tracing::info!(pipeline = %m.pipeline, slot = %m.source.slot, start = %startup.start,
         skip_through = %skip_through, "streaming");
     metrics.watch_server(events.server_wal_end());
@@ -177,7 +178,20 @@ pub async fn run(
             shutdown.child_token(),
         )
     });
-    let mut feeder = Feeder::new(metrics.clone(), backfills(&m, confirmer.backfills()));
+    let marker = match &m.source.on_ghost_changes {
+        GhostChanges::Mark { subject } => Some(GhostMarker {
+            pipeline: m.pipeline.as_str().to_owned(),
+            slot: m.source.slot.clone(),
+            subject: subject.clone(),
+        }),
+        GhostChanges::Refuse => None,
+    };
+    let mut feeder = Feeder::new(
+        metrics.clone(),
+        backfills(&m, confirmer.backfills()),
+        startup.timelines.clone(),
+        marker,
+    );
     feeder.resume_backfills().await;
     let settings = LoopSettings {
         record_every: m.position.status_interval,
@@ -186,7 +200,8 @@ pub async fn run(
         start: startup.start,
         metrics,
     };
-    let finished = SourceLoop::new(events, confirmer, feeder, ends, snapshot, settings)
+    let ghosts = startup.decision.ghosts;
+    let finished = SourceLoop::new(events, confirmer, feeder, ends, snapshot, ghosts, settings)
         .run(&shutdown)
         .await;
 

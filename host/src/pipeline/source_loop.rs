@@ -17,6 +17,10 @@
 //! [`Confirmer::record`], so that whatever JetStream stored is recorded and
 //! confirmed before the session ends.
 //!
+//! After a promotion with ghost changes marked, it reads nothing more until
+//! the marker's switch ticket is back (`Confirmer::is_switching`): the
+//! marker is stored before anything of the new timeline is handed on.
+//!
 //! The loop never blocks on a stage. It sends to the plugin thread only
 //! when the channel has room, and reads more only while its outbox has
 //! room, so that backpressure reaches the replication socket, while it
@@ -37,6 +41,7 @@ use super::RunError;
 use super::feed::{Feeder, Flow, Outbox, feed_chunk, next_chunk, reaches};
 use super::stages::{Ends, Work};
 use crate::metrics::Metrics;
+use crate::position::startup::TimelineChange;
 use crate::position::{Confirmer, Ticket};
 use crate::snapshot::{Chunk, Injector, Snapshot, SnapshotError};
 use crate::source::{SourceError, SourceEvent, SourceStream};
@@ -100,13 +105,14 @@ pub(super) struct SourceLoop {
 
 impl SourceLoop {
     /// A loop starting at `start`, with `snapshot` (if any) due at its
-    /// point.
+    /// point, and start-up's ghost changes (if any) marked first.
     pub(super) fn new(
         events: SourceStream,
         confirmer: Confirmer,
         feeder: Feeder,
         ends: Ends,
         snapshot: Option<Snapshot>,
+        ghosts: Option<TimelineChange>,
         settings: LoopSettings,
     ) -> Self {
         let start = settings.start;
@@ -127,6 +133,11 @@ impl SourceLoop {
             drain_deadline: None,
             outcome: Ok(()),
         };
+        if let Some(change) = ghosts {
+            source_loop
+                .feeder
+                .mark(change, &mut source_loop.outbox, &mut source_loop.confirmer);
+        }
         if source_loop
             .waiting
             .as_ref()
@@ -144,7 +155,9 @@ impl SourceLoop {
         cadence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drained = true;
         loop {
-            let reading = self.phase != Phase::Draining && self.outbox.has_room();
+            let reading = self.phase != Phase::Draining
+                && self.outbox.has_room()
+                && !self.confirmer.is_switching();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if self.phase != Phase::Draining => {
@@ -227,7 +240,7 @@ impl SourceLoop {
                 Flow::Ended => return self.drain("the replication stream ended"),
                 Flow::Failed(e) => return self.fail(e.into()),
             }
-            if self.outbox.has_room() {
+            if self.outbox.has_room() && !self.confirmer.is_switching() {
                 next = self.events.try_next().map(Some);
             }
         }

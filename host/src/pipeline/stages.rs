@@ -11,7 +11,9 @@
 //!   had ready), runs each batch through the chain, and hands each message
 //!   to the publisher with its deterministic `Nats-Msg-Id`; an end's
 //!   [`Ticket`] goes to the publisher as a *mark*, behind the messages of
-//!   its transaction. Waiting for room in the publisher's window blocks the
+//!   its transaction. A host-made message (the ghost-range marker,
+//!   `super::ghost`) is published as it is, in its place in that order.
+//!   Waiting for room in the publisher's window blocks the
 //!   thread: that is the backpressure that reaches the source loop and, from
 //!   there, the replication socket.
 //! - The publisher reports messages and marks in the order they were
@@ -63,7 +65,13 @@ pub(super) enum Work {
         /// Set for a snapshot or backfill chunk's batches: their messages'
         /// ids.
         read: Option<ReadId>,
+        /// The timeline that wrote the transaction, when its ids name it
+        /// (see `crate::publish::msg_id`, "Timelines").
+        timeline: Option<u32>,
     },
+    /// A message the host made (the ghost-range marker, see `super::ghost`),
+    /// published as it is.
+    Marker(publish::Outgoing),
     /// Everything before this belongs to the end the ticket stands for.
     End(Ticket),
 }
@@ -204,6 +212,7 @@ fn plugin_thread(
                         batch,
                         first_event,
                         read,
+                        timeline,
                     } => {
                         // A reloaded chain takes over between transactions.
                         if batch.first
@@ -214,11 +223,22 @@ fn plugin_thread(
                         let (commit_lsn, xid) = (batch.commit_lsn, batch.xid);
                         let output = chain.process(batch, first_event).map_err(stopped)?;
                         for o in output.messages {
-                            let message = identify(&settings.pipeline, o, commit_lsn, xid, read);
+                            let at = Origin {
+                                commit_lsn,
+                                timeline,
+                                xid,
+                                read,
+                            };
+                            let message = identify(&settings.pipeline, o, at);
                             publisher
                                 .publish(message, Token::Message(Instant::now()))
                                 .await?;
                         }
+                    }
+                    Work::Marker(message) => {
+                        publisher
+                            .publish(message, Token::Message(Instant::now()))
+                            .await?;
                     }
                     Work::End(ticket) => publisher.mark(Token::End(ticket)).await?,
                 }
@@ -243,22 +263,38 @@ fn stopped(e: ChainError) -> RunError {
     RunError::Chain(e)
 }
 
+/// Where a batch's messages come from, for their ids.
+#[derive(Clone, Copy, Debug)]
+struct Origin {
+    commit_lsn: crate::lsn::Lsn,
+    timeline: Option<u32>,
+    xid: u32,
+    read: Option<ReadId>,
+}
+
 /// A chain output as the publisher takes it: with its `Nats-Msg-Id` (a
 /// read id for snapshot and backfill rows, whose position is not a
 /// transaction's) and the headers naming its source event.
-fn identify(
-    pipeline: &str,
-    o: Outgoing,
-    commit_lsn: crate::lsn::Lsn,
-    xid: u32,
-    read: Option<ReadId>,
-) -> publish::Outgoing {
+fn identify(pipeline: &str, o: Outgoing, at: Origin) -> publish::Outgoing {
+    let Origin {
+        commit_lsn,
+        timeline,
+        xid,
+        read,
+    } = at;
     let output_index = u64::from(o.output_index);
     let msg_id = match read {
         Some(r) => {
             publish::read_msg_id(pipeline, r.table_oid, r.digest, o.event_index, output_index)
         }
-        None => publish::msg_id(pipeline, commit_lsn, xid, o.event_index, output_index),
+        None => publish::timeline_msg_id(
+            pipeline,
+            commit_lsn,
+            timeline,
+            xid,
+            o.event_index,
+            output_index,
+        ),
     };
     let source = o.source;
     publish::Outgoing {

@@ -40,6 +40,20 @@
 //! `connector-and-driver` flush: a keepalive's WAL end is released when no
 //! ticket is out and no transaction is partly received (DESIGN §3): the WAL
 //! up to there holds nothing for the publication that is still in flight.
+//!
+//! **Timeline switch** (ghost changes marked after a promotion, DESIGN §3
+//! "Failover"). Positions above the switch point on the old timeline are
+//! LSNs the new timeline reuses for other changes, so the one place where a
+//! position moves *back* in LSN is here, and only by a switch:
+//! [`Confirmer::register_switch`] registers the ghost marker's ticket,
+//! behind every ghost. From then until it is released, the flush LSN
+//! reported to the server is capped at the switch point (a ghost's end
+//! reported to the promoted server would make it skip the new timeline's
+//! transactions up to there). Its release moves every position to the
+//! switch point on the new timeline, records that (stores order positions
+//! by timeline first), and announces the timeline on [`Confirmer::switched`],
+//! which the replication reader waits for before it streams the new
+//! timeline. Tickets registered after it are the new timeline's.
 
 use std::collections::VecDeque;
 
@@ -72,6 +86,9 @@ pub enum Update {
     Chunk(ChunkDone),
     /// The backfills' state as of this point in the stream.
     Backfills(Vec<BackfillProgress>),
+    /// Everything before is stored, including the ghost marker: continue on
+    /// `timeline` from `at` (see the module documentation).
+    Switch { timeline: u32, at: Lsn },
 }
 
 /// One registered end, travelling behind its messages and back. Not
@@ -132,6 +149,11 @@ pub struct Confirmer {
     backfills: Vec<BackfillProgress>,
     /// Progress was released that no record holds yet.
     progress_unrecorded: bool,
+    /// A timeline switch registered and not yet released: the flush LSN
+    /// reported is capped here.
+    cap: Option<Lsn>,
+    /// The timeline of the released positions, for the reader.
+    switched: watch::Sender<u32>,
 }
 
 impl Confirmer {
@@ -140,6 +162,7 @@ impl Confirmer {
     /// flush LSN behind the slot).
     pub fn new(settings: ConfirmerSettings) -> (Self, watch::Receiver<Lsn>) {
         let (flushed, rx) = watch::channel(Lsn::ZERO);
+        let (switched, _) = watch::channel(settings.server.timeline);
         let confirmer = Confirmer {
             store: settings.store,
             flushed,
@@ -157,6 +180,8 @@ impl Confirmer {
             progress: settings.progress,
             backfills: settings.backfills,
             progress_unrecorded: false,
+            cap: None,
+            switched,
         };
         (confirmer, rx)
     }
@@ -185,6 +210,35 @@ impl Confirmer {
             transaction,
             update,
         }
+    }
+
+    /// Registers the ghost marker's end: once it is back, everything
+    /// continues on `timeline` from `at` (the switch point). Until then the
+    /// flush LSN reported is capped at `at`. See the module documentation.
+    pub fn register_switch(&mut self, timeline: u32, at: Lsn) -> Ticket {
+        self.cap = Some(at);
+        self.flushed.send_if_modified(|f| {
+            let above = *f > at;
+            if above {
+                *f = at;
+            }
+            above
+        });
+        let ticket = self.register(None, Some(Update::Switch { timeline, at }));
+        // The new timeline's transactions come next, from the switch point.
+        self.registered = at;
+        ticket
+    }
+
+    /// The timeline of the released positions: it changes when a switch
+    /// ticket is released ([`Self::register_switch`]).
+    pub fn switched(&self) -> watch::Receiver<u32> {
+        self.switched.subscribe()
+    }
+
+    /// Whether a switch is registered and not yet released.
+    pub fn is_switching(&self) -> bool {
+        self.cap.is_some()
     }
 
     /// JetStream stored every message before `ticket`: release what is now
@@ -224,6 +278,10 @@ impl Confirmer {
                 self.backfills = state;
                 self.progress_unrecorded = true;
             }
+            Some(Update::Switch { timeline, at }) => {
+                self.switch(timeline, at);
+                return;
+            }
             None => {}
         }
         if let Some(t) = ticket.transaction
@@ -232,6 +290,31 @@ impl Confirmer {
             self.released = t.end_lsn;
             self.released_transaction = Some(t);
         }
+    }
+
+    /// Moves every position to `at` on `timeline`: the ghosts before are
+    /// stored, the new timeline's changes come next.
+    fn switch(&mut self, timeline: u32, at: Lsn) {
+        self.server.timeline = timeline;
+        self.released = at;
+        self.released_transaction = None;
+        self.cap = None;
+        // Nothing above `at` counts any more; what the flush LSN says stays
+        // at most `at` (it was capped there since the switch was registered).
+        self.recorded = self.recorded.min(at);
+        self.confirmed = self.confirmed.min(at);
+        self.flushed.send_if_modified(|f| {
+            let above = *f > at;
+            if above {
+                *f = at;
+            }
+            above
+        });
+        // A durable store gets a record at `at` on the new timeline with the
+        // next `record`, which then confirms it; a memory store confirms it
+        // at once (see `acknowledged`).
+        self.progress_unrecorded = self.store.is_durable();
+        self.switched.send_replace(timeline);
     }
 
     /// The server reported its WAL end in a keepalive. In
@@ -289,7 +372,8 @@ impl Confirmer {
         );
         self.confirmed = lsn;
         if self.mode != FlushMode::Manual {
-            self.flushed.send_replace(lsn);
+            self.flushed
+                .send_replace(self.cap.map_or(lsn, |cap| lsn.min(cap)));
         }
     }
 

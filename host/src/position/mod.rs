@@ -3,6 +3,7 @@
 //!
 //! - [`confirm`]: the one owner of what may be confirmed to PostgreSQL:
 //!   acknowledgements in, the offset recorded, the flush LSN out.
+//! - [`history`]: which timeline wrote a position (for message ids).
 //! - [`offset`]: the offset record, the durable "streamed up to here".
 //! - [`progress`]: snapshot progress, stored inside the offset record.
 //! - [`store`]: where the offset lives (memory, file, NATS KV); a store
@@ -11,6 +12,7 @@
 //!   mismatch strategies), and carrying the decision out.
 
 pub mod confirm;
+pub mod history;
 pub mod offset;
 pub mod progress;
 pub mod startup;

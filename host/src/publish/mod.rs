@@ -25,7 +25,7 @@ pub mod subject;
 
 pub use crate::secret::Secret;
 pub use connect::{ConnectError, NatsAuth, NatsOptions, TlsOptions, connect};
-pub use msg_id::{MsgId, msg_id, read_msg_id};
+pub use msg_id::{MsgId, ghost_msg_id, msg_id, read_msg_id, timeline_msg_id};
 pub use outgoing::{HostMeta, MessageError, Outgoing};
 pub use publisher::{
     Completed, Completion, Completions, PublishError, Publisher, PublisherConfig, PublisherMonitor,

@@ -50,6 +50,15 @@
 //!   batcher is still holding back.
 //! - **Order.** Events arrive in stream order: a transaction's batches,
 //!   then its [`TransactionEnd`]; transactions in commit order.
+//! - **Ghost changes** (`source.on-ghost-changes = "mark"`). When a
+//!   reconnect finds a promoted server that lacks changes already delivered
+//!   (see `reader`), the consumer gets [`SourceEvent::Ghosts`] before the
+//!   new session streams anything, and the reader waits until the consumer
+//!   reports the switch to the new timeline done (the gate given with
+//!   [`PreparedSource::with_switch_gate`]: the marker is stored and nothing
+//!   above the switch point is reported as flushed). Then it streams from
+//!   the switch point, and skips replays only up to it: the new timeline's
+//!   transactions above it reuse the ghosts' LSNs and are new.
 //!
 //! For the position tracker: the first batch of a transaction (`first`)
 //! is `transaction_begun`, [`SourceEvent::TransactionEnd`] is
@@ -73,11 +82,11 @@ use crate::config::SourceSettings;
 use crate::lsn::Lsn;
 use crate::model::Batch;
 use crate::pgoutput::{BatchError, TransactionEnd};
-use crate::position::startup::Refusal;
+use crate::position::startup::{Refusal, TimelineChange};
 use crate::replication::setup::{self, SetupError, SetupSpec};
 use crate::replication::{
     Backoff, CreateSlotOptions, PgOutputOptions, ReplicationConnection, ReplicationError, SlotName,
-    SnapshotAction, StreamOptions, SystemIdentity, standby,
+    SnapshotAction, StreamOptions, SystemIdentity, TimelineSwitch, standby,
 };
 
 use reader::Reader;
@@ -264,6 +273,7 @@ pub struct PreparedSource {
     options: SourceOptions,
     identity: SystemIdentity,
     slot: SlotState,
+    switch_gate: Option<watch::Receiver<u32>>,
 }
 
 /// pgoutput's options for the manifest's source: its publication and, for
@@ -344,6 +354,7 @@ pub async fn prepare(
         options,
         identity,
         slot,
+        switch_gate: None,
     })
 }
 
@@ -365,7 +376,17 @@ impl PreparedSource {
             options,
             identity,
             slot,
+            switch_gate: None,
         }
+    }
+
+    /// After [`SourceEvent::Ghosts`], the reader waits until `gate` names
+    /// the new timeline before it streams it (the consumer's confirmer
+    /// announces it, `crate::position::Confirmer::switched`). Without a
+    /// gate it does not wait.
+    pub fn with_switch_gate(mut self, gate: watch::Receiver<u32>) -> Self {
+        self.switch_gate = Some(gate);
+        self
     }
 
     /// The server's identity (`IDENTIFY_SYSTEM`).
@@ -391,6 +412,7 @@ impl PreparedSource {
             options,
             identity,
             slot,
+            switch_gate,
         } = self;
         let start = position.start.max(*flushed.borrow());
         let stream = conn
@@ -424,6 +446,7 @@ impl PreparedSource {
             stop_rx,
             wal_end.clone(),
             timeline.clone(),
+            switch_gate,
         );
         let task = tokio::spawn(reader.run(stream));
         Ok(SourceStream {
@@ -455,10 +478,16 @@ pub enum SourceEvent {
     /// the session streams on (nothing is replayed), and positions from
     /// here on are on that timeline.
     Promoted { timeline: u32 },
+    /// The connection was lost, and the server found again was promoted
+    /// past changes already delivered (the range from the switch point to
+    /// [`TimelineChange::ghost_end`]), accepted with
+    /// `source.on-ghost-changes = "mark"`. Comes before the new session
+    /// streams anything; see the module documentation.
+    Ghosts(TimelineChange),
 }
 
 /// The source reconnected after losing its connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Restarted {
     /// A transaction some of whose batches were delivered, but not its
     /// end: discard them, it comes again from its first batch.
@@ -467,6 +496,8 @@ pub struct Restarted {
     pub resumed_at: Lsn,
     /// The server's timeline now (higher than before after a promotion).
     pub timeline: u32,
+    /// After a promotion, the new timeline's history (`TIMELINE_HISTORY`).
+    pub history: Option<Arc<[TimelineSwitch]>>,
 }
 
 /// See [`Restarted::abandoned`].

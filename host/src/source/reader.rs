@@ -27,6 +27,17 @@
 //! A session on a standby is not broken by that standby's promotion: the
 //! reader watches for it (`promotion`) and takes the new timeline from
 //! the server it was decoding from.
+//! A transaction cut off half-way counts as streamed past its commit LSN.
+//!
+//! Ghost changes accepted (`source.on-ghost-changes = "mark"`): the reader
+//! delivers [`SourceEvent::Ghosts`] before it starts the new session,
+//! waits for the switch gate (the consumer has stored the marker, and
+//! reports nothing above the switch point as flushed any more), and only
+//! then runs `START_REPLICATION` at the switch point. From there it skips
+//! replays only up to the switch point: `delivered` is forgotten, because
+//! the new timeline's transactions reuse the ghosts' LSNs.
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -38,10 +49,10 @@ use super::{
 use crate::config::SourceSettings;
 use crate::lsn::Lsn;
 use crate::pgoutput::Batcher;
-use crate::position::startup::{TimelineInputs, check_timeline, slot_from_json};
+use crate::position::startup::{TimelineChange, TimelineInputs, check_timeline, slot_from_json};
 use crate::replication::{
     Backoff, ReplicationConnection, ReplicationError, ReplicationEvent, ReplicationStream,
-    StreamOptions, SystemIdentity, quote_literal,
+    StreamOptions, SystemIdentity, TimelineSwitch, quote_literal,
 };
 
 type Events = mpsc::Sender<Result<SourceEvent, SourceError>>;
@@ -63,6 +74,16 @@ impl Position {
             transaction: xid != 0,
         }
     }
+}
+
+/// A new session, ready to stream.
+struct Opened {
+    stream: ReplicationStream,
+    identity: SystemIdentity,
+    /// After a promotion, the new timeline's history.
+    history: Option<Arc<[TimelineSwitch]>>,
+    /// Where `START_REPLICATION` started.
+    resumed_at: Lsn,
 }
 
 /// Why delivering an event ended the session.
@@ -104,6 +125,9 @@ pub(super) struct Reader {
     wal_end: ServerWalEnd,
     /// The server's timeline, for the offset records.
     timeline: ServerTimeline,
+    /// Announces the consumer's switch to a new timeline after ghost
+    /// changes (see the module documentation); `None`: do not wait.
+    switch_gate: Option<watch::Receiver<u32>>,
 }
 
 impl Reader {
@@ -119,6 +143,7 @@ impl Reader {
         stop: watch::Receiver<bool>,
         wal_end: ServerWalEnd,
         timeline: ServerTimeline,
+        switch_gate: Option<watch::Receiver<u32>>,
     ) -> Self {
         let backoff = options
             .backoff
@@ -140,6 +165,7 @@ impl Reader {
             backoff,
             wal_end,
             timeline,
+            switch_gate,
         }
     }
 
@@ -200,7 +226,12 @@ impl Reader {
                 opened = self.open_stream(resumed_at) => opened,
             };
             match opened {
-                Ok((mut stream, identity)) => {
+                Ok(Opened {
+                    mut stream,
+                    identity,
+                    history,
+                    resumed_at,
+                }) => {
                     if identity.timeline != self.identity.timeline {
                         self.identity.timeline = identity.timeline;
                         self.timeline.set(identity.timeline);
@@ -209,6 +240,7 @@ impl Reader {
                         abandoned: self.open,
                         resumed_at,
                         timeline: identity.timeline,
+                        history,
                     };
                     tracing::info!(
                         slot = %self.settings.slot,
@@ -239,28 +271,33 @@ impl Reader {
         }
     }
 
-    /// Connects, checks that the server is the same cluster, and starts
-    /// streaming at `start`. Returns the server's identity too (its
-    /// timeline may have changed).
-    async fn open_stream(
-        &self,
-        start: Lsn,
-    ) -> Result<(ReplicationStream, SystemIdentity), SourceError> {
-        let slot = &self.settings.slot;
-        let (mut conn, identity) = super::open_session(&self.settings.conninfo, slot).await?;
+    /// Connects, checks that the server is the same cluster, follows a
+    /// promotion (marking ghost changes when allowed), and starts streaming
+    /// at `start` (at the switch point after ghost changes).
+    async fn open_stream(&mut self, start: Lsn) -> Result<Opened, SourceError> {
+        let slot = self.settings.slot.clone();
+        let (mut conn, identity) = super::open_session(&self.settings.conninfo, &slot).await?;
         if identity.system_id != self.identity.system_id {
             return Err(SourceError::ServerChanged {
-                slot: slot.clone(),
+                slot,
                 expected: self.identity.system_id,
                 found: identity.system_id,
             });
         }
-        if identity.timeline != self.identity.timeline {
-            self.check_promotion(&mut conn, &identity).await?;
+        let mut start = start;
+        let mut history = None;
+        if identity.timeline != self.identity.timeline
+            && let Some((change, read)) = self.check_promotion(&mut conn, &identity).await?
+        {
+            history = read.map(Arc::from);
+            if change.ghost_end.is_some() {
+                self.follow_ghosts(change).await;
+                start = change.switch_point;
+            }
         }
         let stream = conn
             .start_replication(
-                slot,
+                &slot,
                 start,
                 &super::pgoutput_options(&self.settings),
                 StreamOptions {
@@ -269,18 +306,61 @@ impl Reader {
                 },
             )
             .await
-            .map_err(SourceError::replication(slot, "START_REPLICATION failed"))?;
-        Ok((stream, identity))
+            .map_err(SourceError::replication(&slot, "START_REPLICATION failed"))?;
+        Ok(Opened {
+            stream,
+            identity,
+            history,
+            resumed_at: start,
+        })
+    }
+
+    /// Ghost changes accepted: hands the range to the consumer, waits until
+    /// it switched to the new timeline, and forgets what was delivered
+    /// above the switch point (see the module documentation). Never
+    /// returns once the consumer is gone: the caller's stop request ends it.
+    async fn follow_ghosts(&mut self, change: TimelineChange) {
+        let end = change.ghost_end.unwrap_or(change.switch_point);
+        tracing::warn!(
+            slot = %self.settings.slot,
+            from = change.from,
+            to = change.to,
+            switch_point = %change.switch_point,
+            ghost_end = %end,
+            "ghost changes: the server was promoted from timeline {} to {} at {}, and the changes between {} and {end} are in the stream but not on the promoted server; source.on-ghost-changes = \"mark\": marking the range and continuing from {} on the new timeline",
+            change.from, change.to, change.switch_point, change.switch_point, change.switch_point
+        );
+        if self
+            .events
+            .send(Ok(SourceEvent::Ghosts(change)))
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+        if let Some(gate) = &mut self.switch_gate
+            && gate.wait_for(|t| *t >= change.to).await.is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+        // A transaction cut off half-way there was a ghost too: it never
+        // comes again.
+        self.open = None;
+        self.delivered = None;
+        self.delivered_end = change.switch_point;
+        self.position.skip_through = change.switch_point;
+        self.position.start = change.switch_point;
     }
 
     /// The server is on another timeline than before the connection was
     /// lost: continue only if it is a promotion the stream can follow
     /// (`check_timeline`), judged by the newest transaction delivered.
+    /// Returns the promotion and the new timeline's history.
     async fn check_promotion(
         &self,
         conn: &mut ReplicationConnection,
         identity: &SystemIdentity,
-    ) -> Result<(), SourceError> {
+    ) -> Result<Option<(TimelineChange, Option<Vec<TimelineSwitch>>)>, SourceError> {
         let slot = &self.settings.slot;
         let failed = |during| {
             let slot = slot.clone();
@@ -314,7 +394,13 @@ impl Reader {
                 slot: slot.clone(),
                 reason: e.to_string(),
             })?;
-        let streamed = self.delivered_end.max(self.position.skip_through);
+        // A transaction cut off half-way was streamed in part: its end lies
+        // past its commit record's start.
+        let cut_off = self.open.map_or(Lsn::ZERO, |o| Lsn(o.commit_lsn.0 + 1));
+        let streamed = self
+            .delivered_end
+            .max(self.position.skip_through)
+            .max(cut_off);
         let change = check_timeline(&TimelineInputs {
             slot_name: slot,
             from: self.identity.timeline,
@@ -323,9 +409,12 @@ impl Reader {
             streamed_end: (streamed > Lsn::ZERO).then_some(streamed),
             streamed_what: "the newest transaction sluice passed on to the pipeline",
             slot: state.as_ref(),
+            mark_ghosts: self.settings.on_ghost_changes.marks(),
         })
         .map_err(|r| SourceError::Failover(Box::new(r)))?;
-        if let Some(change) = change {
+        if let Some(change) = change
+            && change.ghost_end.is_none()
+        {
             tracing::warn!(
                 slot = %slot,
                 from = change.from,
@@ -335,7 +424,7 @@ impl Reader {
                 "the server was promoted; the slot survived and everything streamed is on the new timeline: continuing"
             );
         }
-        Ok(())
+        Ok(change.map(|c| (c, history)))
     }
 
     /// The standby this session decodes from was promoted to `timeline`:
@@ -618,6 +707,26 @@ mod tests {
             !skips(None, Lsn::ZERO, Lsn(1), 1),
             "nothing delivered or stored"
         );
+    }
+
+    #[test]
+    fn after_marked_ghosts_only_the_switch_point_skips() {
+        // Ghosts delivered up to the transaction committed at 0/3600; the
+        // promotion's switch point is 0/3500. The new timeline's
+        // transactions at 0/3500..0/3600 reuse the ghosts' LSNs: had the
+        // reader kept what it delivered, it would skip them.
+        let ghost = Position::of(Lsn(0x3600), 9);
+        assert!(skips(Some(ghost), Lsn::ZERO, Lsn(0x3580), 9));
+        // What `follow_ghosts` leaves: nothing delivered, skip through the
+        // switch point.
+        let switch_point = Lsn(0x3500);
+        for lsn in [0x3500, 0x3580, 0x3600] {
+            assert!(!skips(None, switch_point, Lsn(lsn), 9), "{lsn:#x}");
+        }
+        assert!(!skips(None, switch_point, Lsn(0x3508), 0));
+        // The common history's replays are still skipped.
+        assert!(skips(None, switch_point, Lsn(0x34F0), 9));
+        assert!(skips(None, switch_point, Lsn(0x3500), 0));
     }
 
     #[test]

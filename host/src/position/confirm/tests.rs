@@ -239,3 +239,86 @@ proptest! {
         prop_assert!(c.is_idle());
     }
 }
+
+/// What the file store at `path` holds: (timeline, offset).
+async fn held(path: &std::path::Path) -> (u32, Lsn) {
+    let record = FileStore::new(path.to_owned())
+        .load()
+        .await
+        .unwrap()
+        .unwrap();
+    (record.timeline, record.commit_end_lsn)
+}
+
+#[tokio::test]
+async fn a_timeline_switch_continues_from_the_switch_point_on_the_new_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offset.json");
+    let store = Box::new(FileStore::new(path.clone()));
+    let (mut c, flushed) = confirmer(store, FlushMode::Connector, Lsn(0x100));
+    let switched = c.switched();
+    // Ghosts up to 0/300 on timeline 1: stored, recorded, confirmed.
+    let g1 = c.register(tx(0x200), None);
+    let g2 = c.register(tx(0x300), None);
+    c.acknowledged(g1);
+    c.acknowledged(g2);
+    c.record().await.unwrap();
+    assert_eq!(*flushed.borrow(), Lsn(0x300));
+    // The promotion at 0/180: the flush LSN drops to the switch point at
+    // once, so the promoted server is never told a ghost's end.
+    let marker = c.register_switch(2, Lsn(0x180));
+    assert!(c.is_switching());
+    assert_eq!(*flushed.borrow(), Lsn(0x180));
+    // The new timeline's first transaction ends below the ghosts' end.
+    let t = c.register(tx(0x250), None);
+    assert_eq!(*switched.borrow(), 1, "not before the marker is stored");
+    c.acknowledged(marker);
+    assert_eq!(*switched.borrow(), 2);
+    assert!(!c.is_switching());
+    c.record().await.unwrap();
+    assert_eq!(held(&path).await, (2, Lsn(0x180)));
+    assert_eq!(*flushed.borrow(), Lsn(0x180));
+    c.acknowledged(t);
+    c.record().await.unwrap();
+    assert_eq!(held(&path).await, (2, Lsn(0x250)));
+    assert_eq!(*flushed.borrow(), Lsn(0x250));
+}
+
+#[tokio::test]
+async fn ghosts_stored_after_the_switch_was_registered_are_never_confirmed_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offset.json");
+    let store = Box::new(FileStore::new(path.clone()));
+    let (mut c, flushed) = confirmer(store, FlushMode::Connector, Lsn(0x100));
+    let ghost = c.register(tx(0x300), None);
+    let marker = c.register_switch(2, Lsn(0x180));
+    c.acknowledged(ghost);
+    c.record().await.unwrap();
+    // Recorded on the old timeline, reported only up to the switch point.
+    assert_eq!(held(&path).await, (1, Lsn(0x300)));
+    assert_eq!(*flushed.borrow(), Lsn(0x180));
+    c.acknowledged(marker);
+    c.record().await.unwrap();
+    assert_eq!(held(&path).await, (2, Lsn(0x180)));
+    assert_eq!(*flushed.borrow(), Lsn(0x180));
+}
+
+#[test]
+fn with_a_memory_store_the_switch_point_is_confirmed_at_once() {
+    let (mut c, flushed) = confirmer(
+        Box::new(MemoryStore::default()),
+        FlushMode::Connector,
+        Lsn(0x100),
+    );
+    let ghost = c.register(tx(0x300), None);
+    c.acknowledged(ghost);
+    assert_eq!(*flushed.borrow(), Lsn(0x300));
+    let marker = c.register_switch(2, Lsn(0x180));
+    assert_eq!(*flushed.borrow(), Lsn(0x180));
+    let t = c.register(tx(0x200), None);
+    c.acknowledged(marker);
+    assert_eq!(c.confirmed(), Lsn(0x180));
+    c.acknowledged(t);
+    assert_eq!(*flushed.borrow(), Lsn(0x200));
+    assert_eq!(c.confirmed(), Lsn(0x200));
+}

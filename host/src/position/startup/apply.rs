@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 use super::{Decision, Inputs, NoticeLevel, Refusal, ServerState, SlotState, Start, decide};
 use crate::config::{FlushMode, Manifest, MismatchStrategy, SnapshotMode};
 use crate::lsn::Lsn;
+use crate::position::history::Timelines;
 use crate::position::offset::OffsetRecord;
 use crate::position::store::{OffsetStore, StoreError};
 use crate::replication::{
@@ -42,6 +43,8 @@ pub struct StartupSettings {
     pub export_snapshot: bool,
     /// `source.failover` (see [`failover_wanted`]).
     pub failover: Option<bool>,
+    /// `source.on-ghost-changes = "mark"`.
+    pub mark_ghosts: bool,
 }
 
 impl StartupSettings {
@@ -55,6 +58,7 @@ impl StartupSettings {
             resnapshot: m.source.snapshot == SnapshotMode::WhenNeeded,
             export_snapshot: m.source.snapshot.on_new_slot(),
             failover: m.source.failover,
+            mark_ghosts: m.source.on_ghost_changes.marks(),
         }
     }
 }
@@ -76,6 +80,19 @@ pub struct Startup {
     pub resnapshot: bool,
     /// The decision that was carried out.
     pub decision: Decision,
+    /// Which timeline wrote what, for message ids (qualified only with
+    /// `source.on-ghost-changes = "mark"`).
+    pub timelines: Timelines,
+}
+
+impl Startup {
+    /// Transactions whose commit ends at or below this were streamed
+    /// (`0/0`: none); see [`Decision::skip_through`].
+    pub fn skip_through(&self) -> Lsn {
+        self.offset
+            .as_ref()
+            .map_or(Lsn::ZERO, |o| self.decision.skip_through(o.commit_end_lsn))
+    }
 }
 
 /// Why start-up did not complete.
@@ -178,17 +195,20 @@ pub fn slot_from_json(slot: &SlotName, text: &str) -> Result<SlotState, StartupE
 
 /// Reads the history of `identity`'s timeline when `offset` comes from a
 /// lower one (a promotion since): the failover decision needs its switch
-/// points.
+/// points. With `mark_ghosts`, also on any timeline above 1: message ids
+/// name the timeline that wrote each change
+/// ([`crate::position::history`]).
 pub async fn read_history(
     repl: &mut ReplicationConnection,
     identity: &SystemIdentity,
     offset: Option<&OffsetRecord>,
+    mark_ghosts: bool,
 ) -> Result<Option<Vec<TimelineSwitch>>, StartupError> {
-    match offset {
-        Some(o) if o.timeline < identity.timeline && identity.timeline > 1 => {
-            Ok(Some(repl.timeline_history(identity.timeline).await?))
-        }
-        _ => Ok(None),
+    let promoted = offset.is_some_and(|o| o.timeline < identity.timeline);
+    if identity.timeline > 1 && (promoted || mark_ghosts) {
+        Ok(Some(repl.timeline_history(identity.timeline).await?))
+    } else {
+        Ok(None)
     }
 }
 
@@ -264,7 +284,7 @@ pub async fn apply(
     let identity = repl.identify_system().await?;
     let offset = store.load().await?;
     let slot_state = read_slot(sql, &settings.slot).await?;
-    let history = read_history(repl, &identity, offset.as_ref()).await?;
+    let history = read_history(repl, &identity, offset.as_ref(), settings.mark_ghosts).await?;
     let server = ServerState::from(&identity);
     let store_name = store.describe();
     let decision = decide(&Inputs {
@@ -279,6 +299,7 @@ pub async fn apply(
         slot: slot_state.as_ref(),
         server: &server,
         history: history.as_deref(),
+        mark_ghosts: settings.mark_ghosts,
     })?;
     let slot = &settings.slot;
     for notice in &decision.notices {
@@ -324,6 +345,11 @@ pub async fn apply(
         }
     };
     tracing::info!(slot = %slot, lsn = %start, "streaming starts");
+    let timelines = if settings.mark_ghosts {
+        Timelines::marked(identity.timeline, history.unwrap_or_default().into())
+    } else {
+        Timelines::unqualified()
+    };
     Ok(Startup {
         start,
         server: identity,
@@ -331,6 +357,7 @@ pub async fn apply(
         created_slot,
         resnapshot,
         decision,
+        timelines,
     })
 }
 

@@ -19,7 +19,11 @@
 //!   strategy; so is an offset whose WAL is gone (R > O) under
 //!   `no-validation` and `trust-offset`;
 //! - every refusal names both positions, the slot, the strategy and the
-//!   command that resolves it.
+//!   command that resolves it;
+//! - after a promotion with ghost changes accepted to be marked
+//!   (`source.on-ghost-changes = "mark"`), the offset counts only up to
+//!   the switch point: what it holds above is the old timeline's, and
+//!   the new timeline's transactions there are new ([`Decision::ghosts`]).
 
 mod apply;
 mod refusal;
@@ -119,6 +123,8 @@ pub struct Inputs<'a> {
     /// The history of the server's timeline, read when the offset comes
     /// from a lower timeline (a promotion since).
     pub history: Option<&'a [TimelineSwitch]>,
+    /// `source.on-ghost-changes = "mark"`.
+    pub mark_ghosts: bool,
 }
 
 /// Where streaming starts.
@@ -144,6 +150,10 @@ pub struct Decision {
     pub move_offset_to: Option<Lsn>,
     /// What to log.
     pub notices: Vec<Notice>,
+    /// The offset holds ghost changes, accepted to be marked: the
+    /// promotion, with [`TimelineChange::ghost_end`] set. Streaming skips
+    /// only what lies at or below the switch point.
+    pub ghosts: Option<TimelineChange>,
 }
 
 impl Decision {
@@ -153,6 +163,17 @@ impl Decision {
             advance_slot_to: None,
             move_offset_to: None,
             notices: Vec::new(),
+            ghosts: None,
+        }
+    }
+
+    /// Transactions whose commit ends at or below this were streamed: the
+    /// stored offset `o`, or the switch point when what the offset holds
+    /// above it are ghost changes.
+    pub fn skip_through(&self, o: Lsn) -> Lsn {
+        match &self.ghosts {
+            Some(g) => o.min(g.switch_point),
+            None => o,
         }
     }
 
@@ -206,6 +227,7 @@ pub fn decide(i: &Inputs<'_>) -> Result<Decision, Refusal> {
             streamed_end: Some(o.commit_end_lsn),
             streamed_what: &format!("the stored offset in {}", i.store),
             slot: i.slot,
+            mark_ghosts: i.mark_ghosts,
         })? {
             return decide_after_promotion(i, &ctx, o, change);
         }
@@ -258,6 +280,19 @@ fn decide_after_promotion(
     let (Some(s), Some(r)) = (slot.position(), slot.restart_lsn) else {
         return Err(ctx.slot_invalidated(Some(o.commit_end_lsn)));
     };
+    if let Some(end) = change.ghost_end {
+        // Only the common history up to the switch point counts as
+        // streamed: the new timeline's transactions above it are new.
+        let mut decision = decide_ordering(i, ctx, change.switch_point, s, r)?;
+        decision.ghosts = Some(change);
+        return Ok(decision.notice(
+            NoticeLevel::Warn,
+            format!(
+                "ghost changes: the stored offset {end} is past the switch point {} where timeline {} ended when this server was promoted to timeline {}, so the changes between {} and {end} are in the stream but not on the promoted server (replication slot \"{}\"); source.on-ghost-changes = \"mark\": publishing a marker naming the range, then streaming the new timeline from {}",
+                change.switch_point, change.from, change.to, change.switch_point, i.slot_name, change.switch_point
+            ),
+        ));
+    }
     let decision = decide_ordering(i, ctx, o.commit_end_lsn, s, r)?;
     Ok(decision.notice(
         NoticeLevel::Warn,

@@ -136,7 +136,7 @@ pub enum Refusal {
         server_timeline: u32,
     },
     #[error(
-        "refusing to continue: ghost changes: {what} ends at {streamed_end}, but timeline {from} ended at {switch_point} when this server was promoted to timeline {to}, so the changes between {switch_point} and {streamed_end} are in the stream but not on the promoted server (replication slot \"{slot}\"; the old primary sent them before its standby had them). Reconcile the stream's consumers for that LSN range, then run `sluice offset clear` and start again. To prevent this, set `synchronized_standby_slots` on the primary to the standby's physical slot, so logical replication never runs ahead of the standby"
+        "refusing to continue: ghost changes: {what} ends at {streamed_end}, but timeline {from} ended at {switch_point} when this server was promoted to timeline {to}, so the changes between {switch_point} and {streamed_end} are in the stream but not on the promoted server (replication slot \"{slot}\"; the old primary sent them before its standby had them). Reconcile the stream's consumers for that LSN range, then run `sluice offset clear` and start again; or set source.on-ghost-changes = \"mark\" (with source.ghost-subject) to publish one marker message naming the range and continue from the promoted server. To prevent this, set `synchronized_standby_slots` on the primary to the standby's physical slot, so logical replication never runs ahead of the standby"
     )]
     GhostChanges {
         slot: SlotName,

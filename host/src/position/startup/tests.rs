@@ -56,6 +56,7 @@ fn run(
         slot,
         server: &server,
         history: None,
+        mark_ghosts: false,
     })
 }
 
@@ -232,6 +233,7 @@ fn resnapshot_replaces_the_availability_refusal_when_allowed() {
         slot: Some(&s),
         server: &server,
         history: None,
+        mark_ghosts: false,
     })
     .unwrap();
     assert_eq!(d.start, Start::Resnapshot(Lsn(0x3000)));
@@ -279,6 +281,7 @@ fn without_an_offset_the_slot_decides_or_is_created() {
         slot: None,
         server: &server,
         history: None,
+        mark_ghosts: false,
     })
     .unwrap_err();
     assert_eq!(
@@ -414,6 +417,15 @@ fn an_offset_from_a_higher_timeline_is_refused() {
 
 /// The server of `server()` promoted to timeline 2 at `switch`.
 fn run_promoted(o: u64, switch: u64, slot: Option<&SlotState>) -> Result<Decision, Refusal> {
+    run_promoted_with(o, switch, slot, false)
+}
+
+fn run_promoted_with(
+    o: u64,
+    switch: u64,
+    slot: Option<&SlotState>,
+    mark_ghosts: bool,
+) -> Result<Decision, Refusal> {
     let name = slot_name();
     let server = ServerState {
         timeline: 2,
@@ -436,6 +448,7 @@ fn run_promoted(o: u64, switch: u64, slot: Option<&SlotState>) -> Result<Decisio
         slot,
         server: &server,
         history: Some(&history),
+        mark_ghosts,
     })
 }
 
@@ -462,5 +475,40 @@ fn after_a_promotion_ghosts_and_lost_slots_are_refused() {
         "{err}"
     );
     let err = run_promoted(0x3000, 0x3500, None).unwrap_err();
+    assert!(matches!(err, Refusal::SlotLostInFailover { .. }), "{err}");
+}
+
+#[test]
+fn after_a_promotion_ghosts_may_be_marked_and_only_the_switch_point_counts() {
+    // The offset 0/3600 is past the switch point 0/3500; the synced slot
+    // lags at 0/2000: start at the switch point, not at the offset, and
+    // skip only what lies at or below it.
+    let d = run_promoted_with(0x3600, 0x3500, Some(&slot(0x2000, 0x100)), true).unwrap();
+    assert_eq!(d.start, Start::At(Lsn(0x3500)));
+    let ghosts = d.ghosts.expect("the ghost range");
+    assert_eq!(
+        (
+            ghosts.from,
+            ghosts.to,
+            ghosts.switch_point,
+            ghosts.ghost_end
+        ),
+        (1, 2, Lsn(0x3500), Some(Lsn(0x3600)))
+    );
+    assert_eq!(d.skip_through(Lsn(0x3600)), Lsn(0x3500));
+    assert!(
+        d.notices.iter().any(|n| n.level == NoticeLevel::Warn
+            && n.message.contains("between 0/3500 and 0/3600")
+            && n.message.contains("timeline 2")),
+        "{:?}",
+        d.notices
+    );
+    // Without ghosts, marking changes nothing.
+    let d = run_promoted_with(0x3000, 0x3500, Some(&slot(0x2000, 0x100)), true).unwrap();
+    assert_eq!(d.start, Start::At(Lsn(0x3000)));
+    assert_eq!(d.ghosts, None);
+    assert_eq!(d.skip_through(Lsn(0x3000)), Lsn(0x3000));
+    // The slot must still have survived.
+    let err = run_promoted_with(0x3600, 0x3500, None, true).unwrap_err();
     assert!(matches!(err, Refusal::SlotLostInFailover { .. }), "{err}");
 }

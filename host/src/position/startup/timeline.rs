@@ -13,7 +13,11 @@
 //!   temporary, is not invalidated): streaming resumes; the replay of what
 //!   the synced slot lags behind is skipped by the caller;
 //! - it ends above the switch point: the stream holds changes the new
-//!   primary never had ("ghost changes"): refuse, naming the range;
+//!   primary never had ("ghost changes"): refuse, naming the range — or,
+//!   with `source.on-ghost-changes = "mark"` and the slot there, continue,
+//!   returning the range ([`TimelineChange::ghost_end`]) for the caller to
+//!   mark in the stream and to resume from the switch point (the slot
+//!   checks below apply all the same);
 //! - the slot is missing, temporary (synced but not yet sync-ready) or
 //!   invalidated: refuse, naming the cause;
 //! - a lower timeline, or a history that does not contain the old
@@ -45,6 +49,8 @@ pub struct TimelineInputs<'a> {
     pub streamed_what: &'a str,
     /// The slot on the new server; `None` when it does not exist.
     pub slot: Option<&'a SlotState>,
+    /// `source.on-ghost-changes = "mark"`: accept ghost changes.
+    pub mark_ghosts: bool,
 }
 
 /// A promotion that streaming can continue across.
@@ -54,6 +60,9 @@ pub struct TimelineChange {
     pub to: u32,
     /// Where timeline `from` ends in the new server's history.
     pub switch_point: Lsn,
+    /// Set when the stream holds ghost changes, accepted to be marked:
+    /// they lie between `switch_point` and this end.
+    pub ghost_end: Option<Lsn>,
 }
 
 /// `Ok(None)`: same timeline. `Ok(Some(change))`: a promotion that
@@ -81,8 +90,9 @@ pub fn check_timeline(i: &TimelineInputs<'_>) -> Result<Option<TimelineChange>, 
             stream_timeline: i.from,
             server_timeline: i.to,
         })?;
-    if let Some(end) = i.streamed_end
-        && end > switch_point
+    let ghost_end = i.streamed_end.filter(|&end| end > switch_point);
+    if let Some(end) = ghost_end
+        && !i.mark_ghosts
     {
         return Err(Refusal::GhostChanges {
             slot,
@@ -125,6 +135,7 @@ pub fn check_timeline(i: &TimelineInputs<'_>) -> Result<Option<TimelineChange>, 
         from: i.from,
         to: i.to,
         switch_point,
+        ghost_end,
     }))
 }
 

@@ -71,4 +71,23 @@ mod tests {
         assert_eq!(store.load().await.unwrap(), None);
         store.store(&at(0x10)).await.unwrap();
     }
+
+    #[tokio::test]
+    async fn a_higher_timeline_is_newer_whatever_its_lsn() {
+        let on = |lsn: u64, timeline: u32| OffsetRecord {
+            timeline,
+            ..at(lsn)
+        };
+        let mut store = MemoryStore::default();
+        store.store(&on(0x3600, 1)).await.unwrap();
+        // After marked ghost changes: the new timeline from its switch point.
+        store.store(&on(0x3500, 2)).await.unwrap();
+        let err = store.store(&on(0x3700, 1)).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "refusing to store offset 0/3700 for slot \"orders\" in the memory offset store: it holds 0/3500 on timeline 2 (the offered one is on timeline 1), and a stored offset never moves backwards"
+        );
+        let held = store.load().await.unwrap().unwrap();
+        assert_eq!((held.timeline, held.commit_end_lsn), (2, Lsn(0x3500)));
+    }
 }

@@ -9,7 +9,11 @@
 //!
 //! Invariant of every store: it never accepts a position older than the one
 //! it holds; [`OffsetStore::store`] refuses with [`StoreError::Backwards`].
-//! Equal positions are accepted (re-storing is idempotent). Only
+//! Positions are ordered by timeline, then LSN: after a promotion whose
+//! ghost changes were marked (DESIGN.md §3, "Failover"), the new timeline's
+//! positions are newer than the old timeline's above the switch point,
+//! whose LSNs they reuse. Equal positions are accepted (re-storing is
+//! idempotent). Only
 //! [`OffsetStore::clear`], an explicit operator action, moves a store back
 //! to "no offset".
 //!
@@ -57,13 +61,16 @@ pub trait OffsetStore: Send + Sync + std::fmt::Debug {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "refusing to store offset {offered} for slot \"{slot}\" in {store}: it holds {held}, and a stored offset never moves backwards"
+        "refusing to store offset {offered} for slot \"{slot}\" in {store}: it holds {held}{}, and a stored offset never moves backwards",
+        timeline_note(*.held_timeline, *.offered_timeline)
     )]
     Backwards {
         store: String,
         slot: SlotName,
         held: Lsn,
+        held_timeline: u32,
         offered: Lsn,
+        offered_timeline: u32,
     },
     #[error("cannot {action} offset file {}: {error}", path.display())]
     Io {
@@ -115,18 +122,30 @@ pub enum StoreError {
     NoNatsConnection,
 }
 
+/// Says which timelines two positions are on, when they differ.
+fn timeline_note(held: u32, offered: u32) -> String {
+    if held == offered {
+        String::new()
+    } else {
+        format!(" on timeline {held} (the offered one is on timeline {offered})")
+    }
+}
+
 /// Refuses `offered` when `held` is newer.
 fn check_forward(
     store: &dyn OffsetStore,
     held: Option<&OffsetRecord>,
     offered: &OffsetRecord,
 ) -> Result<(), StoreError> {
+    let position = |r: &OffsetRecord| (r.timeline, r.commit_end_lsn);
     match held {
-        Some(h) if offered.commit_end_lsn < h.commit_end_lsn => Err(StoreError::Backwards {
+        Some(h) if position(offered) < position(h) => Err(StoreError::Backwards {
             store: store.describe(),
             slot: offered.slot.clone(),
             held: h.commit_end_lsn,
+            held_timeline: h.timeline,
             offered: offered.commit_end_lsn,
+            offered_timeline: offered.timeline,
         }),
         _ => Ok(()),
     }
