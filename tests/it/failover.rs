@@ -34,7 +34,7 @@ pub(crate) fn ha_or_skip(test: &str) -> bool {
     }
 }
 
-fn json(payload: &[u8]) -> serde_json::Value {
+pub(crate) fn json(payload: &[u8]) -> serde_json::Value {
     serde_json::from_slice(payload).unwrap()
 }
 

@@ -15,10 +15,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::failover::{
-    Writer, ha_manifest, ha_or_skip, max_stream_id, sluice_log, start_sluice, stream_ids,
+    Writer, ha_manifest, ha_or_skip, json, max_stream_id, sluice_log, start_sluice, stream_ids,
 };
 use crate::support::ha::{HaOptions, HaPair, Node, STANDBY_SLOT};
-use crate::support::nats::NatsServer;
+use crate::support::nats::{NatsServer, read_stream};
 use crate::support::pipeline::{signal, sluice_binary, wait_exit};
 use crate::support::wait_until;
 
@@ -101,10 +101,21 @@ async fn decoding_from_a_standby_continues_across_its_promotion() {
         &nats,
         "file",
     );
-    let text = std::fs::read_to_string(&manifest).unwrap().replace(
-        "slot = \"slot_fo\"\n",
-        "slot = \"slot_fo\"\nsnapshot = \"initial\"\n",
-    ) + "\n[position.heartbeat]\ninterval = \"300ms\"\nsql = \"INSERT INTO beats DEFAULT VALUES\"\n";
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace(
+            "slot = \"slot_fo\"\n",
+            "slot = \"slot_fo\"\nsnapshot = \"initial\"\n",
+        )
+        // With ghost marking on, message ids name the timeline that wrote the
+        // change once it is above 1: the promoted standby's history must reach
+        // them while the session streams on, not only after a restart (a
+        // replay would otherwise publish the same changes under other ids).
+        .replace(
+            "create-publication",
+            "on-ghost-changes = \"mark\"\nghost-subject = \"cdc.ghosts\"\ncreate-publication",
+        )
+        + "\n[position.heartbeat]\ninterval = \"300ms\"\nsql = \"INSERT INTO beats DEFAULT VALUES\"\n";
     std::fs::write(&manifest, text).unwrap();
 
     // `sluice check` names a missing hot_standby_feedback, and is content
@@ -211,6 +222,23 @@ async fn decoding_from_a_standby_continues_across_its_promotion() {
         log.contains("the standby sluice decodes from was promoted"),
         "{log}"
     );
+    // Rows from before the promotion keep their ids; the last row, written
+    // on the promoted server long after sluice saw the promotion, names
+    // timeline 2. A standby's own promotion leaves no ghosts to mark.
+    let messages = read_stream(&js, "FO").await;
+    let id_of_row = |row: i64| {
+        messages
+            .iter()
+            .find(|m| m.subject == "cdc.public.items" && json(&m.payload)["after"]["id"] == row)
+            .and_then(|m| m.msg_id())
+            .unwrap_or_else(|| panic!("row {row} is not in the stream"))
+            .to_owned()
+    };
+    let before = id_of_row(1);
+    assert!(!before.contains('@'), "{before}");
+    let after = id_of_row(last);
+    assert!(after.contains("@2:"), "{after}");
+    assert!(messages.iter().all(|m| m.subject != "cdc.ghosts"));
 
     // A restart on the promoted server continues from the stored offset.
     standby.psql(

@@ -216,8 +216,13 @@ impl Feeder {
                 tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
                     "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
             }
-            Some(Ok(SourceEvent::Promoted { timeline })) => {
+            Some(Ok(SourceEvent::Promoted { timeline, history })) => {
                 confirmer.set_timeline(timeline);
+                if let Some(history) = history
+                    && self.timelines.is_marked()
+                {
+                    self.timelines = Timelines::marked(timeline, history);
+                }
                 tracing::info!(
                     timeline,
                     "offset records now carry the promoted standby's timeline"

@@ -477,7 +477,11 @@ pub enum SourceEvent {
     /// The standby the session decodes from was promoted to `timeline`;
     /// the session streams on (nothing is replayed), and positions from
     /// here on are on that timeline.
-    Promoted { timeline: u32 },
+    /// `history` is that timeline's history, when it could be read.
+    Promoted {
+        timeline: u32,
+        history: Option<Arc<[TimelineSwitch]>>,
+    },
     /// The connection was lost, and the server found again was promoted
     /// past changes already delivered (the range from the switch point to
     /// [`TimelineChange::ghost_end`]), accepted with

@@ -447,8 +447,37 @@ impl Reader {
         );
         self.identity.timeline = timeline;
         self.timeline.set(timeline);
-        self.deliver(stream, SourceEvent::Promoted { timeline })
+        let history = self.promoted_history(stream, timeline).await;
+        self.deliver(stream, SourceEvent::Promoted { timeline, history })
             .await
+    }
+
+    /// The promoted standby's timeline history, read on a second walsender
+    /// session to the same server (the streaming one cannot take commands):
+    /// message ids that name their timeline (`on-ghost-changes = "mark"`)
+    /// need it from now on, not only after the next restart. `None`, with a
+    /// warning, when it cannot be read; ids then name the new timeline
+    /// from the next start.
+    async fn promoted_history(
+        &self,
+        stream: &ReplicationStream,
+        timeline: u32,
+    ) -> Option<Arc<[TimelineSwitch]>> {
+        let read = async {
+            let mut conn =
+                ReplicationConnection::connect_one(stream.connection().conninfo()).await?;
+            let history = conn.timeline_history(timeline).await;
+            conn.close().await;
+            history
+        };
+        match read.await {
+            Ok(history) => Some(Arc::from(history)),
+            Err(e) => {
+                tracing::warn!(slot = %self.settings.slot, timeline, error = %crate::causes::line(&e),
+                    "cannot read the promoted standby's timeline history");
+                None
+            }
+        }
     }
 
     /// Hands a definite error to the consumer (if it is still there).
