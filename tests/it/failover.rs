@@ -38,6 +38,25 @@ pub(crate) fn json(payload: &[u8]) -> serde_json::Value {
     serde_json::from_slice(payload).unwrap()
 }
 
+/// The ghost-range marker, once it is in the stream (the wait names
+/// sluice's log at `log`).
+async fn ghost_marker(
+    js: &async_nats::jetstream::Context,
+    log: &Path,
+) -> crate::support::nats::StoredMessage {
+    wait_until(
+        with_log("the ghost marker", log),
+        Duration::from_secs(120),
+        || async {
+            read_stream(js, "FO")
+                .await
+                .into_iter()
+                .find(|m| m.subject == "cdc.ghosts")
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_first_host_is_skipped_and_the_role_is_checked() {
     let pg = PgCluster::shared();
@@ -941,17 +960,7 @@ async fn ghost_changes_after_a_promotion_are_marked() {
     pair.primary.kill();
     pair.standby.start();
     pair.standby.promote();
-    let marker = wait_until(
-        with_log("the ghost marker", &log),
-        Duration::from_secs(120),
-        || async {
-            read_stream(&js, "FO")
-                .await
-                .into_iter()
-                .find(|m| m.subject == "cdc.ghosts")
-        },
-    )
-    .await;
+    let marker = ghost_marker(&js, &log).await;
     let range = json(&marker.payload);
     assert_eq!(marker.header("Sluice-Op"), Some("ghost-range"));
     assert_eq!(range["pipeline"], "slot_fo");
@@ -1169,17 +1178,7 @@ async fn ghost_changes_found_at_start_up_are_marked_once() {
     pair.standby.start();
     pair.standby.promote();
     let mut host = start_sluice(&manifest, dir.path());
-    let marker = wait_until(
-        with_log("the ghost marker", &log_path),
-        Duration::from_secs(120),
-        || async {
-            read_stream(&js, "FO")
-                .await
-                .into_iter()
-                .find(|m| m.subject == "cdc.ghosts")
-        },
-    )
-    .await;
+    let marker = ghost_marker(&js, &log_path).await;
     let range = json(&marker.payload);
     assert_eq!(range["old_timeline"], 1, "{range}");
     assert_eq!(range["new_timeline"], 2, "{range}");
