@@ -161,6 +161,22 @@ async fn decoding_from_a_standby_continues_across_its_promotion() {
         "{log}"
     );
 
+    // A backfill is refused while the source is a standby, with the reason.
+    let out = Command::new(sluice_binary())
+        .args(["backfill", manifest.to_str().unwrap(), "public.items"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains(&format!(
+            "cannot request a backfill of public.items: source.url ({},{}) resolves to a standby, and backfills are not supported when decoding from a standby",
+            primary.hostport(),
+            standby.hostport()
+        )),
+        "{said}"
+    );
+
     let writer = Writer::start(primary.port);
     wait_until(
         "2000 rows in the stream",

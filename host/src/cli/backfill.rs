@@ -6,7 +6,8 @@
 //! its slot: a running host starts at once, a stopped one when it starts.
 //! The table must be in the publication and have a primary key; both are
 //! checked here, so a mistake is reported to the operator and not only in
-//! the host's log.
+//! the host's log. A source that resolves to a standby is refused: see
+//! the error's text.
 
 use std::path::Path;
 
@@ -19,6 +20,17 @@ pub(super) fn run(manifest: &Path, table: String, condition: Option<String>) -> 
     let m = Manifest::load(manifest)?;
     super::async_runtime()?.block_on(async move {
         let sql = connect_sql(&m.source.conninfo).await?;
+        let standby: bool = sql
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .context("cannot ask the source whether it is a standby")?
+            .get(0);
+        if standby {
+            anyhow::bail!(
+                "cannot request a backfill of {table}: source.url ({}) resolves to a standby, and backfills are not supported when decoding from a standby: their watermarks are written on the primary, and each chunk would have to be read on the standby only once it has replayed its low watermark",
+                m.source.conninfo.targets()
+            );
+        }
         let request = BackfillRequest { table, condition };
         let lsn = request_backfill(
             &sql,
