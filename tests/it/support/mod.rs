@@ -9,6 +9,7 @@
 //! all of it.
 
 pub(crate) mod arbitrary;
+pub(crate) mod creds;
 pub(crate) mod ha;
 pub(crate) mod nats;
 pub(crate) mod pipeline;
