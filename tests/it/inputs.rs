@@ -305,6 +305,24 @@ fn plugin_run_blames_the_input_with_its_position() {
     }
 }
 
+/// `sluice check MANIFEST` with its plugin cache in `cache`: exit code,
+/// stdout and stderr (kept in the test logs).
+fn sluice_check(manifest: &Path, cache: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("check")
+        .arg(manifest)
+        .env("XDG_CACHE_HOME", cache)
+        .env("SLUICE_LOG", "warn")
+        .output()
+        .unwrap();
+    crate::support::keep_log("check", &out.stderr);
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 /// `sluice check` runs a synthetic row of each published table (its real
 /// columns and types) through the chain: a sink publishing outside
 /// `[nats] subjects` is found before any row flows, for every table; and
@@ -316,19 +334,7 @@ async fn check_runs_the_chain_and_reports_every_problem() {
     let pg = PgCluster::shared();
     let nats = NatsServer::launch();
     let cache = tempfile::tempdir().unwrap();
-    let check = |p: &Pipeline| {
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["check", p.manifest.to_str().unwrap()])
-            .env("XDG_CACHE_HOME", cache.path())
-            .env("SLUICE_LOG", "warn")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    let check = |p: &Pipeline| sluice_check(&p.manifest, cache.path());
     let plugins = |mask_config: &str, prefix: &str| {
         format!(
             "[[transform]]\nname = \"mask\"\npath = \"{}\"\nconfig = {mask_config}\n\n\
@@ -435,23 +441,13 @@ async fn check_gives_the_chain_only_the_published_columns() {
                  CREATE PUBLICATION pub_{name} FOR TABLE {tables};"
             ),
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["check", p.manifest.to_str().unwrap()])
-            .env("XDG_CACHE_HOME", cache.path())
-            .env("SLUICE_LOG", "warn")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8(out.stdout).unwrap();
+        let (code, stdout, stderr) = sluice_check(&p.manifest, cache.path());
         let chain: Vec<String> = stdout
             .lines()
             .filter(|l| l.starts_with("plugin chain:"))
             .map(str::to_owned)
             .collect();
-        (
-            out.status.code(),
-            chain,
-            String::from_utf8(out.stderr).unwrap(),
-        )
+        (code, chain, stderr)
     };
 
     let (code, chain, stderr) = check(
