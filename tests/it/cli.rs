@@ -22,9 +22,11 @@ fn sluice() -> Command {
     command
 }
 
-/// Runs `sluice ARGS` to completion.
+/// Runs `sluice ARGS` to completion (its stderr kept in the test logs).
 fn run(args: &[&str]) -> Output {
-    sluice().args(args).output().expect("run sluice")
+    let out = sluice().args(args).output().expect("run sluice");
+    crate::support::keep_log("cli", &out.stderr);
+    out
 }
 
 fn stdout_of(args: &[&str]) -> String {

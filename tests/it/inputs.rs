@@ -305,6 +305,24 @@ fn plugin_run_blames_the_input_with_its_position() {
     }
 }
 
+/// `sluice check MANIFEST` with its plugin cache in `cache`: exit code,
+/// stdout and stderr (kept in the test logs).
+fn sluice_check(manifest: &Path, cache: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("check")
+        .arg(manifest)
+        .env("XDG_CACHE_HOME", cache)
+        .env("SLUICE_LOG", "warn")
+        .output()
+        .unwrap();
+    crate::support::keep_log("check", &out.stderr);
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 /// `sluice check` runs a synthetic row of each published table (its real
 /// columns and types) through the chain: a sink publishing outside
 /// `[nats] subjects` is found before any row flows, for every table; and
@@ -316,19 +334,7 @@ async fn check_runs_the_chain_and_reports_every_problem() {
     let pg = PgCluster::shared();
     let nats = NatsServer::launch();
     let cache = tempfile::tempdir().unwrap();
-    let check = |p: &Pipeline| {
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["check", p.manifest.to_str().unwrap()])
-            .env("XDG_CACHE_HOME", cache.path())
-            .env("SLUICE_LOG", "warn")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    let check = |p: &Pipeline| sluice_check(&p.manifest, cache.path());
     let plugins = |mask_config: &str, prefix: &str| {
         format!(
             "[[transform]]\nname = \"mask\"\npath = \"{}\"\nconfig = {mask_config}\n\n\
@@ -394,6 +400,78 @@ async fn check_runs_the_chain_and_reports_every_problem() {
         "error: 2 plugin problems:\n  \
          - transform[0]: plugin \"mask\" rejected its configuration: config: missing field `columns`\n  \
          - sink: plugin \"json\" rejected its configuration: config key `subject-prefix`: invalid type: integer `7`, expected a string"
+    );
+}
+
+/// On PostgreSQL 15 and later, `sluice check`'s synthetic row carries only
+/// the columns a publication's column list publishes (as the stream will):
+/// a transform that fails on an unpublished column passes, and fails once
+/// the column is published. A row filter is named as not applied.
+#[tokio::test]
+async fn check_gives_the_chain_only_the_published_columns() {
+    use crate::support::nats::NatsServer;
+    use crate::support::pipeline::{ManifestParts, Pipeline};
+    let pg = PgCluster::shared();
+    let nats = NatsServer::launch();
+    let cache = tempfile::tempdir().unwrap();
+    let plugins = format!(
+        "[[transform]]\nname = \"picky\"\npath = \"{}\"\n\
+         config = {{ fail-on = {{ column = \"secret\", equals = \"sluice check\" }} }}\n\n\
+         [sink]\nname = \"json\"\npath = \"{}\"\nconfig = {{ subject-prefix = \"cdc\" }}\n",
+        plugin_path("misbehave").display(),
+        plugin_path("json-sink").display(),
+    );
+    // The chain's lines of `sluice check` on a publication of `tables`.
+    let check = |name: &str, tables: &str| {
+        let p = Pipeline::with(
+            pg,
+            &nats,
+            name,
+            &["accounts", "events"],
+            ManifestParts {
+                plugins: plugins.clone(),
+                ..ManifestParts::default()
+            },
+        );
+        pg.psql(
+            &p.db,
+            &format!(
+                "CREATE TABLE accounts (id int PRIMARY KEY, email text, secret text);
+                 CREATE TABLE events (id bigint PRIMARY KEY, note text);
+                 CREATE PUBLICATION pub_{name} FOR TABLE {tables};"
+            ),
+        );
+        let (code, stdout, stderr) = sluice_check(&p.manifest, cache.path());
+        let chain: Vec<String> = stdout
+            .lines()
+            .filter(|l| l.starts_with("plugin chain:"))
+            .map(str::to_owned)
+            .collect();
+        (code, chain, stderr)
+    };
+
+    let (code, chain, stderr) = check(
+        "chk_columns",
+        "accounts (id, email), events WHERE (id > 10)",
+    );
+    assert_eq!(code, Some(0), "{chain:?}\n{stderr}");
+    assert_eq!(
+        chain,
+        [
+            "plugin chain: public.accounts: the publication's column list publishes only id, email; the synthetic row has just these",
+            "plugin chain: public.events: the publication's row filter WHERE (id > 10) was not applied; the synthetic row may be one it keeps out of the stream",
+            "plugin chain: a synthetic row of each of 2 published tables passed every plugin, subjects within cdc.>",
+        ]
+    );
+
+    let (code, chain, stderr) = check("chk_all_columns", "accounts, events");
+    assert_eq!(code, Some(1));
+    assert_eq!(chain, Vec::<String>::new());
+    assert_eq!(
+        stderr.trim_end(),
+        "error: 1 plugin chain problem:\n  \
+         - transform \"picky\" failed on a row of public.accounts: \
+         plugin \"picky\" could not process event 0: misbehave: told to fail on secret = \"sluice check\""
     );
 }
 

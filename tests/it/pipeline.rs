@@ -165,6 +165,50 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
     assert_ne!(before, after, "the slot moved past what the stream holds");
 }
 
+/// `sluice run` against a nats-server in operator mode, signing in with the
+/// manifest's `nats.credentials` file: a row reaches the stream, and the
+/// offset (kept in a KV bucket of the same account) moves with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_reaches_the_stream_through_a_credentials_file() {
+    use crate::support::creds::Operator;
+    use sluice_host::publish::{NatsAuth, NatsOptions, connect};
+    let pg = PgCluster::shared();
+    let operator = Operator::new();
+    let nats = NatsServer::builder().operator(&operator).launch();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = operator.creds_file(dir.path(), "sluice.creds", None);
+    let cache = tempfile::tempdir().unwrap();
+    let p = Pipeline::with(
+        pg,
+        &nats,
+        "e2e_creds",
+        &["users"],
+        ManifestParts {
+            plugins: crate::support::pipeline::passthrough_then_json(),
+            nats: format!("credentials = \"{}\"", creds.display()),
+            ..ManifestParts::default()
+        },
+    );
+    pg.psql(&p.db, "CREATE TABLE users (id int PRIMARY KEY, name text)");
+    let mut child = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    pg.psql(&p.db, "INSERT INTO users VALUES (1, 'Ann')");
+    let mut options = NatsOptions::new([nats.url()]);
+    options.auth = NatsAuth::CredentialsFile(creds);
+    let js = async_nats::jetstream::new(connect(&options).await.unwrap());
+    wait_until("the row in the stream", Duration::from_secs(60), || async {
+        js.get_stream("E2E_CREDS").await.is_ok() && stream_len(&js, "E2E_CREDS").await >= 1
+    })
+    .await;
+    let messages = read_stream(&js, "E2E_CREDS").await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].subject, "cdc.public.users");
+    assert_eq!(json(&messages[0].payload)["after"]["name"], "Ann");
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_host_resumes_without_loss_or_duplicates() {
     let pg = PgCluster::shared();

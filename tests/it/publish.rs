@@ -647,6 +647,85 @@ async fn nkey_authenticates() {
     );
 }
 
+/// Decentralised authentication: a nats-server in operator mode trusts an
+/// account (with JetStream) whose user signs in with a `.creds` file; a file
+/// whose user the server does not know, one whose JWT has expired and one
+/// that is no credentials file each fail with an error naming the file.
+#[tokio::test]
+async fn credentials_file_authenticates_in_operator_mode() {
+    use crate::support::creds::{Operator, stranger_creds_file};
+    let operator = Operator::new();
+    let server = NatsServer::builder().operator(&operator).launch();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = NatsOptions::new([server.url()]);
+    let creds = operator.creds_file(dir.path(), "sluice.creds", None);
+    options.auth = NatsAuth::CredentialsFile(creds.clone());
+    publish_one(&options).await;
+    // Without credentials, the server lets no one in.
+    let err = connect(&NatsOptions::new([server.url()]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot connect to NATS at {}: the server rejected the credentials (authorization violation)",
+            server.url()
+        )
+    );
+
+    let stranger = stranger_creds_file(dir.path(), "stranger.creds");
+    options.auth = NatsAuth::CredentialsFile(stranger.clone());
+    let err = connect(&options).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot connect to NATS at {}: the server rejected the user of the credentials file {} (authorization violation)",
+            server.url(),
+            stranger.display()
+        )
+    );
+
+    // 2023-11-14T22:13:20Z
+    let expired = operator.creds_file(dir.path(), "expired.creds", Some(1_700_000_000));
+    options.auth = NatsAuth::CredentialsFile(expired.clone());
+    let err = connect(&options).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the user JWT in the NATS credentials file {} expired at 2023-11-14T22:13:20Z: issue the user new credentials",
+            expired.display()
+        )
+    );
+    // An expiry still ahead is no obstacle.
+    let later = operator.creds_file(dir.path(), "later.creds", Some(4_000_000_000));
+    options.auth = NatsAuth::CredentialsFile(later);
+    connect(&options)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {}", error_chain(&e)));
+
+    let garbage = dir.path().join("garbage.creds");
+    std::fs::write(&garbage, "user = \"sluice\"\n").unwrap();
+    options.auth = NatsAuth::CredentialsFile(garbage.clone());
+    let err = connect(&options).await.unwrap_err();
+    assert_eq!(
+        error_chain(&err),
+        format!(
+            "cannot read the NATS credentials file {}: cannot parse user JWT from the credentials file",
+            garbage.display()
+        )
+    );
+    let missing = dir.path().join("missing.creds");
+    options.auth = NatsAuth::CredentialsFile(missing.clone());
+    let err = connect(&options).await.unwrap_err();
+    assert_eq!(
+        error_chain(&err),
+        format!(
+            "cannot read the NATS credentials file {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}
+
 #[tokio::test]
 async fn tls_with_custom_ca_and_client_certificate() {
     let files = TlsFiles::generate();

@@ -2,7 +2,9 @@
 //! initialised, each failure reported (not only the first), and, once
 //! PostgreSQL is reachable, one synthetic row per published table run
 //! through the chain ([`sluice_host::dry_run`]), so that plugin errors and
-//! subjects outside `[nats] subjects` show before any row flows.
+//! subjects outside `[nats] subjects` show before any row flows. A table
+//! whose publication narrows its columns or filters its rows gets a line
+//! saying so before the verdict.
 
 use sluice_host::causes;
 use sluice_host::config::Manifest;
@@ -61,13 +63,16 @@ pub(super) async fn dry_run(
     sql: &tokio_postgres::Client,
 ) -> anyhow::Result<()> {
     let publication = m.source.publication.as_str();
-    let relations = sluice_host::dry_run::published_relations(sql, publication).await?;
-    if relations.is_empty() {
+    let tables = sluice_host::dry_run::published_tables(sql, publication).await?;
+    if tables.is_empty() {
         println!("plugin chain: publication \"{publication}\" has no tables yet; no row tried");
         return Ok(());
     }
+    for note in tables.iter().flat_map(sluice_host::dry_run::notes) {
+        println!("plugin chain: {note}");
+    }
     let problems = sluice_host::dry_run::run(
-        &relations,
+        &tables,
         &mut chain.transforms,
         &mut chain.sink,
         &m.nats.subjects,
@@ -77,7 +82,7 @@ pub(super) async fn dry_run(
     }
     println!(
         "plugin chain: a synthetic row of each of {} published tables passed every plugin, subjects within {}",
-        relations.len(),
+        tables.len(),
         m.nats.subjects
     );
     Ok(())

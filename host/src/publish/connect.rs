@@ -6,12 +6,16 @@
 //! URLs are shown without their user-info part, so neither a log line nor an error
 //! message can carry a password, token or seed.
 //!
+//! A credentials file is the one secret whose failures name it: a file that cannot be
+//! read, whose user JWT has expired (checked before connecting, see `credentials`), or
+//! whose user the server rejects, is named by its path in the error.
+//!
 //! The client reconnects on its own for as long as the process lives; the publisher
 //! retries what a disconnect left unacknowledged (see `publisher`). Connection events
 //! are logged as structured fields.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, Event};
@@ -126,6 +130,23 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the user JWT in the NATS credentials file {path} expired at {}: issue the user new credentials",
+        humantime::format_rfc3339_seconds(*expired)
+    )]
+    CredentialsExpired {
+        path: PathBuf,
+        expired: std::time::SystemTime,
+    },
+    #[error(
+        "cannot connect to NATS at {servers}: the server rejected the user of the credentials file {path} (authorization violation)"
+    )]
+    CredentialsRejected {
+        servers: String,
+        path: PathBuf,
+        #[source]
+        source: async_nats::ConnectError,
+    },
     #[error("cannot connect to NATS at {servers}: {failure}")]
     Connect {
         servers: String,
@@ -156,14 +177,7 @@ pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Connec
         }
         NatsAuth::Token(token) => connect.token(token.expose().to_owned()),
         NatsAuth::NKey(seed) => connect.nkey(seed.expose().to_owned()),
-        NatsAuth::CredentialsFile(path) => {
-            connect.credentials_file(path).await.map_err(|source| {
-                ConnectError::CredentialsFile {
-                    path: path.clone(),
-                    source,
-                }
-            })?
-        }
+        NatsAuth::CredentialsFile(path) => with_credentials_file(connect, path).await?,
     };
     let tls = &options.tls;
     if tls.required {
@@ -195,12 +209,43 @@ pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Connec
             | ConnectErrorKind::Io
             | ConnectErrorKind::MaxReconnects => ConnectFailure::Unreachable,
         };
-        ConnectError::Connect {
-            servers,
-            failure,
-            source,
+        match &options.auth {
+            NatsAuth::CredentialsFile(path) if failure == ConnectFailure::Authorization => {
+                ConnectError::CredentialsRejected {
+                    servers,
+                    path: path.clone(),
+                    source,
+                }
+            }
+            _ => ConnectError::Connect {
+                servers,
+                failure,
+                source,
+            },
         }
     })
+}
+
+/// `connect` authenticating with the credentials file at `path`, unless the
+/// file cannot be read or its user JWT has expired.
+async fn with_credentials_file(
+    connect: async_nats::ConnectOptions,
+    path: &Path,
+) -> Result<async_nats::ConnectOptions, ConnectError> {
+    let unreadable = |source| ConnectError::CredentialsFile {
+        path: path.to_owned(),
+        source,
+    };
+    let text = tokio::fs::read_to_string(path).await.map_err(unreadable)?;
+    if let Some(expired) = super::credentials::user_jwt_expiry(&text)
+        && expired <= std::time::SystemTime::now()
+    {
+        return Err(ConnectError::CredentialsExpired {
+            path: path.to_owned(),
+            expired,
+        });
+    }
+    connect.credentials(&text).map_err(unreadable)
 }
 
 /// Whether a rustls error is somewhere in `error`'s chain.

@@ -2,6 +2,7 @@
 //!
 //! - [`connect`]: connection options (servers, user/password, token, NKey, credentials
 //!   file, TLS) and the connection itself; secrets never reach logs or errors.
+//!   `credentials` reads the expiry of a credentials file's user JWT for it.
 //! - [`stream`]: create or verify the stream, so that it captures every subject the
 //!   pipeline may publish to.
 //! - [`subject`]: subjects, subject patterns and the pipeline's [`SubjectFilter`]
@@ -17,6 +18,7 @@
 
 mod ack;
 pub mod connect;
+mod credentials;
 pub mod msg_id;
 pub mod outgoing;
 pub mod publisher;

@@ -9,6 +9,7 @@
 //! all of it.
 
 pub(crate) mod arbitrary;
+pub(crate) mod creds;
 pub(crate) mod ha;
 pub(crate) mod nats;
 pub(crate) mod pipeline;
@@ -137,6 +138,25 @@ pub(crate) fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}_{}_{n}", std::process::id())
+}
+
+/// Where the tests keep the stderr of the `sluice` processes they start
+/// (`<target>/tmp/test-logs/`), so that `scripts/test` can look through
+/// them after the run for a host that panicked.
+pub(crate) fn log_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-logs");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Keeps `stderr`, the output of a finished `sluice` process, in
+/// [`log_dir`] as `<name>_<pid>_<n>.log` (unless it is empty).
+pub(crate) fn keep_log(name: &str, stderr: &[u8]) {
+    if stderr.is_empty() {
+        return;
+    }
+    let path = log_dir().join(format!("{}.log", unique(name)));
+    std::fs::write(&path, stderr).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// The repository's root folder.

@@ -1,10 +1,10 @@
 //! Test harness: real `nats-server` processes with JetStream, started by the tests.
 //!
 //! Each [`NatsServer`] runs `nats-server -js -sd <store> -p -1 -a 127.0.0.1` (plus a
-//! generated config file when users, a token, NKeys or TLS are asked for), waits until
-//! the server accepts connections and greets with `INFO` (the server opens its client
-//! port only after JetStream has started and recovered its streams, so that means
-//! JetStream is ready), and kills it on drop.
+//! generated config file when users, a token, NKeys, an operator (see `creds`) or TLS
+//! are asked for), waits until the server accepts connections and greets with `INFO`
+//! (the server opens its client port only after JetStream has started and recovered
+//! its streams, so that means JetStream is ready), and kills it on drop.
 //!
 //! Ports: `-p -1` makes nats-server bind a port of the kernel's choosing itself, and
 //! `--ports_file_dir` makes it write that port to `nats-server_<pid>.ports` in the
@@ -55,6 +55,8 @@ pub(crate) struct NatsServerBuilder {
     token: Option<String>,
     tls: Option<(PathBuf, PathBuf, PathBuf)>,
     verify_clients: bool,
+    /// Operator mode: the configuration lines of [`super::creds::Operator`].
+    operator: Option<String>,
 }
 
 impl NatsServerBuilder {
@@ -89,6 +91,13 @@ impl NatsServerBuilder {
     /// Requires clients to present a certificate signed by the CA (mutual TLS).
     pub(crate) fn verify_clients(mut self) -> Self {
         self.verify_clients = true;
+        self
+    }
+
+    /// Operator (JWT) mode: only users of `operator`'s account, with a `.creds`
+    /// file, may connect (cannot be combined with users, NKeys or a token).
+    pub(crate) fn operator(mut self, operator: &super::creds::Operator) -> Self {
+        self.operator = Some(operator.server_config());
         self
     }
 
@@ -131,6 +140,9 @@ impl NatsServerBuilder {
             out.push_str("  ]\n}\n");
         } else if let Some(token) = &self.token {
             out.push_str(&format!("authorization {{ token: {} }}\n", quote(token)));
+        }
+        if let Some(operator) = &self.operator {
+            out.push_str(operator);
         }
         if let Some((cert, key, ca)) = &self.tls {
             out.push_str(&format!(

@@ -1,7 +1,9 @@
 //! Test harness for `sluice run` end to end: a manifest written for a fresh
 //! database, slot, publication and stream, the `sluice` binary started as a
-//! child process, and the waits and signals the tests need around it.
+//! child process (its log kept in `support::log_dir`), and the waits and
+//! signals the tests need around it.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -169,13 +171,18 @@ shutdown-timeout = "10s"
         command
     }
 
-    /// Starts [`Self::command`]; its log goes to the test's stderr.
+    /// Starts [`Self::command`]; its log goes to the test's stderr, and is
+    /// kept in [`super::log_dir`] as `<stream>_<pid>.log`.
     pub(crate) fn start(&self, cache: &Path) -> Host {
-        self.command(cache)
-            .stderr(Stdio::inherit())
+        let mut child = self
+            .command(cache)
+            .stderr(Stdio::piped())
             .spawn()
-            .map(Host)
-            .expect("start sluice run")
+            .expect("start sluice run");
+        let log = super::log_dir().join(format!("{}_{}.log", self.stream, child.id()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || copy_log(stderr, &log));
+        Host(child)
     }
 
     /// Waits until the slot has its starting point and a walsender streams
@@ -257,6 +264,21 @@ impl Drop for Host {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// Copies a child's stderr to the test's stderr and to the file `log` until
+/// the child closes it.
+fn copy_log(mut stderr: impl Read, log: &Path) {
+    let mut file =
+        std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let _ = std::io::stderr().write_all(&buf[..n]);
+        let _ = file.write_all(&buf[..n]);
     }
 }
 
