@@ -118,6 +118,7 @@ async fn failover_true_on_postgresql_15_is_a_clear_error() {
         .stderr(Stdio::piped())
         .output()
         .unwrap();
+    crate::support::keep_log("failover", &out.stderr);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -168,7 +169,7 @@ shutdown-timeout = "10s"
 
 /// `sluice run` with its log in `dir/sluice.log`.
 pub(crate) fn start_sluice(manifest: &Path, dir: &Path) -> Host {
-    let log = std::fs::File::create(dir.join("sluice.log")).unwrap();
+    let log = crate::support::kept_log_file("failover", &dir.join("sluice.log"));
     Command::new(sluice_binary())
         .args(["run", manifest.to_str().unwrap()])
         .env("XDG_CACHE_HOME", dir.join("cache"))
@@ -479,6 +480,7 @@ async fn ghost_changes_after_a_promotion_are_refused() {
         .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .output()
         .unwrap();
+    crate::support::keep_log("failover", &check.stderr);
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(
         said.contains("synchronized_standby_slots is empty"),

@@ -96,16 +96,14 @@ shutdown-timeout = "10s"
     }
 
     fn start(&self) -> Host {
-        Host(
+        Host(crate::support::pipeline::spawn_logged(
             Command::new(env!("CARGO_BIN_EXE_sluice"))
                 .args(["run", self.manifest.to_str().unwrap()])
                 .env("XDG_CACHE_HOME", self.cache.path())
                 .env("SLUICE_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start sluice run"),
-        )
+                .stdout(Stdio::null()),
+            "flush",
+        ))
     }
 
     /// Waits until the slot exists and a walsender streams from it.

@@ -174,11 +174,13 @@ async fn postgres_client_certificates_sslcert_sslkey_and_sslpassword() {
 }
 
 fn sluice(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .env("SLUICE_LOG", "warn")
         .args(args)
         .output()
-        .expect("run sluice")
+        .expect("run sluice");
+    crate::support::keep_log("inputs", &out.stderr);
+    out
 }
 
 /// The exit code 1 and the whole of stderr.
@@ -534,7 +536,7 @@ async fn run_starts_and_streams_with_every_setting_at_its_bounds() {
         let log = cache.path().join("sluice.log");
         let host = std::cell::RefCell::new(
             p.command(cache.path())
-                .stderr(std::fs::File::create(&log).unwrap())
+                .stderr(crate::support::kept_log_file("inputs", &log))
                 .spawn()
                 .unwrap(),
         );

@@ -399,6 +399,7 @@ fn plugin_output_goes_to_the_log_tagged_with_the_plugin() {
             .current_dir(repo_root())
             .output()
             .unwrap();
+        crate::support::keep_log("languages", &output.stderr);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{stderr}");
         let line = stderr

@@ -222,6 +222,7 @@ async fn a_taken_metrics_port_fails_the_start() {
         .stderr(Stdio::piped())
         .output()
         .expect("run sluice");
+    crate::support::keep_log("metrics", &output.stderr);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let first = stderr

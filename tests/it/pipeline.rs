@@ -133,6 +133,7 @@ async fn changes_reach_the_stream_through_mask_and_json_sink() {
         .arg(&p.manifest)
         .output()
         .unwrap();
+    crate::support::keep_log("pipeline", &shown.stderr);
     assert!(shown.status.success(), "{shown:?}");
     let lines: Vec<serde_json::Value> = String::from_utf8(shown.stdout)
         .unwrap()

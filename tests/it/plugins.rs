@@ -225,6 +225,7 @@ fn sluice(args: &[&str], cache: &std::path::Path) -> (bool, String, String) {
         .current_dir(repo_root())
         .output()
         .expect("sluice runs");
+    crate::support::keep_log("plugins", &output.stderr);
     (
         output.status.success(),
         String::from_utf8(output.stdout).unwrap(),

@@ -128,7 +128,7 @@ async fn plugins_are_swapped_between_transactions_without_losing_a_row() {
     let mut host = p
         .command(cache.path())
         .env("NO_COLOR", "1")
-        .stderr(std::fs::File::create(&log.0).unwrap())
+        .stderr(crate::support::kept_log_file("reload", &log.0))
         .spawn()
         .map(Host)
         .expect("start sluice run");

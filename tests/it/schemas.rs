@@ -162,6 +162,7 @@ fn sluice(args: &[&str], p: &Pipeline, rest: &[&str]) -> String {
         .args(rest)
         .output()
         .expect("run sluice");
+    crate::support::keep_log("schemas", &out.stderr);
     assert!(
         out.status.success(),
         "sluice {args:?} failed: {}",
@@ -266,6 +267,7 @@ async fn partitions(pg: &'static PgCluster, nats: &NatsServer, major: u32) {
         .arg("public.events_1")
         .output()
         .expect("run sluice backfill");
+    crate::support::keep_log("schemas", &leaf.stderr);
     let stderr = String::from_utf8_lossy(&leaf.stderr);
     assert!(
         !leaf.status.success()

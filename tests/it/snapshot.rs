@@ -550,6 +550,7 @@ path = "json.wasm"
         .args(["check", manifest.to_str().unwrap()])
         .output()
         .unwrap();
+    crate::support::keep_log("snapshot", &out.stderr);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -571,6 +572,7 @@ path = "json.wasm"
         .args(["check", manifest.to_str().unwrap()])
         .output()
         .unwrap();
+    crate::support::keep_log("snapshot", &out.stderr);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("source.snapshot") && stderr.contains("`sometimes` is not a snapshot mode"),
@@ -616,11 +618,13 @@ fn backfill_pipeline(
 
 /// Runs `sluice backfill MANIFEST TABLE [ARGS…]`.
 fn backfill(p: &Pipeline, table: &str, args: &[&str]) -> std::process::Output {
-    Command::new(sluice_binary())
+    let out = Command::new(sluice_binary())
         .args(["backfill", p.manifest.to_str().unwrap(), table])
         .args(args)
         .output()
-        .unwrap()
+        .unwrap();
+    crate::support::keep_log("snapshot", &out.stderr);
+    out
 }
 
 /// Runs `sluice backfill MANIFEST TABLE [ARGS…]`, which must succeed; its

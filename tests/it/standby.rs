@@ -29,6 +29,7 @@ fn check(manifest: &Path, dir: &Path) -> String {
         .env("XDG_CACHE_HOME", dir.join("cache"))
         .output()
         .unwrap();
+    crate::support::keep_log("standby", &out.stderr);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -166,6 +167,7 @@ async fn decoding_from_a_standby_continues_across_its_promotion() {
         .args(["backfill", manifest.to_str().unwrap(), "public.items"])
         .output()
         .unwrap();
+    crate::support::keep_log("standby", &out.stderr);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -159,6 +159,21 @@ pub(crate) fn keep_log(name: &str, stderr: &[u8]) {
     std::fs::write(&path, stderr).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// A file for the stderr of a `sluice` process that a test reads at `at`:
+/// created in [`log_dir`] as `<name>_<pid>_<n>.log`, with `at` a symbolic
+/// link to it (replacing an earlier one), so the log outlives the test's
+/// temporary folder.
+pub(crate) fn kept_log_file(name: &str, at: &Path) -> std::fs::File {
+    let path = log_dir().join(format!("{}.log", unique(name)));
+    let file =
+        std::fs::File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    // A restarted process starts a new log, as `File::create` would.
+    let _ = std::fs::remove_file(at);
+    std::os::unix::fs::symlink(&path, at)
+        .unwrap_or_else(|e| panic!("link {} to {}: {e}", at.display(), path.display()));
+    file
+}
+
 /// The repository's root folder.
 pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -174,15 +174,7 @@ shutdown-timeout = "10s"
     /// Starts [`Self::command`]; its log goes to the test's stderr, and is
     /// kept in [`super::log_dir`] as `<stream>_<pid>.log`.
     pub(crate) fn start(&self, cache: &Path) -> Host {
-        let mut child = self
-            .command(cache)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sluice run");
-        let log = super::log_dir().join(format!("{}_{}.log", self.stream, child.id()));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        std::thread::spawn(move || copy_log(stderr, &log));
-        Host(child)
+        Host(spawn_logged(&mut self.command(cache), &self.stream))
     }
 
     /// Waits until the slot has its starting point and a walsender streams
@@ -265,6 +257,19 @@ impl Drop for Host {
             let _ = self.0.wait();
         }
     }
+}
+
+/// Starts `command` (a `sluice` process) with its stderr going to the
+/// test's stderr and kept in [`super::log_dir`] as `<name>_<pid>.log`.
+pub(crate) fn spawn_logged(command: &mut Command, name: &str) -> Child {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sluice");
+    let log = super::log_dir().join(format!("{name}_{}.log", child.id()));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || copy_log(stderr, &log));
+    child
 }
 
 /// Copies a child's stderr to the test's stderr and to the file `log` until
