@@ -208,21 +208,13 @@ impl Feeder {
             Some(Ok(SourceEvent::Ghosts(change))) => self.mark(change, out, confirmer),
             Some(Ok(SourceEvent::Restarted(r))) => {
                 confirmer.set_timeline(r.timeline);
-                if let Some(history) = r.history
-                    && self.timelines.is_marked()
-                {
-                    self.timelines = Timelines::marked(r.timeline, history);
-                }
+                self.timelines.follow(r.timeline, r.history);
                 tracing::warn!(resumed_at = %r.resumed_at, abandoned = ?r.abandoned,
                     "replication connection restarted; a cut-off transaction is replayed and de-duplicated");
             }
             Some(Ok(SourceEvent::Promoted { timeline, history })) => {
                 confirmer.set_timeline(timeline);
-                if let Some(history) = history
-                    && self.timelines.is_marked()
-                {
-                    self.timelines = Timelines::marked(timeline, history);
-                }
+                self.timelines.follow(timeline, history);
                 tracing::info!(
                     timeline,
                     "offset records now carry the promoted standby's timeline"

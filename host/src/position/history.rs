@@ -50,6 +50,17 @@ impl Timelines {
         }
     }
 
+    /// The server is on `current` now, with `switches` as its history (when
+    /// it was read): qualified ids place changes by that history from here
+    /// on. Unqualified ids stay unqualified.
+    pub fn follow(&mut self, current: u32, switches: Option<Arc<[TimelineSwitch]>>) {
+        if let Some(switches) = switches
+            && self.is_marked()
+        {
+            *self = Timelines::marked(current, switches);
+        }
+    }
+
     /// Whether changes are qualified at all.
     pub fn is_marked(&self) -> bool {
         self.marked.is_some()
@@ -120,6 +131,22 @@ mod tests {
         assert_eq!(t.qualifier(Lsn(0x1008), 0), Some(2));
         assert_eq!(t.qualifier(Lsn(0x5000), 0), Some(2));
         assert_eq!(t.qualifier(Lsn(0x5008), 0), Some(3));
+    }
+
+    #[test]
+    fn a_promotion_is_followed_only_when_marked_and_its_history_known() {
+        let switch = |t, lsn| TimelineSwitch {
+            timeline: t,
+            switch_point: Lsn(lsn),
+        };
+        let mut t = Timelines::marked(1, Vec::new().into());
+        t.follow(2, None);
+        assert_eq!(t.qualifier(Lsn(0x9000), 7), None);
+        t.follow(2, Some(vec![switch(1, 0x1000)].into()));
+        assert_eq!(t.qualifier(Lsn(0x9000), 7), Some(2));
+        let mut plain = Timelines::unqualified();
+        plain.follow(2, Some(vec![switch(1, 0x1000)].into()));
+        assert_eq!(plain, Timelines::unqualified());
     }
 
     #[test]
