@@ -13,19 +13,14 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use sluice_host::config::Manifest;
-use sluice_host::replication::setup::connect_sql;
+use sluice_host::replication::setup::{connect_sql, sql_role};
 use sluice_host::snapshot::{BackfillRequest, request_backfill};
 
 pub(super) fn run(manifest: &Path, table: String, condition: Option<String>) -> anyhow::Result<()> {
     let m = Manifest::load(manifest)?;
     super::async_runtime()?.block_on(async move {
         let sql = connect_sql(&m.source.conninfo).await?;
-        let standby: bool = sql
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .context("cannot ask the source whether it is a standby")?
-            .get(0);
-        if standby {
+        if sql_role(&sql).await?.in_recovery {
             anyhow::bail!(
                 "cannot request a backfill of {table}: source.url ({}) resolves to a standby, and backfills are not supported when decoding from a standby: their watermarks are written on the primary, and each chunk would have to be read on the standby only once it has replayed its low watermark",
                 m.source.conninfo.targets()
