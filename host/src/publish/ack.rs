@@ -34,7 +34,15 @@ impl Inbox {
 
     /// The reply subject of attempt `attempt` of slot `seq`.
     pub(super) fn reply(&self, seq: u64, attempt: u32) -> String {
-        format!("{}.{seq}.{attempt}", self.prefix)
+        // Once per send: printed without the formatting machinery.
+        let mut reply = String::with_capacity(self.prefix.len() + 24);
+        reply.push_str(&self.prefix);
+        let mut digits = itoa::Buffer::new();
+        reply.push('.');
+        reply.push_str(digits.format(seq));
+        reply.push('.');
+        reply.push_str(digits.format(attempt));
+        reply
     }
 
     /// The slot and attempt a reply is for; `None` for a subject that is not one of

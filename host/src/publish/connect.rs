@@ -169,7 +169,12 @@ pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Connec
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((attempts as u64 * 250).min(2_000))
         })
-        .event_callback(|event| async move { log_event(event) });
+        .event_callback(|event| async move { log_event(event) })
+        // Every subject this client publishes to was checked by the publisher's
+        // `SubjectFilter` (stricter than the client: tokens, wildcards, control
+        // characters) or is one of its own reply subjects; checking again costs a
+        // scan of both per message.
+        .skip_subject_validation(true);
     connect = match &options.auth {
         NatsAuth::None => connect,
         NatsAuth::UserPassword { user, password } => {

@@ -78,15 +78,31 @@ pub fn timeline_msg_id(
     event_index: u64,
     output_index: u64,
 ) -> String {
-    MsgId {
-        pipeline: pipeline.to_owned(),
-        commit_lsn,
-        timeline: timeline.filter(|&t| t > 1),
-        xid,
-        event_index,
-        output_index,
+    // Written straight into one buffer: this runs once per published message.
+    let mut id = String::with_capacity(pipeline.len() + 64);
+    id.push_str(pipeline);
+    id.push(':');
+    push_hex16(&mut id, commit_lsn.0);
+    if let Some(timeline) = timeline.filter(|&t| t > 1) {
+        id.push('@');
+        id.push_str(itoa::Buffer::new().format(timeline));
     }
-    .to_string()
+    let mut digits = itoa::Buffer::new();
+    for n in [u64::from(xid), event_index, output_index] {
+        id.push(':');
+        id.push_str(digits.format(n));
+    }
+    id
+}
+
+/// Appends `value` as 16 uppercase hex digits.
+fn push_hex16(out: &mut String, value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut buf = [0u8; 16];
+    for (i, digit) in buf.iter_mut().enumerate() {
+        *digit = DIGITS[((value >> (60 - 4 * i)) & 0xF) as usize];
+    }
+    out.push_str(std::str::from_utf8(&buf).expect("hex digits are ASCII"));
 }
 
 /// The id of the marker message for the ghost range after the promotion
@@ -127,15 +143,14 @@ pub struct MsgId {
 
 impl fmt::Display for MsgId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{:016X}", self.pipeline, self.commit_lsn.0)?;
-        if let Some(timeline) = self.timeline {
-            write!(f, "@{timeline}")?;
-        }
-        write!(
-            f,
-            ":{}:{}:{}",
-            self.xid, self.event_index, self.output_index
-        )
+        f.write_str(&timeline_msg_id(
+            &self.pipeline,
+            self.commit_lsn,
+            self.timeline,
+            self.xid,
+            self.event_index,
+            self.output_index,
+        ))
     }
 }
 
@@ -206,6 +221,24 @@ mod tests {
         assert_eq!(
             msg_id("p", Lsn(u64::MAX), 0, 0, 3),
             "p:FFFFFFFFFFFFFFFF:0:0:3"
+        );
+    }
+
+    #[test]
+    fn hex_and_decimal_fields_print_as_format_does() {
+        for (lsn, xid, event, output) in [
+            (0, 0, 0, 0),
+            (0x0123_4567_89AB_CDEF, u32::MAX, u64::MAX, 10),
+            (0xF0, 1_000_000, 99, 100),
+        ] {
+            assert_eq!(
+                msg_id("p", Lsn(lsn), xid, event, output),
+                format!("p:{lsn:016X}:{xid}:{event}:{output}")
+            );
+        }
+        assert_eq!(
+            timeline_msg_id("p", Lsn(0xAB), Some(1234), 5, 6, 7),
+            "p:00000000000000AB@1234:5:6:7"
         );
     }
 
