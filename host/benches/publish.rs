@@ -80,6 +80,7 @@ async fn run(server: &support::nats::NatsServer, window: usize, messages: u64) {
                 table: Some("public.orders".into()),
                 op: Some("insert"),
                 error: None,
+                metadata: true,
             },
         };
         publisher.publish(message, i).await.expect("publish");

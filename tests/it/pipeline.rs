@@ -290,17 +290,20 @@ async fn heartbeats_move_a_quiet_slot() {
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failing_row_goes_to_the_dead_letter_subject_and_the_rest_flows_on() {
+/// Six rows through `picky` (which fails on row 3) with the dead-letter
+/// policy, `nats` added to the `[nats]` table; returns the six stored
+/// messages after checking their subjects and that the host exits cleanly.
+async fn six_rows_with_a_dead_letter(name: &str, nats_lines: &str) -> Vec<StoredMessage> {
     let pg = PgCluster::shared();
     let nats = NatsServer::launch();
     let cache = tempfile::tempdir().unwrap();
     let parts = ManifestParts {
         plugins: picky_then_json(),
+        nats: nats_lines.into(),
         extra: "[errors]\npolicy = \"dead-letter\"\ndead-letter-subject = \"cdc.dead\"\n".into(),
         ..ManifestParts::default()
     };
-    let p = Pipeline::with(pg, &nats, "dlq", &["items"], parts);
+    let p = Pipeline::with(pg, &nats, name, &["items"], parts);
     pg.psql(&p.db, "CREATE TABLE items (id int PRIMARY KEY, v text)");
     let mut child = p.start(cache.path());
     p.wait_streaming(pg).await;
@@ -327,7 +330,15 @@ async fn a_failing_row_goes_to_the_dead_letter_subject_and_the_rest_flows_on() {
             "cdc.public.items"
         ]
     );
-    let dead = &messages[2];
+    // The failure is counted, not fatal: the host drains and exits cleanly.
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    messages
+}
+
+/// The dead letter's own checks, whatever `metadata-headers` says.
+fn check_dead_letter(dead: &StoredMessage) {
     let error = dead.header("Sluice-Error").unwrap();
     assert!(
         error.starts_with("plugin \"picky\" could not process event"),
@@ -335,19 +346,43 @@ async fn a_failing_row_goes_to_the_dead_letter_subject_and_the_rest_flows_on() {
     );
     assert_eq!(dead.header("Sluice-Table"), Some("public.items"));
     assert_eq!(dead.header("Sluice-Op"), Some("insert"));
-    // The dead letter sits between its neighbours in the WAL.
-    let lsn = |m: &StoredMessage| parse_lsn(m.header("Sluice-Lsn").unwrap());
-    assert!(lsn(&messages[1]) < lsn(dead) && lsn(dead) < lsn(&messages[3]));
+    assert!(dead.header("Sluice-Commit-Lsn").is_some());
     let body = json(&dead.payload);
     assert_eq!(
         body["event"]["row"]["new"][0],
         serde_json::json!({"int": 3})
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_row_goes_to_the_dead_letter_subject_and_the_rest_flows_on() {
+    let messages = six_rows_with_a_dead_letter("dlq", "").await;
+    let dead = &messages[2];
+    check_dead_letter(dead);
+    // The dead letter sits between its neighbours in the WAL.
+    let lsn = |m: &StoredMessage| parse_lsn(m.header("Sluice-Lsn").unwrap());
+    assert!(lsn(&messages[1]) < lsn(dead) && lsn(dead) < lsn(&messages[3]));
     assert_eq!(json(&messages[5].payload)["after"]["v"], "after");
-    // The failure is counted, not fatal: the host drains and exits cleanly.
-    signal(&child, "-TERM");
-    let status = wait_exit(&mut child, Duration::from_secs(30));
-    assert!(status.success(), "{status}");
+}
+
+/// `metadata-headers = false`: change messages carry only the id and the
+/// expected stream (what de-duplication and the stream check need); the
+/// dead letter keeps the metadata, since its reader must learn what failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_metadata_headers_only_dead_letters_carry_them() {
+    let messages = six_rows_with_a_dead_letter("nometa", "metadata-headers = false\n").await;
+    check_dead_letter(&messages[2]);
+    assert!(parse_lsn(messages[2].header("Sluice-Lsn").unwrap()) > 0);
+    for (i, m) in messages.iter().enumerate().filter(|(i, _)| *i != 2) {
+        // Sorted by name.
+        let names: Vec<&str> = m.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Nats-Expected-Stream", "Nats-Msg-Id"],
+            "message {i}"
+        );
+    }
+    assert_eq!(json(&messages[5].payload)["after"]["v"], "after");
 }
 
 /// A definite error mid-stream goes through the drain like a shutdown: what

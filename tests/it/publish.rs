@@ -40,6 +40,7 @@ fn message(subject: &str, i: u64, payload_len: usize) -> Outgoing {
             table: Some("public.orders".into()),
             op: Some("insert"),
             error: None,
+            metadata: true,
         },
     }
 }

@@ -23,6 +23,7 @@ pub(super) fn nats(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<NatsSe
         SubjectFilter::parse(&v).map_err(|e| e.to_string())
     });
     let create_stream = t.opt("create-stream", p).unwrap_or(true);
+    let metadata_headers = t.opt("metadata-headers", p).unwrap_or(true);
     let storage = t.opt("storage", p).unwrap_or(Storage::File);
     let replicas = t.opt_parsed("replicas", p, |n: i64| ranges::REPLICAS.parse_usize(n));
     let duplicate_window =
@@ -46,6 +47,7 @@ pub(super) fn nats(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<NatsSe
             "duplicate-window",
             "max-in-flight",
             "max-in-flight-bytes",
+            "metadata-headers",
             "user",
             "password",
             "token",
@@ -75,6 +77,7 @@ pub(super) fn nats(mut t: Fields, dir: &Path, p: &mut Problems) -> Option<NatsSe
         create_stream,
         max_in_flight: max_in_flight.unwrap_or(1024),
         max_in_flight_bytes: max_in_flight_bytes.unwrap_or(64 << 20),
+        metadata_headers,
     })
 }
 

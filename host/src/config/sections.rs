@@ -132,6 +132,10 @@ pub struct NatsSettings {
     pub create_stream: bool,
     pub max_in_flight: usize,
     pub max_in_flight_bytes: u64,
+    /// Whether change messages carry `Sluice-Table`, `Sluice-Op`,
+    /// `Sluice-Commit-Lsn` and `Sluice-Lsn` (`metadata-headers`, default
+    /// on). Dead letters and host-made markers always carry them.
+    pub metadata_headers: bool,
 }
 
 /// `[batch]`.

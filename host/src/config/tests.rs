@@ -58,6 +58,12 @@ fn good_manifest_loads_with_defaults() {
     assert_eq!(m.batch.max_events, 256);
     assert_eq!(m.errors, ErrorPolicy::Stop);
     assert_eq!(m.source.on_ghost_changes, GhostChanges::Refuse);
+    assert!(m.nats.metadata_headers);
+    let without = edit(
+        "url = \"nats://localhost:4222\"",
+        "url = \"nats://localhost:4222\"\nmetadata-headers = false",
+    );
+    assert!(!load(d.path(), &without).unwrap().nats.metadata_headers);
     assert_eq!(m.transforms[0].path, d.path().join("mask.wasm"));
     assert_eq!(m.transforms[0].config, r#"{"columns":{"email":"hash"}}"#);
     assert_eq!(m.sink.config, r#"{"subject-prefix":"cdc"}"#);
@@ -88,6 +94,13 @@ fn edit(from: &str, to: &str) -> String {
 #[test]
 fn each_mistake_is_reported_with_its_path() {
     let cases: Vec<(String, &str)> = vec![
+        (
+            edit(
+                "url = \"nats://localhost:4222\"",
+                "url = \"nats://localhost:4222\"\nmetadata-headers = \"no\"",
+            ),
+            "nats.metadata-headers: invalid type: string \"no\", expected a boolean",
+        ),
         (
             edit("slot = \"sluice_orders\"", "slot = \"Orders\""),
             "source.slot: `Orders` is not a valid replication slot name: use 1 to 63 lower-case letters, digits and underscores",

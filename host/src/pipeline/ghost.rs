@@ -77,6 +77,8 @@ impl GhostMarker {
                 table: None,
                 op: Some(OP),
                 error: None,
+                // Consumers recognise the marker by its `Sluice-Op`.
+                metadata: true,
             },
         }
     }

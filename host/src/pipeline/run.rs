@@ -132,6 +132,7 @@ pub async fn run(
         policy: m.errors.clone(),
         allowed: m.nats.subjects.clone(),
         metrics: metrics.clone(),
+        metadata_headers: m.nats.metadata_headers,
     };
     let (stages, ends) = Stages::spawn(plugins, chain, publisher, completions)?;
 

@@ -101,6 +101,9 @@ pub(super) struct ChainSettings {
     pub(super) policy: crate::config::ErrorPolicy,
     pub(super) allowed: crate::publish::SubjectFilter,
     pub(super) metrics: Arc<Metrics>,
+    /// `nats.metadata-headers`: whether change messages carry the
+    /// `Sluice-Table`/`-Op`/`-Commit-Lsn`/`-Lsn` headers.
+    pub(super) metadata_headers: bool,
 }
 
 /// The running stages; see the module documentation.
@@ -229,7 +232,8 @@ fn plugin_thread(
                                 xid,
                                 read,
                             };
-                            let message = identify(&settings.pipeline, o, at);
+                            let message =
+                                identify(&settings.pipeline, settings.metadata_headers, o, at);
                             publisher
                                 .publish(message, Token::Message(Instant::now()))
                                 .await?;
@@ -274,8 +278,9 @@ struct Origin {
 
 /// A chain output as the publisher takes it: with its `Nats-Msg-Id` (a
 /// read id for snapshot and backfill rows, whose position is not a
-/// transaction's) and the headers naming its source event.
-fn identify(pipeline: &str, o: Outgoing, at: Origin) -> publish::Outgoing {
+/// transaction's) and the headers naming its source event. A dead letter keeps the metadata headers whatever `metadata_headers`
+/// says: whoever reads the dead-letter subject needs to know what failed.
+fn identify(pipeline: &str, metadata_headers: bool, o: Outgoing, at: Origin) -> publish::Outgoing {
     let Origin {
         commit_lsn,
         timeline,
@@ -305,6 +310,7 @@ fn identify(pipeline: &str, o: Outgoing, at: Origin) -> publish::Outgoing {
             lsn: source.as_ref().map(|s| s.lsn),
             op: source.as_ref().map(|s| s.op),
             table: source.and_then(|s| s.table),
+            metadata: metadata_headers || o.error.is_some(),
             error: o.error,
         },
     }

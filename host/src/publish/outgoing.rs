@@ -76,6 +76,9 @@ pub struct HostMeta {
     pub op: Option<&'static str>,
     /// For a dead-letter message, the error.
     pub error: Option<String>,
+    /// Whether the `Sluice-Table`, `Sluice-Op`, `Sluice-Commit-Lsn` and
+    /// `Sluice-Lsn` headers go out (the manifest's `nats.metadata-headers`).
+    pub metadata: bool,
 }
 
 /// A message ready to go: the sink's message and the host's metadata.
@@ -206,11 +209,13 @@ fn header_map(
         }
     };
     host(MSG_ID, &meta.msg_id);
-    if let Some(table) = &meta.table {
-        host(TABLE, table);
-    }
-    if let Some(op) = meta.op {
-        host(OP, op);
+    if meta.metadata {
+        if let Some(table) = &meta.table {
+            host(TABLE, table);
+        }
+        if let Some(op) = meta.op {
+            host(OP, op);
+        }
     }
     if let Some(error) = &meta.error {
         let line: String = error
@@ -225,9 +230,11 @@ fn header_map(
     }
     // Hex digits and `/`: the printed text becomes the value, without a copy.
     let lsn = |lsn: Lsn| HeaderValue::from(lsn.to_string());
-    put(&mut headers, &mut size, COMMIT_LSN, lsn(meta.commit_lsn));
-    if let Some(event_lsn) = meta.lsn {
-        put(&mut headers, &mut size, LSN, lsn(event_lsn));
+    if meta.metadata {
+        put(&mut headers, &mut size, COMMIT_LSN, lsn(meta.commit_lsn));
+        if let Some(event_lsn) = meta.lsn {
+            put(&mut headers, &mut size, LSN, lsn(event_lsn));
+        }
     }
     (headers, size)
 }

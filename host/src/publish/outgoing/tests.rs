@@ -18,6 +18,7 @@ fn outgoing(headers: Vec<(&str, &str)>) -> Outgoing {
             table: Some("public.t".into()),
             op: Some("insert"),
             error: None,
+            metadata: true,
         },
     }
 }
@@ -41,6 +42,32 @@ fn adds_host_headers() {
     assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
     assert!(p.size > 2);
     assert_eq!(get(ERROR), None);
+}
+
+#[test]
+fn without_metadata_only_the_id_and_the_stream_are_added() {
+    let mut o = outgoing(vec![("Content-Type", "application/json")]);
+    let with = o.clone().prepare(&filter(), Some(&"CDC".into())).unwrap();
+    o.meta.metadata = false;
+    let p = o.prepare(&filter(), Some(&"CDC".into())).unwrap();
+    for name in [TABLE, OP, COMMIT_LSN, LSN] {
+        assert_eq!(p.header(name), None, "{name}");
+    }
+    assert_eq!(p.header(MSG_ID).as_deref(), Some("p:0000000000000010:0:0"));
+    assert_eq!(p.header(EXPECTED_STREAM).as_deref(), Some("CDC"));
+    assert_eq!(
+        p.header("Content-Type").as_deref(),
+        Some("application/json")
+    );
+    // The byte window counts what is sent.
+    let dropped = [
+        (TABLE, "public.t"),
+        (OP, "insert"),
+        (COMMIT_LSN, "0/10"),
+        (LSN, "0/8"),
+    ];
+    let dropped: usize = dropped.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    assert_eq!(with.size - p.size, dropped);
 }
 
 #[test]
