@@ -19,7 +19,7 @@ use tracing_subscriber::EnvFilter;
 ///
 /// mimalloc asks for huge pages for its arenas, and a 2 MiB page counts in
 /// full as soon as one byte of it is touched: on the pgbench backlog that
-/// doubled the peak RSS (113–120 MB against 49 MB without) for no
+/// doubled the peak RSS (108–124 MB against 53–57 MB without) for no
 /// measurable gain in CPU or rate (scripts/bench-oltp, README
 /// "Performance"). The flag covers every later page fault of the process,
 /// whatever the system's THP setting; it is a hint, so a kernel that

@@ -278,8 +278,9 @@ struct Origin {
 
 /// A chain output as the publisher takes it: with its `Nats-Msg-Id` (a
 /// read id for snapshot and backfill rows, whose position is not a
-/// transaction's) and the headers naming its source event. A dead letter keeps the metadata headers whatever `metadata_headers`
-/// says: whoever reads the dead-letter subject needs to know what failed.
+/// transaction's) and the headers naming its source event. A dead letter
+/// keeps those metadata headers whatever `metadata_headers` says: whoever
+/// reads the dead-letter subject needs to know what failed.
 fn identify(pipeline: &str, metadata_headers: bool, o: Outgoing, at: Origin) -> publish::Outgoing {
     let Origin {
         commit_lsn,

@@ -9,6 +9,11 @@
 //! error naming it, not dropped: a silently dropped header hides a plugin bug, while an
 //! error goes through the pipeline's error policy (stop, dead-letter or skip). Header
 //! names are compared without regard to case, as NATS clients disagree on case.
+//!
+//! `Nats-Msg-Id` and `Nats-Expected-Stream` always go out. The metadata headers
+//! (`Sluice-Table`, `Sluice-Op`, `Sluice-Commit-Lsn`, `Sluice-Lsn`) go out when
+//! [`HostMeta::metadata`] says so: the manifest's `nats.metadata-headers` for change
+//! messages, always for dead letters and host-made markers.
 
 use std::sync::Arc;
 
