@@ -43,6 +43,15 @@ fn count(node: &Node, sql: &str) -> u64 {
     node.psql("app", sql).parse().unwrap()
 }
 
+/// Waits until three more heartbeats than now are written on `node`.
+async fn heartbeats_reach(node: &Node, what: &str) {
+    let beats = count(node, "SELECT count(*) FROM beats");
+    wait_until(what, Duration::from_secs(60), || async {
+        count(node, "SELECT count(*) FROM beats") >= beats + 3
+    })
+    .await;
+}
+
 /// Sets `hot_standby_feedback` on the standby and waits until it applies.
 fn hot_standby_feedback(standby: &Node, value: &str) {
     standby.psql(
@@ -187,13 +196,7 @@ async fn decoding_from_a_standby_continues_across_its_promotion() {
     )
     .await;
     // Heartbeats are written on the primary (the standby takes no writes).
-    let beats = count(primary, "SELECT count(*) FROM beats");
-    wait_until(
-        "heartbeats on the primary",
-        Duration::from_secs(60),
-        || async { count(primary, "SELECT count(*) FROM beats") >= beats + 3 },
-    )
-    .await;
+    heartbeats_reach(primary, "heartbeats on the primary").await;
     let log = sluice_log(dir.path());
     assert!(!log.contains("heartbeat failed"), "{log}");
 
@@ -209,13 +212,7 @@ async fn decoding_from_a_standby_continues_across_its_promotion() {
         || async { max_stream_id(&js).await >= i64::try_from(first_new * 100).unwrap() + 100 },
     )
     .await;
-    let beats = count(standby, "SELECT count(*) FROM beats");
-    wait_until(
-        "heartbeats on the promoted standby",
-        Duration::from_secs(60),
-        || async { count(standby, "SELECT count(*) FROM beats") >= beats + 3 },
-    )
-    .await;
+    heartbeats_reach(standby, "heartbeats on the promoted standby").await;
     let after = writer.transactions();
     wait_until("20 more transactions", Duration::from_secs(60), || async {
         writer.transactions() >= after + 20
