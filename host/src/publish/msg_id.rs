@@ -83,11 +83,11 @@ pub fn timeline_msg_id(
     id.push_str(pipeline);
     id.push(':');
     push_hex16(&mut id, commit_lsn.0);
+    let mut digits = itoa::Buffer::new();
     if let Some(timeline) = timeline.filter(|&t| t > 1) {
         id.push('@');
-        id.push_str(itoa::Buffer::new().format(timeline));
+        id.push_str(digits.format(timeline));
     }
-    let mut digits = itoa::Buffer::new();
     for n in [u64::from(xid), event_index, output_index] {
         id.push(':');
         id.push_str(digits.format(n));
