@@ -30,6 +30,7 @@ use tokio::net::{TcpStream, UnixStream};
 use super::conninfo::{ConnInfo, Host, ServerRole, SessionAttrs, SslMode};
 use super::error::{ReplicationError, ServerError};
 use super::tls;
+use super::walk::{self, Session};
 
 /// How much the read buffer grows by when it runs out of room. Large reads
 /// keep the system-call count low on a busy stream.
@@ -268,46 +269,9 @@ impl ReplicationConnection {
     /// `prefer-standby`, the first server that answered when no standby
     /// did). With one host and `any`, that is simply [`Self::connect_one`].
     pub async fn connect(info: &ConnInfo) -> Result<Self, ReplicationError> {
-        if !info.walks() {
-            return Self::connect_one(info).await;
-        }
-        let mut found = Vec::new();
-        let mut fallback = None;
-        let mut last_error = None;
-        for candidate in info.candidates() {
-            let mut conn = match Self::connect_one(&candidate).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::debug!(host = %candidate.target(), error = %e, "host not reachable");
-                    found.push(format!("{}: {e}", candidate.target()));
-                    last_error = Some(e);
-                    continue;
-                }
-            };
-            conn.source = info.clone();
-            let role = conn.role().await?;
-            if info.session_attrs.accepts(role) {
-                return Ok(conn);
-            }
-            found.push(format!("{}: {role}", candidate.target()));
-            if info.session_attrs == SessionAttrs::PreferStandby && fallback.is_none() {
-                fallback = Some(conn);
-            } else {
-                conn.close().await;
-            }
-        }
-        if let Some(conn) = fallback {
-            return Ok(conn);
-        }
-        match last_error {
-            // One host, unreachable: its own error says it best.
-            Some(e) if found.len() == 1 => Err(e),
-            _ => Err(ReplicationError::NoMatchingHost {
-                targets: info.targets(),
-                attrs: info.session_attrs,
-                found: found.join("; "),
-            }),
-        }
+        let mut conn = walk::walk::<Self>(info).await?;
+        conn.source = info.clone();
+        Ok(conn)
     }
 
     /// What the server is: from the parameters PostgreSQL 14+ reports at
@@ -629,6 +593,30 @@ impl ReplicationConnection {
         // Best effort: the server cleans up on end of file anyway.
         let _ = self.wire.send().await;
         self.wire.shutdown().await;
+    }
+}
+
+impl Session for ReplicationConnection {
+    type Error = ReplicationError;
+
+    async fn open(candidate: &ConnInfo) -> Result<Self, ReplicationError> {
+        Self::connect_one(candidate).await
+    }
+
+    async fn server_role(&mut self) -> Result<ServerRole, ReplicationError> {
+        self.role().await
+    }
+
+    async fn end(self) {
+        self.close().await;
+    }
+
+    fn no_matching_host(targets: String, attrs: SessionAttrs, found: String) -> ReplicationError {
+        ReplicationError::NoMatchingHost {
+            targets,
+            attrs,
+            found,
+        }
     }
 }
 

@@ -12,10 +12,10 @@
 //! tracker gives it.
 //!
 //! A source URL may name several hosts (libpq's host lists and
-//! `target_session_attrs`): both kinds of connection walk the list and take
-//! the first server of the wanted role, and the reader walks it again on
-//! every reconnect, which is how it follows a failover. [`ha`] holds the
-//! checks that say whether a failover would keep the slot. The URL may
+//! `target_session_attrs`): both kinds of connection walk the list the same
+//! way (`walk`) and take the first server of the wanted role, and the reader
+//! walks it again on every reconnect, which is how it follows a failover.
+//! [`ha`] holds the checks that say whether a failover would keep the slot. The URL may
 //! also resolve to a hot standby (PostgreSQL 16+), which is then decoded
 //! from: [`standby`] creates the slot there, and [`primary`] reaches the
 //! primary for what must run on it.
@@ -38,6 +38,7 @@ mod sql;
 pub mod standby;
 mod stream;
 mod tls;
+mod walk;
 
 pub use backoff::Backoff;
 pub use client_cert::ClientCertError;

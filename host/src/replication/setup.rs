@@ -16,6 +16,7 @@ use super::conninfo::{ConnInfo, Host, ServerRole, SessionAttrs, SslMode};
 use super::slot::{SlotName, quote_ident, quote_literal};
 use super::sql::{SqlError, reason};
 use super::tls::{self, MakeRustlsConnect, TlsError};
+use super::walk::{self, Session};
 use crate::lsn::Lsn;
 
 /// Why the setup checks could not run, or what they found.
@@ -210,40 +211,29 @@ pub struct SetupReport {
 ///
 /// [`ReplicationConnection::connect`]: super::ReplicationConnection::connect
 pub async fn connect_sql(info: &ConnInfo) -> Result<Client, SetupError> {
-    if !info.walks() {
-        return connect_sql_one(info).await;
+    walk::walk::<Client>(info).await
+}
+
+impl Session for Client {
+    type Error = SetupError;
+
+    async fn open(candidate: &ConnInfo) -> Result<Self, SetupError> {
+        connect_sql_one(candidate).await
     }
-    let mut found = Vec::new();
-    let mut fallback = None;
-    let mut last_error = None;
-    for candidate in info.candidates() {
-        let client = match connect_sql_one(&candidate).await {
-            Ok(client) => client,
-            Err(e) => {
-                found.push(format!("{}: {e}", candidate.target()));
-                last_error = Some(e);
-                continue;
-            }
-        };
-        let role = sql_role(&client).await?;
-        if info.session_attrs.accepts(role) {
-            return Ok(client);
+
+    async fn server_role(&mut self) -> Result<ServerRole, SetupError> {
+        sql_role(self).await
+    }
+
+    /// Dropping the client ends its connection task.
+    async fn end(self) {}
+
+    fn no_matching_host(targets: String, attrs: SessionAttrs, found: String) -> SetupError {
+        SetupError::NoMatchingHost {
+            targets,
+            attrs,
+            found,
         }
-        found.push(format!("{}: {role}", candidate.target()));
-        if info.session_attrs == SessionAttrs::PreferStandby && fallback.is_none() {
-            fallback = Some(client);
-        }
-    }
-    if let Some(client) = fallback {
-        return Ok(client);
-    }
-    match last_error {
-        Some(e) if found.len() == 1 => Err(e),
-        _ => Err(SetupError::NoMatchingHost {
-            targets: info.targets(),
-            attrs: info.session_attrs,
-            found: found.join("; "),
-        }),
     }
 }
 
