@@ -492,6 +492,17 @@ async fn creates_and_verifies_streams() {
             .starts_with("cannot look up JetStream stream `has space`"),
         "{err}"
     );
+
+    // JetStream refuses the new stream: its reason is printed once, not
+    // again as the client's "jetstream error: …" cause.
+    let overlap = StreamSpec::new("OVERLAP", vec![pattern("cdc.>")]);
+    let err = ensure_stream(&js, &overlap, &allowed).await.unwrap_err();
+    let line = sluice_host::causes::line(&err);
+    assert!(
+        line.starts_with("cannot create JetStream stream `OVERLAP`: subjects overlap"),
+        "{line}"
+    );
+    assert_eq!(line.matches("overlap").count(), 1, "{line}");
 }
 
 #[tokio::test]

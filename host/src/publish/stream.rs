@@ -122,21 +122,26 @@ pub enum StreamError {
         uncovered: String,
         stream_subjects: String,
     },
+    /// `source` is JetStream's own answer when it gave one (its text is
+    /// `reason`, so an error chain prints it once), else the client's error.
     #[error("cannot create JetStream stream `{stream}`: {reason}")]
     Create {
         stream: String,
         reason: String,
         #[source]
-        source: async_nats::jetstream::context::CreateStreamError,
+        source: BoxError,
     },
+    /// `source` as for [`StreamError::Create`].
     #[error("cannot look up JetStream stream `{stream}`: {reason}")]
     Lookup {
         stream: String,
         reason: String,
         #[source]
-        source: async_nats::jetstream::context::GetStreamError,
+        source: BoxError,
     },
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Verifies that the stream `name` exists and captures every pattern in `allowed`.
 pub async fn verify_stream(
@@ -163,14 +168,14 @@ pub async fn ensure_stream(
     let (info, created) = match lookup(js, &spec.name).await? {
         Some(info) => (info, false),
         None => {
-            let stream =
-                js.create_stream(spec.config())
-                    .await
-                    .map_err(|source| StreamError::Create {
-                        stream: spec.name.clone(),
-                        reason: create_reason(&source),
-                        source,
-                    })?;
+            let stream = js.create_stream(spec.config()).await.map_err(|e| {
+                let (reason, source) = create_reason(e);
+                StreamError::Create {
+                    stream: spec.name.clone(),
+                    reason,
+                    source,
+                }
+            })?;
             tracing::info!(stream = %spec.name, storage = %spec.storage, replicas = spec.replicas, "created JetStream stream");
             // The create/lookup response carries the stream's info.
             let info = stream.cached_info().clone();
@@ -200,12 +205,18 @@ async fn lookup(js: &Context, name: &str) -> Result<Option<Info>, StreamError> {
                 "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned()
             }
             GetStreamErrorKind::Request => "JetStream did not answer".to_owned(),
-            GetStreamErrorKind::JetStream(e) => e.to_string(),
+            GetStreamErrorKind::JetStream(api) => {
+                return StreamError::Lookup {
+                    stream: name.to_owned(),
+                    reason: api.to_string(),
+                    source: Box::new(api),
+                };
+            }
         };
         StreamError::Lookup {
             stream: name.to_owned(),
             reason,
-            source,
+            source: Box::new(source),
         }
     };
     match js.get_stream(name).await {
@@ -225,9 +236,10 @@ async fn lookup(js: &Context, name: &str) -> Result<Option<Info>, StreamError> {
     }
 }
 
-fn create_reason(source: &async_nats::jetstream::context::CreateStreamError) -> String {
-    match source.kind() {
-        CreateStreamErrorKind::JetStream(e) => e.to_string(),
+/// Why JetStream did not create the stream, and the error behind it.
+fn create_reason(error: async_nats::jetstream::context::CreateStreamError) -> (String, BoxError) {
+    let reason = match error.kind() {
+        CreateStreamErrorKind::JetStream(api) => return (api.to_string(), Box::new(api)),
         CreateStreamErrorKind::JetStreamUnavailable => {
             "JetStream is not enabled on the server".to_owned()
         }
@@ -236,7 +248,8 @@ fn create_reason(source: &async_nats::jetstream::context::CreateStreamError) -> 
             "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned()
         }
         other => other.to_string(),
-    }
+    };
+    (reason, Box::new(error))
 }
 
 fn check_coverage(info: &Info, allowed: &SubjectFilter) -> Result<(), StreamError> {
