@@ -11,6 +11,9 @@
 //!   exactly once.
 //! - The host is killed while pgbench runs: replaying the stream gives
 //!   every `pgbench_history` row once and every account's balance.
+//! - The host is started while NATS and PostgreSQL are both down: it waits
+//!   for each in turn (saying so once), stops cleanly when told to while
+//!   waiting, and streams once they are up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,8 +27,8 @@ use crate::support::nats::{NatsServer, stream_len};
 use crate::support::pipeline::{
     ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal, wait_exit,
 };
-use crate::support::postgres::PgCluster;
-use crate::support::{wait_until, wait_until_blocking};
+use crate::support::postgres::{ClusterOptions, PgCluster};
+use crate::support::{log_dir, wait_until, wait_until_blocking, with_log};
 
 /// A message read back from the stream, with the time JetStream stored it.
 #[derive(Debug)]
@@ -490,4 +493,92 @@ async fn a_host_killed_during_pgbench_replays_every_history_row_and_balance() {
         .collect();
     balances.retain(|_, b| *b != 0);
     assert_eq!(balances, table, "every balance replayed from the stream");
+}
+
+/// How many lines of the log at `log` contain `text`.
+fn log_lines(log: &std::path::Path, text: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(text))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_started_before_its_servers_waits_for_them() {
+    // Synchronous commit, so that the table survives the crash that takes
+    // the server down (the harness turns it off for speed).
+    let mut pg = PgCluster::start(ClusterOptions {
+        tls: false,
+        extra_conf: vec!["synchronous_commit = on".into()],
+        ..ClusterOptions::default()
+    });
+    let mut nats = NatsServer::launch();
+    let p = passthrough_pipeline(&pg, &nats, "late");
+    nats.stop();
+    pg.crash();
+    let cache = tempfile::tempdir().unwrap();
+    let nats_down = "cannot start yet: NATS is not available";
+    let pg_down = "cannot start yet: PostgreSQL is not available";
+
+    // Told to stop while it waits, it stops at once, and cleanly.
+    let mut host = p.start(cache.path());
+    let log = log_dir().join(format!("{}_{}.log", p.stream, host.id()));
+    wait_until(
+        with_log("the wait for NATS", &log),
+        Duration::from_secs(60),
+        || async { log_lines(&log, nats_down) == 1 },
+    )
+    .await;
+    signal(&host, "-TERM");
+    let status = wait_exit(&mut host, Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    // Left waiting, it keeps trying without exiting or repeating itself,
+    // then waits for PostgreSQL, then streams.
+    let mut host = p.start(cache.path());
+    let log = log_dir().join(format!("{}_{}.log", p.stream, host.id()));
+    wait_until(
+        with_log("the wait for NATS", &log),
+        Duration::from_secs(60),
+        || async { log_lines(&log, nats_down) == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "sluice exited while NATS was down: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(log_lines(&log, nats_down), 1, "the wait is logged once");
+    assert_eq!(
+        log_lines(&log, "error=cannot connect to NATS at"),
+        1,
+        "the wait names the servers and the reason once"
+    );
+    nats.start();
+    wait_until(
+        with_log("the wait for PostgreSQL", &log),
+        Duration::from_secs(60),
+        || async { log_lines(&log, pg_down) == 1 },
+    )
+    .await;
+    assert_eq!(log_lines(&log, "NATS is available; starting"), 1);
+    pg.restart();
+    p.wait_streaming(&pg).await;
+    assert_eq!(log_lines(&log, "PostgreSQL is available; starting"), 1);
+    pg.psql(&p.db, "INSERT INTO items VALUES (1, 'after the wait')");
+    let js = nats.jetstream().await;
+    wait_until(
+        with_log("the row in the stream", &log),
+        Duration::from_secs(60),
+        || async { stream_len(&js, &p.stream).await == 1 },
+    )
+    .await;
+    signal(&host, "-TERM");
+    assert!(wait_exit(&mut host, Duration::from_secs(20)).success());
 }

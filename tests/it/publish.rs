@@ -786,6 +786,6 @@ async fn tls_with_custom_ca_and_client_certificate() {
     let err = connect(&options).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "a TLS client certificate needs both a certificate and a key file"
+        "the NATS TLS client certificate needs both a certificate and a key file"
     );
 }

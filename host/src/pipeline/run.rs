@@ -50,7 +50,8 @@ use crate::source::{self, StartPosition};
 /// Why the pipeline stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot connect to NATS: {0}")]
+    /// Its text names NATS (each `ConnectError` does).
+    #[error(transparent)]
     Nats(#[from] publish::ConnectError),
     #[error(transparent)]
     Stream(#[from] publish::StreamError),
@@ -84,6 +85,31 @@ pub enum RunError {
     /// Boxed: a snapshot's errors are large, and rare.
     #[error("snapshot failed: {0}")]
     Snapshot(Box<SnapshotError>),
+}
+
+impl RunError {
+    /// Whether starting again later may succeed: PostgreSQL, NATS or
+    /// JetStream could not be reached or did not answer, or no host of the
+    /// source was yet what the URL asks for (a failover under way). The
+    /// start phase waits out such errors; everything else stops the host.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunError::Nats(e) => e.is_transient(),
+            RunError::Stream(e) => e.is_transient(),
+            RunError::Setup(e) => e.is_transient(),
+            RunError::Replication(e) => e.is_transient(),
+            RunError::Startup(e) => e.is_transient(),
+            RunError::Source(e) => e.is_transient(),
+            RunError::Subject(_)
+            | RunError::Store(_)
+            | RunError::Plugin(_)
+            | RunError::Chain(_)
+            | RunError::Publish(_)
+            | RunError::Task { .. }
+            | RunError::Metrics(_)
+            | RunError::Snapshot(_) => false,
+        }
+    }
 }
 
 impl From<SnapshotError> for RunError {

@@ -14,22 +14,29 @@
 //!    [`crate::position::startup`]), and the snapshot, which imports a new
 //!    slot's exported snapshot before the session's next command. The same
 //!    replication session then streams ([`PreparedSource::from_session`]).
+//!
+//! Steps 2 and 4 wait for servers that are away: a failure that says NATS,
+//! JetStream or PostgreSQL could not be reached, did not answer, or is not
+//! yet what the source URL asks for is tried again until it passes or the
+//! host is told to stop. Every other failure ends the start at once.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::RunError;
 use super::reload::{Baseline, ReloadSettings, Reloader};
 use super::stages::Plugins;
+use crate::causes;
 use crate::config::{Manifest, SnapshotMode};
 use crate::metrics::{self, Metrics};
 use crate::position::startup::{self, Startup, StartupSettings};
 use crate::position::store::{self, OffsetStore};
 use crate::publish::{self, SubjectFilter};
-use crate::replication::ReplicationConnection;
 use crate::replication::setup::{self, SetupSpec};
+use crate::replication::{Backoff, ReplicationConnection};
 use crate::snapshot::{self, Snapshot};
 use crate::source::{PreparedSource, SlotState, SourceOptions};
 
@@ -59,7 +66,8 @@ pub(super) struct Guards {
 }
 
 /// Runs the start phase; `None` when there is nothing to do
-/// (`initial-only` with no snapshot due).
+/// (`initial-only` with no snapshot due) or `shutdown` came while it
+/// waited for a server.
 pub(super) async fn start(
     m: &Manifest,
     baseline: Baseline,
@@ -72,10 +80,21 @@ pub(super) async fn start(
     }
     let endpoint = endpoint.drop_guard();
 
-    let (client, filter, mut store) = open_nats(m).await?;
+    let Some((client, filter, mut store)) =
+        until_reachable("NATS", shutdown, async || open_nats(m).await).await?
+    else {
+        return Ok(None);
+    };
     metrics.watch_nats(client.clone());
     let (plugins, reloader) = load_plugins(m, baseline, &metrics, shutdown).await?;
-    let (sql, source, startup, snapshot) = open_source(m, store.as_mut()).await?;
+    let Some((sql, source, startup, snapshot)) =
+        until_reachable("PostgreSQL", shutdown, async || {
+            open_source(m, store.as_mut()).await
+        })
+        .await?
+    else {
+        return Ok(None);
+    };
     if m.source.snapshot == SnapshotMode::InitialOnly && snapshot.is_none() {
         tracing::info!(slot = %m.source.slot,
             "source.snapshot = \"initial-only\" and no snapshot is due: nothing to do");
@@ -96,6 +115,58 @@ pub(super) async fn start(
             _reloader: reloader,
         },
     }))
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `shutdown` is
+/// cancelled (then `None`). A transient failure ([`RunError::is_transient`]:
+/// `what` is down, starting, or in a failover) is tried again after a
+/// backoff capped at 2 s, as the running pipeline reconnects: a host
+/// started while its servers are away waits for them instead of exiting.
+/// Trying again is safe because each attempt does what a restart would:
+/// nothing a failed attempt did is assumed.
+///
+/// A wait is logged when it starts and whenever its reason changes (not
+/// at every attempt), and once more when it ends.
+async fn until_reachable<T>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: impl AsyncFnMut() -> Result<T, RunError>,
+) -> Result<Option<T>, RunError> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut waiting: Option<(Instant, String)> = None;
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        match attempt().await {
+            Ok(value) => {
+                if let Some((since, _)) = waiting {
+                    tracing::info!(waited = ?since.elapsed(), "{what} is available; starting");
+                }
+                return Ok(Some(value));
+            }
+            Err(e) if e.is_transient() => {
+                let reason = causes::line(&e);
+                let delay = backoff.next_delay();
+                match &mut waiting {
+                    Some((_, last)) if *last == reason => {
+                        tracing::debug!(error = %reason, retry_in = ?delay, "{what} is still not available");
+                    }
+                    _ => {
+                        tracing::warn!(error = %reason,
+                            "cannot start yet: {what} is not available; trying again until it is");
+                        let since = waiting.map_or_else(Instant::now, |(since, _)| since);
+                        waiting = Some((since, reason));
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// NATS, the stream (created or verified) and the offset store.

@@ -122,7 +122,7 @@ impl fmt::Display for ConnectFailure {
 pub enum ConnectError {
     #[error("no NATS server URL configured")]
     NoServers,
-    #[error("a TLS client certificate needs both a certificate and a key file")]
+    #[error("the NATS TLS client certificate needs both a certificate and a key file")]
     IncompleteClientCertificate,
     #[error("cannot read the NATS credentials file {path}")]
     CredentialsFile {
@@ -154,6 +154,20 @@ pub enum ConnectError {
         #[source]
         source: async_nats::ConnectError,
     },
+}
+
+impl ConnectError {
+    /// Whether connecting later may succeed: no server answered, or not in
+    /// time. Rejected credentials, TLS failures and bad settings stay.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Connect {
+                failure: ConnectFailure::Unreachable | ConnectFailure::TimedOut,
+                ..
+            }
+        )
+    }
 }
 
 /// Connects with `options`.

@@ -124,21 +124,44 @@ pub enum StreamError {
     },
     /// `source` is JetStream's own answer when it gave one (its text is
     /// `reason`, so an error chain prints it once), else the client's error.
+    /// `transient`: JetStream did not answer (yet), so asking again later
+    /// may succeed.
     #[error("cannot create JetStream stream `{stream}`: {reason}")]
     Create {
         stream: String,
         reason: String,
+        transient: bool,
         #[source]
         source: BoxError,
     },
-    /// `source` as for [`StreamError::Create`].
+    /// `source` and `transient` as for [`StreamError::Create`].
     #[error("cannot look up JetStream stream `{stream}`: {reason}")]
     Lookup {
         stream: String,
         reason: String,
+        transient: bool,
         #[source]
         source: BoxError,
     },
+}
+
+impl StreamError {
+    /// Whether asking again later may succeed: JetStream did not answer in
+    /// time, or its cluster had no leader. A refusal or a stream that does
+    /// not fit stays.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StreamError::Create { transient, .. } | StreamError::Lookup { transient, .. } => {
+                *transient
+            }
+            StreamError::NotFound { .. } | StreamError::SubjectsNotCovered { .. } => false,
+        }
+    }
+}
+
+/// Whether JetStream's own answer says to ask again later.
+fn api_transient(api: &async_nats::jetstream::Error) -> bool {
+    api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -169,10 +192,11 @@ pub async fn ensure_stream(
         Some(info) => (info, false),
         None => {
             let stream = js.create_stream(spec.config()).await.map_err(|e| {
-                let (reason, source) = create_reason(e);
+                let (reason, transient, source) = create_reason(e);
                 StreamError::Create {
                     stream: spec.name.clone(),
                     reason,
+                    transient,
                     source,
                 }
             })?;
@@ -199,16 +223,18 @@ pub async fn ensure_stream(
 
 async fn lookup(js: &Context, name: &str) -> Result<Option<Info>, StreamError> {
     let lookup_error = |source: async_nats::jetstream::context::GetStreamError| {
-        let reason = match source.kind() {
-            GetStreamErrorKind::EmptyName => "the stream name is empty".to_owned(),
-            GetStreamErrorKind::InvalidStreamName => {
-                "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned()
-            }
-            GetStreamErrorKind::Request => "JetStream did not answer".to_owned(),
+        let (reason, transient) = match source.kind() {
+            GetStreamErrorKind::EmptyName => ("the stream name is empty".to_owned(), false),
+            GetStreamErrorKind::InvalidStreamName => (
+                "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned(),
+                false,
+            ),
+            GetStreamErrorKind::Request => ("JetStream did not answer".to_owned(), true),
             GetStreamErrorKind::JetStream(api) => {
                 return StreamError::Lookup {
                     stream: name.to_owned(),
                     reason: api.to_string(),
+                    transient: api_transient(&api),
                     source: Box::new(api),
                 };
             }
@@ -216,6 +242,7 @@ async fn lookup(js: &Context, name: &str) -> Result<Option<Info>, StreamError> {
         StreamError::Lookup {
             stream: name.to_owned(),
             reason,
+            transient,
             source: Box::new(source),
         }
     };
@@ -236,20 +263,27 @@ async fn lookup(js: &Context, name: &str) -> Result<Option<Info>, StreamError> {
     }
 }
 
-/// Why JetStream did not create the stream, and the error behind it.
-fn create_reason(error: async_nats::jetstream::context::CreateStreamError) -> (String, BoxError) {
-    let reason = match error.kind() {
-        CreateStreamErrorKind::JetStream(api) => return (api.to_string(), Box::new(api)),
+/// Why JetStream did not create the stream, whether asking again may
+/// help, and the error behind it.
+fn create_reason(
+    error: async_nats::jetstream::context::CreateStreamError,
+) -> (String, bool, BoxError) {
+    let (reason, transient) = match error.kind() {
+        CreateStreamErrorKind::JetStream(api) => {
+            let transient = api_transient(&api);
+            return (api.to_string(), transient, Box::new(api));
+        }
         CreateStreamErrorKind::JetStreamUnavailable => {
-            "JetStream is not enabled on the server".to_owned()
+            ("JetStream is not enabled on the server".to_owned(), false)
         }
-        CreateStreamErrorKind::TimedOut => "JetStream did not answer in time".to_owned(),
-        CreateStreamErrorKind::InvalidStreamName | CreateStreamErrorKind::EmptyStreamName => {
-            "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned()
-        }
-        other => other.to_string(),
+        CreateStreamErrorKind::TimedOut => ("JetStream did not answer in time".to_owned(), true),
+        CreateStreamErrorKind::InvalidStreamName | CreateStreamErrorKind::EmptyStreamName => (
+            "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned(),
+            false,
+        ),
+        other => (other.to_string(), false),
     };
-    (reason, Box::new(error))
+    (reason, transient, Box::new(error))
 }
 
 fn check_coverage(info: &Info, allowed: &SubjectFilter) -> Result<(), StreamError> {

@@ -131,6 +131,23 @@ pub enum StartupError {
     },
 }
 
+impl StartupError {
+    /// Whether starting again later may succeed: the server could not be
+    /// reached or went away mid-way. Refusals and bad settings stay.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StartupError::Replication(e) => e.is_transient(),
+            StartupError::Sql(e) => e.is_transient(),
+            StartupError::Refused(_)
+            | StartupError::Store(_)
+            | StartupError::BadSlotRow { .. }
+            | StartupError::FailoverUnsupported { .. }
+            | StartupError::FailoverOnStandby { .. }
+            | StartupError::AdvanceFellShort { .. } => false,
+        }
+    }
+}
+
 impl From<Refusal> for StartupError {
     fn from(r: Refusal) -> Self {
         StartupError::Refused(Box::new(r))
