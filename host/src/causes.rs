@@ -26,6 +26,25 @@ pub fn distinct<'a>(error: &'a (dyn Error + 'static)) -> Vec<(&'a (dyn Error + '
     out
 }
 
+/// The reason a retried operation last failed, so that a run of identical
+/// failures is logged once as a warning and the rest at debug: an outage
+/// reads as one line, not one per attempt.
+#[derive(Debug, Default)]
+pub struct Repeats {
+    last: Option<String>,
+}
+
+impl Repeats {
+    /// Whether `reason` differs from the previous failure's; remembers it.
+    pub fn is_new(&mut self, reason: &str) -> bool {
+        if self.last.as_deref() == Some(reason) {
+            return false;
+        }
+        self.last = Some(reason.to_owned());
+        true
+    }
+}
+
 /// The error and its causes on one line, separated by `: `, each once.
 pub fn line(error: &(dyn Error + 'static)) -> String {
     distinct(error)
@@ -49,6 +68,15 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("loading failed")]
     struct Outer(#[source] Quoting);
+
+    #[test]
+    fn repeats_are_new_only_when_the_reason_changes() {
+        let mut r = Repeats::default();
+        assert!(r.is_new("refused"));
+        assert!(!r.is_new("refused"));
+        assert!(r.is_new("timed out"));
+        assert!(r.is_new("refused"));
+    }
 
     #[test]
     fn each_cause_once() {

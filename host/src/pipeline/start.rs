@@ -133,14 +133,15 @@ async fn until_reachable<T>(
     mut attempt: impl AsyncFnMut() -> Result<T, RunError>,
 ) -> Result<Option<T>, RunError> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    let mut waiting: Option<(Instant, String)> = None;
+    let mut failures = causes::Repeats::default();
+    let mut waiting_since: Option<Instant> = None;
     loop {
         if shutdown.is_cancelled() {
             return Ok(None);
         }
         match attempt().await {
             Ok(value) => {
-                if let Some((since, _)) = waiting {
+                if let Some(since) = waiting_since {
                     tracing::info!(waited = ?since.elapsed(), "{what} is available; starting");
                 }
                 return Ok(Some(value));
@@ -148,16 +149,12 @@ async fn until_reachable<T>(
             Err(e) if e.is_transient() => {
                 let reason = causes::line(&e);
                 let delay = backoff.next_delay();
-                match &mut waiting {
-                    Some((_, last)) if *last == reason => {
-                        tracing::debug!(error = %reason, retry_in = ?delay, "{what} is still not available");
-                    }
-                    _ => {
-                        tracing::warn!(error = %reason,
-                            "cannot start yet: {what} is not available; trying again until it is");
-                        let since = waiting.map_or_else(Instant::now, |(since, _)| since);
-                        waiting = Some((since, reason));
-                    }
+                waiting_since.get_or_insert_with(Instant::now);
+                if failures.is_new(&reason) {
+                    tracing::warn!(error = %reason,
+                        "cannot start yet: {what} is not available; trying again until it is");
+                } else {
+                    tracing::debug!(error = %reason, retry_in = ?delay, "{what} is still not available");
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(None),

@@ -207,8 +207,11 @@ impl Reader {
     }
 
     /// Reconnects with backoff until it succeeds, a definite error occurs,
-    /// or a stop is requested (`None`). Announces the restart.
+    /// or a stop is requested (`None`). Announces the restart. A failed
+    /// attempt is logged as a warning when its reason differs from the
+    /// previous one, else at debug: an outage is one line, not one per try.
     async fn reconnect(&mut self) -> Result<Option<ReplicationStream>, SourceError> {
+        let mut failures = crate::causes::Repeats::default();
         loop {
             let delay = self.backoff.next_delay();
             tokio::select! {
@@ -264,7 +267,12 @@ impl Reader {
                     };
                 }
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(slot = %self.settings.slot, error = %crate::causes::line(&e), "reconnecting failed");
+                    let reason = crate::causes::line(&e);
+                    if failures.is_new(&reason) {
+                        tracing::warn!(slot = %self.settings.slot, error = %reason, "reconnecting failed; trying again until it works");
+                    } else {
+                        tracing::debug!(slot = %self.settings.slot, error = %reason, "reconnecting failed again");
+                    }
                 }
                 Err(e) => return Err(e),
             }
