@@ -80,21 +80,32 @@ pub(super) async fn start(
     }
     let endpoint = endpoint.drop_guard();
 
-    let Some((client, filter, mut store)) =
-        until_reachable("NATS", shutdown, async || open_nats(m).await).await?
-    else {
-        return Ok(None);
+    let mut wait = StartWait::new("NATS", shutdown);
+    let (client, filter, mut store) = loop {
+        match open_nats(m).await {
+            Ok(opened) => break opened,
+            Err(e) => {
+                if !wait.failed(e).await? {
+                    return Ok(None);
+                }
+            }
+        }
     };
+    wait.succeeded();
     metrics.watch_nats(client.clone());
     let (plugins, reloader) = load_plugins(m, baseline, &metrics, shutdown).await?;
-    let Some((sql, source, startup, snapshot)) =
-        until_reachable("PostgreSQL", shutdown, async || {
-            open_source(m, store.as_mut()).await
-        })
-        .await?
-    else {
-        return Ok(None);
+    let mut wait = StartWait::new("PostgreSQL", shutdown);
+    let (sql, source, startup, snapshot) = loop {
+        match open_source(m, store.as_mut()).await {
+            Ok(opened) => break opened,
+            Err(e) => {
+                if !wait.failed(e).await? {
+                    return Ok(None);
+                }
+            }
+        }
     };
+    wait.succeeded();
     if m.source.snapshot == SnapshotMode::InitialOnly && snapshot.is_none() {
         tracing::info!(slot = %m.source.slot,
             "source.snapshot = \"initial-only\" and no snapshot is due: nothing to do");
@@ -117,51 +128,63 @@ pub(super) async fn start(
     }))
 }
 
-/// Runs `attempt` until it succeeds, fails for good, or `shutdown` is
-/// cancelled (then `None`). A transient failure ([`RunError::is_transient`]:
-/// `what` is down, starting, or in a failover) is tried again after a
-/// backoff capped at 2 s, as the running pipeline reconnects: a host
-/// started while its servers are away waits for them instead of exiting.
-/// Trying again is safe because each attempt does what a restart would:
-/// nothing a failed attempt did is assumed.
+/// Waits out transient failures of one start step: after a failure that
+/// says `what` is down, starting, or in a failover
+/// ([`RunError::is_transient`]), [`Self::failed`] sleeps a backoff capped at
+/// 2 s (as the running pipeline reconnects) and the caller tries again; a
+/// host started while its servers are away waits for them instead of
+/// exiting. Trying again is safe because each attempt does what a restart
+/// would: nothing a failed attempt did is assumed.
 ///
-/// A wait is logged when it starts and whenever its reason changes (not
-/// at every attempt), and once more when it ends.
-async fn until_reachable<T>(
-    what: &str,
-    shutdown: &CancellationToken,
-    mut attempt: impl AsyncFnMut() -> Result<T, RunError>,
-) -> Result<Option<T>, RunError> {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    let mut failures = causes::Repeats::default();
-    let mut waiting_since: Option<Instant> = None;
-    loop {
-        if shutdown.is_cancelled() {
-            return Ok(None);
+/// A wait is logged when it starts and whenever its reason changes (not at
+/// every attempt), and once more when it ends.
+struct StartWait<'a> {
+    what: &'static str,
+    shutdown: &'a CancellationToken,
+    backoff: Backoff,
+    failures: causes::Repeats,
+    since: Option<Instant>,
+}
+
+impl<'a> StartWait<'a> {
+    fn new(what: &'static str, shutdown: &'a CancellationToken) -> Self {
+        StartWait {
+            what,
+            shutdown,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+            failures: causes::Repeats::default(),
+            since: None,
         }
-        match attempt().await {
-            Ok(value) => {
-                if let Some(since) = waiting_since {
-                    tracing::info!(waited = ?since.elapsed(), "{what} is available; starting");
-                }
-                return Ok(Some(value));
-            }
-            Err(e) if e.is_transient() => {
-                let reason = causes::line(&e);
-                let delay = backoff.next_delay();
-                waiting_since.get_or_insert_with(Instant::now);
-                if failures.is_new(&reason) {
-                    tracing::warn!(error = %reason,
-                        "cannot start yet: {what} is not available; trying again until it is");
-                } else {
-                    tracing::debug!(error = %reason, retry_in = ?delay, "{what} is still not available");
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-            Err(e) => return Err(e),
+    }
+
+    /// After a failed attempt: `Err` when the failure is definite,
+    /// `Ok(false)` when `shutdown` came while waiting, `Ok(true)` when the
+    /// caller should try again.
+    async fn failed(&mut self, e: RunError) -> Result<bool, RunError> {
+        if !e.is_transient() {
+            return Err(e);
+        }
+        let what = self.what;
+        let reason = causes::line(&e);
+        let delay = self.backoff.next_delay();
+        self.since.get_or_insert_with(Instant::now);
+        if self.failures.is_new(&reason) {
+            tracing::warn!(error = %reason,
+                "cannot start yet: {what} is not available; trying again until it is");
+        } else {
+            tracing::debug!(error = %reason, retry_in = ?delay, "{what} is still not available");
+        }
+        tokio::select! {
+            () = self.shutdown.cancelled() => Ok(false),
+            () = tokio::time::sleep(delay) => Ok(!self.shutdown.is_cancelled()),
+        }
+    }
+
+    /// After the attempt that succeeded: the end of a wait is logged.
+    fn succeeded(&self) {
+        if let Some(since) = self.since {
+            let what = self.what;
+            tracing::info!(waited = ?since.elapsed(), "{what} is available; starting");
         }
     }
 }
