@@ -16,6 +16,7 @@
 //!   waiting, and streams once they are up.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,7 +26,8 @@ use futures_util::StreamExt;
 
 use crate::support::nats::{NatsServer, stream_len};
 use crate::support::pipeline::{
-    ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal, wait_exit,
+    Host, ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal,
+    wait_exit,
 };
 use crate::support::postgres::{ClusterOptions, PgCluster};
 use crate::support::{log_dir, wait_until, wait_until_blocking, with_log};
@@ -496,12 +498,26 @@ async fn a_host_killed_during_pgbench_replays_every_history_row_and_balance() {
 }
 
 /// How many lines of the log at `log` contain `text`.
-fn log_lines(log: &std::path::Path, text: &str) -> usize {
+fn log_lines(log: &Path, text: &str) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains(text))
         .count()
+}
+
+/// Starts the host of `p` and waits until its log has `line` once; the
+/// host and its log.
+async fn start_waiting(p: &Pipeline, cache: &Path, line: &str) -> (Host, PathBuf) {
+    let host = p.start(cache);
+    let log = log_dir().join(format!("{}_{}.log", p.stream, host.id()));
+    wait_until(
+        with_log(&format!("`{line}` in the log"), &log),
+        Duration::from_secs(60),
+        || async { log_lines(&log, line) == 1 },
+    )
+    .await;
+    (host, log)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -519,17 +535,9 @@ async fn a_host_started_before_its_servers_waits_for_them() {
     pg.crash();
     let cache = tempfile::tempdir().unwrap();
     let nats_down = "cannot start yet: NATS is not available";
-    let pg_down = "cannot start yet: PostgreSQL is not available";
 
     // Told to stop while it waits, it stops at once, and cleanly.
-    let mut host = p.start(cache.path());
-    let log = log_dir().join(format!("{}_{}.log", p.stream, host.id()));
-    wait_until(
-        with_log("the wait for NATS", &log),
-        Duration::from_secs(60),
-        || async { log_lines(&log, nats_down) == 1 },
-    )
-    .await;
+    let (mut host, log) = start_waiting(&p, cache.path(), nats_down).await;
     signal(&host, "-TERM");
     let status = wait_exit(&mut host, Duration::from_secs(10));
     assert!(
@@ -540,14 +548,7 @@ async fn a_host_started_before_its_servers_waits_for_them() {
 
     // Left waiting, it keeps trying without exiting or repeating itself,
     // then waits for PostgreSQL, then streams.
-    let mut host = p.start(cache.path());
-    let log = log_dir().join(format!("{}_{}.log", p.stream, host.id()));
-    wait_until(
-        with_log("the wait for NATS", &log),
-        Duration::from_secs(60),
-        || async { log_lines(&log, nats_down) == 1 },
-    )
-    .await;
+    let (mut host, log) = start_waiting(&p, cache.path(), nats_down).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
         host.try_wait().unwrap().is_none(),
@@ -561,6 +562,7 @@ async fn a_host_started_before_its_servers_waits_for_them() {
         "the wait names the servers and the reason once"
     );
     nats.start();
+    let pg_down = "cannot start yet: PostgreSQL is not available";
     wait_until(
         with_log("the wait for PostgreSQL", &log),
         Duration::from_secs(60),
