@@ -100,8 +100,8 @@ impl RunError {
             RunError::Replication(e) => e.is_transient(),
             RunError::Startup(e) => e.is_transient(),
             RunError::Source(e) => e.is_transient(),
+            RunError::Store(e) => e.is_transient(),
             RunError::Subject(_)
-            | RunError::Store(_)
             | RunError::Plugin(_)
             | RunError::Chain(_)
             | RunError::Publish(_)

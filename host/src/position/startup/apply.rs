@@ -138,8 +138,8 @@ impl StartupError {
         match self {
             StartupError::Replication(e) => e.is_transient(),
             StartupError::Sql(e) => e.is_transient(),
+            StartupError::Store(e) => e.is_transient(),
             StartupError::Refused(_)
-            | StartupError::Store(_)
             | StartupError::BadSlotRow { .. }
             | StartupError::FailoverUnsupported { .. }
             | StartupError::FailoverOnStandby { .. }

@@ -122,6 +122,25 @@ pub enum StoreError {
     NoNatsConnection,
 }
 
+impl StoreError {
+    /// Whether trying again later may succeed: JetStream, behind a NATS KV
+    /// store, did not answer in time or its cluster had no leader. A file
+    /// that cannot be written, a corrupt record, another writer and a
+    /// backwards offset stay as they are.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Bucket { source, .. } => nats_kv::jetstream_busy(&**source),
+            StoreError::Nats { error, .. } => nats_kv::jetstream_busy(&**error),
+            StoreError::Backwards { .. }
+            | StoreError::Io { .. }
+            | StoreError::CorruptFile { .. }
+            | StoreError::CorruptEntry { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::NoNatsConnection => false,
+        }
+    }
+}
+
 /// Says which timelines two positions are on, when they differ.
 fn timeline_note(held: u32, offered: u32) -> String {
     if held == offered {

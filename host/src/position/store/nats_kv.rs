@@ -123,6 +123,40 @@ impl NatsKvStore {
 /// Not `Context::create_key_value`: async-nats 0.51 first reads the
 /// account's JetStream info and requires fields (`reserved_memory`,
 /// `reserved_storage`) that nats-server 2.9 — Debian's — does not send.
+/// Whether `error` or one of its causes says JetStream did not answer in
+/// time, or answered that its cluster has no leader: what a NATS restart or
+/// a JetStream cluster electing a leader looks like to a client.
+pub(super) fn jetstream_busy(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{
+        CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind,
+    };
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let busy = if let Some(e) = e.downcast_ref::<CreateStreamError>() {
+            match e.kind() {
+                CreateStreamErrorKind::TimedOut => true,
+                CreateStreamErrorKind::JetStream(api) => {
+                    api.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE
+                }
+                _ => false,
+            }
+        } else if let Some(e) = e.downcast_ref::<GetStreamError>() {
+            e.kind() == GetStreamErrorKind::Request
+        } else if let Some(e) = e.downcast_ref::<kv::EntryError>() {
+            e.kind() == kv::EntryErrorKind::TimedOut
+        } else if let Some(e) = e.downcast_ref::<kv::UpdateError>() {
+            e.kind() == kv::UpdateErrorKind::TimedOut
+        } else {
+            false
+        };
+        if busy {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 async fn create_bucket(
     js: &jetstream::Context,
     bucket: &str,
@@ -209,5 +243,55 @@ impl OffsetStore for NatsKvStore {
             self.held = None;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+    use async_nats::jetstream::kv::{EntryError, EntryErrorKind, UpdateError, UpdateErrorKind};
+
+    use super::*;
+
+    fn nats(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Nats {
+            action: "read",
+            bucket: "b".into(),
+            key: "k".into(),
+            error: Box::new(error),
+        }
+    }
+
+    #[test]
+    fn timeouts_and_a_leaderless_cluster_are_transient() {
+        assert!(nats(EntryError::new(EntryErrorKind::TimedOut)).is_transient());
+        assert!(nats(UpdateError::new(UpdateErrorKind::TimedOut)).is_transient());
+        let bucket = StoreError::Bucket {
+            bucket: "b".into(),
+            reason: "x".into(),
+            source: Box::new(CreateStreamError::new(CreateStreamErrorKind::TimedOut)),
+        };
+        assert!(bucket.is_transient());
+        // Found behind a wrapper too.
+        let wrapped = UpdateError::with_source(
+            UpdateErrorKind::Other,
+            EntryError::new(EntryErrorKind::TimedOut),
+        );
+        assert!(nats(wrapped).is_transient());
+    }
+
+    #[test]
+    fn refusals_stay() {
+        assert!(!nats(UpdateError::new(UpdateErrorKind::WrongLastRevision)).is_transient());
+        assert!(!nats(EntryError::new(EntryErrorKind::InvalidKey)).is_transient());
+        let no_jetstream = StoreError::Bucket {
+            bucket: "b".into(),
+            reason: "x".into(),
+            source: Box::new(CreateStreamError::new(
+                CreateStreamErrorKind::JetStreamUnavailable,
+            )),
+        };
+        assert!(!no_jetstream.is_transient());
+        assert!(!nats(std::io::Error::other("disk")).is_transient());
     }
 }
