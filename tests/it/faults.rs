@@ -13,7 +13,8 @@
 //!   every `pgbench_history` row once and every account's balance.
 //! - The host is started while NATS and PostgreSQL are both down: it waits
 //!   for each in turn (saying so once), stops cleanly when told to while
-//!   waiting, and streams once they are up.
+//!   waiting, and streams once they are up; nor does a stop request wait
+//!   for a PostgreSQL that accepts the connection and never answers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -583,4 +584,48 @@ async fn a_host_started_before_its_servers_waits_for_them() {
     .await;
     signal(&host, "-TERM");
     assert!(wait_exit(&mut host, Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_request_does_not_wait_for_a_server_that_never_answers() {
+    let pg = PgCluster::start(ClusterOptions {
+        tls: false,
+        ..ClusterOptions::default()
+    });
+    let nats = NatsServer::launch();
+    let p = passthrough_pipeline(&pg, &nats, "mute");
+    // PostgreSQL's port now accepts connections and never says a word: a
+    // connection attempt without a timeout waits for ever.
+    let port = pg.port();
+    pg.crash();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in listener.incoming() {
+            held.push(connection);
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let mut host = p.start(cache.path());
+    let log = log_dir().join(format!("{}_{}.log", p.stream, host.id()));
+    wait_until(
+        with_log("the start to reach PostgreSQL", &log),
+        Duration::from_secs(60),
+        || async {
+            log_lines(&log, "NATS is available") + log_lines(&log, "JetStream stream ready") > 0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "sluice is still connecting"
+    );
+    signal(&host, "-TERM");
+    let status = wait_exit(&mut host, Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
 }

@@ -82,7 +82,13 @@ pub(super) async fn start(
 
     let mut wait = StartWait::new("NATS", shutdown);
     let (client, filter, mut store) = loop {
-        match open_nats(m).await {
+        // A stop request does not wait for an attempt that hangs (a
+        // server that does not answer holds a connect until its timeout).
+        let attempt = tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            opened = open_nats(m) => opened,
+        };
+        match attempt {
             Ok(opened) => break opened,
             Err(e) => {
                 if !wait.failed(e).await? {
@@ -96,7 +102,13 @@ pub(super) async fn start(
     let (plugins, reloader) = load_plugins(m, baseline, &metrics, shutdown).await?;
     let mut wait = StartWait::new("PostgreSQL", shutdown);
     let (sql, source, startup, snapshot) = loop {
-        match open_source(m, store.as_mut()).await {
+        // Abandoning an attempt midway is what a kill there would do, which
+        // the start-up decision is built to survive.
+        let attempt = tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            opened = open_source(m, store.as_mut()) => opened,
+        };
+        match attempt {
             Ok(opened) => break opened,
             Err(e) => {
                 if !wait.failed(e).await? {
