@@ -65,6 +65,36 @@ pub(super) struct Guards {
     _reloader: Reloader,
 }
 
+/// The value of `$attempt`, a future made anew for each try, once it
+/// succeeds; transient failures are waited out with a [`StartWait`] named
+/// `$what`. A definite failure returns it from the enclosing function (with
+/// `?`), and so does a stop request (as `Ok(None)`), even in the middle of
+/// an attempt: one that hangs (a server that accepts and never answers)
+/// must not hold the stop, and abandoning it midway is what a kill there
+/// would do, which the start-up decision is built to survive.
+macro_rules! until_available {
+    ($what:expr, $shutdown:expr, $attempt:expr) => {{
+        let mut wait = StartWait::new($what, $shutdown);
+        loop {
+            let attempt = tokio::select! {
+                () = $shutdown.cancelled() => return Ok(None),
+                opened = $attempt => opened,
+            };
+            match attempt {
+                Ok(opened) => {
+                    wait.succeeded();
+                    break opened;
+                }
+                Err(e) => {
+                    if !wait.failed(e).await? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }};
+}
+
 /// Runs the start phase; `None` when there is nothing to do
 /// (`initial-only` with no snapshot due) or `shutdown` came while it
 /// waited for a server.
@@ -80,44 +110,11 @@ pub(super) async fn start(
     }
     let endpoint = endpoint.drop_guard();
 
-    let mut wait = StartWait::new("NATS", shutdown);
-    let (client, filter, mut store) = loop {
-        // A stop request does not wait for an attempt that hangs (a
-        // server that does not answer holds a connect until its timeout).
-        let attempt = tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            opened = open_nats(m) => opened,
-        };
-        match attempt {
-            Ok(opened) => break opened,
-            Err(e) => {
-                if !wait.failed(e).await? {
-                    return Ok(None);
-                }
-            }
-        }
-    };
-    wait.succeeded();
+    let (client, filter, mut store) = until_available!("NATS", shutdown, open_nats(m));
     metrics.watch_nats(client.clone());
     let (plugins, reloader) = load_plugins(m, baseline, &metrics, shutdown).await?;
-    let mut wait = StartWait::new("PostgreSQL", shutdown);
-    let (sql, source, startup, snapshot) = loop {
-        // Abandoning an attempt midway is what a kill there would do, which
-        // the start-up decision is built to survive.
-        let attempt = tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            opened = open_source(m, store.as_mut()) => opened,
-        };
-        match attempt {
-            Ok(opened) => break opened,
-            Err(e) => {
-                if !wait.failed(e).await? {
-                    return Ok(None);
-                }
-            }
-        }
-    };
-    wait.succeeded();
+    let (sql, source, startup, snapshot) =
+        until_available!("PostgreSQL", shutdown, open_source(m, store.as_mut()));
     if m.source.snapshot == SnapshotMode::InitialOnly && snapshot.is_none() {
         tracing::info!(slot = %m.source.slot,
             "source.snapshot = \"initial-only\" and no snapshot is due: nothing to do");
