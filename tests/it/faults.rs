@@ -573,7 +573,13 @@ async fn a_host_started_before_its_servers_waits_for_them() {
     assert_eq!(log_lines(&log, "NATS is available; starting"), 1);
     pg.restart();
     p.wait_streaming(&pg).await;
-    assert_eq!(log_lines(&log, "PostgreSQL is available; starting"), 1);
+    // The log reaches its file through a copying thread: wait, not assert.
+    wait_until(
+        with_log("the end of the wait for PostgreSQL", &log),
+        Duration::from_secs(30),
+        || async { log_lines(&log, "PostgreSQL is available; starting") == 1 },
+    )
+    .await;
     pg.psql(&p.db, "INSERT INTO items VALUES (1, 'after the wait')");
     let js = nats.jetstream().await;
     wait_until(
