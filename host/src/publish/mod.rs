@@ -34,6 +34,7 @@ pub use publisher::{
     PublisherStats, Rejection,
 };
 pub use stream::{
-    Storage, StreamError, StreamReport, StreamSpec, ensure_stream, header_pairs, verify_stream,
+    Storage, StreamError, StreamReport, StreamSpec, ensure_stream, header_pairs, jetstream_busy,
+    verify_stream,
 };
 pub use subject::{Subject, SubjectError, SubjectFilter, SubjectPattern};

@@ -14,9 +14,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::context::{
+    CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind,
+};
 use async_nats::jetstream::stream::{Config, Info, StorageType};
-use async_nats::jetstream::{Context, ErrorCode};
+use async_nats::jetstream::{Context, ErrorCode, kv};
 
 use super::subject::{SubjectFilter, SubjectPattern};
 
@@ -124,44 +126,68 @@ pub enum StreamError {
     },
     /// `source` is JetStream's own answer when it gave one (its text is
     /// `reason`, so an error chain prints it once), else the client's error.
-    /// `transient`: JetStream did not answer (yet), so asking again later
-    /// may succeed.
     #[error("cannot create JetStream stream `{stream}`: {reason}")]
     Create {
         stream: String,
         reason: String,
-        transient: bool,
         #[source]
         source: BoxError,
     },
-    /// `source` and `transient` as for [`StreamError::Create`].
+    /// `source` as for [`StreamError::Create`].
     #[error("cannot look up JetStream stream `{stream}`: {reason}")]
     Lookup {
         stream: String,
         reason: String,
-        transient: bool,
         #[source]
         source: BoxError,
     },
 }
 
 impl StreamError {
-    /// Whether asking again later may succeed: JetStream did not answer in
-    /// time, or its cluster had no leader. A refusal or a stream that does
-    /// not fit stays.
+    /// Whether asking again later may succeed ([`jetstream_busy`]). A
+    /// refusal or a stream that does not fit stays.
     pub fn is_transient(&self) -> bool {
         match self {
-            StreamError::Create { transient, .. } | StreamError::Lookup { transient, .. } => {
-                *transient
+            StreamError::Create { source, .. } | StreamError::Lookup { source, .. } => {
+                jetstream_busy(&**source)
             }
             StreamError::NotFound { .. } | StreamError::SubjectsNotCovered { .. } => false,
         }
     }
 }
 
-/// Whether JetStream's own answer says to ask again later.
-fn api_transient(api: &async_nats::jetstream::Error) -> bool {
-    api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
+/// Whether `error` or one of its causes says JetStream did not answer in
+/// time, or answered that its cluster has no leader: what a NATS restart or
+/// a JetStream cluster electing a leader looks like to a client, whether it
+/// asked about a stream or a key-value bucket (the offset store).
+pub fn jetstream_busy(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let busy = if let Some(api) = e.downcast_ref::<async_nats::jetstream::Error>() {
+            api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
+        } else if let Some(e) = e.downcast_ref::<CreateStreamError>() {
+            match e.kind() {
+                CreateStreamErrorKind::TimedOut => true,
+                CreateStreamErrorKind::JetStream(api) => {
+                    api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
+                }
+                _ => false,
+            }
+        } else if let Some(e) = e.downcast_ref::<GetStreamError>() {
+            e.kind() == GetStreamErrorKind::Request
+        } else if let Some(e) = e.downcast_ref::<kv::EntryError>() {
+            e.kind() == kv::EntryErrorKind::TimedOut
+        } else if let Some(e) = e.downcast_ref::<kv::UpdateError>() {
+            e.kind() == kv::UpdateErrorKind::TimedOut
+        } else {
+            false
+        };
+        if busy {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -192,11 +218,10 @@ pub async fn ensure_stream(
         Some(info) => (info, false),
         None => {
             let stream = js.create_stream(spec.config()).await.map_err(|e| {
-                let (reason, transient, source) = create_reason(e);
+                let (reason, source) = create_reason(e);
                 StreamError::Create {
                     stream: spec.name.clone(),
                     reason,
-                    transient,
                     source,
                 }
             })?;
@@ -222,28 +247,22 @@ pub async fn ensure_stream(
 }
 
 async fn lookup(js: &Context, name: &str) -> Result<Option<Info>, StreamError> {
-    let lookup_error = |source: async_nats::jetstream::context::GetStreamError| {
-        let (reason, transient) = match source.kind() {
-            GetStreamErrorKind::EmptyName => ("the stream name is empty".to_owned(), false),
+    let lookup_error = |error: GetStreamError| {
+        let (reason, source): (String, BoxError) = match error.kind() {
+            GetStreamErrorKind::EmptyName => {
+                ("the stream name is empty".to_owned(), Box::new(error))
+            }
             GetStreamErrorKind::InvalidStreamName => (
                 "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned(),
-                false,
+                Box::new(error),
             ),
-            GetStreamErrorKind::Request => ("JetStream did not answer".to_owned(), true),
-            GetStreamErrorKind::JetStream(api) => {
-                return StreamError::Lookup {
-                    stream: name.to_owned(),
-                    reason: api.to_string(),
-                    transient: api_transient(&api),
-                    source: Box::new(api),
-                };
-            }
+            GetStreamErrorKind::Request => ("JetStream did not answer".to_owned(), Box::new(error)),
+            GetStreamErrorKind::JetStream(api) => (api.to_string(), Box::new(api)),
         };
         StreamError::Lookup {
             stream: name.to_owned(),
             reason,
-            transient,
-            source: Box::new(source),
+            source,
         }
     };
     match js.get_stream(name).await {
@@ -263,27 +282,20 @@ async fn lookup(js: &Context, name: &str) -> Result<Option<Info>, StreamError> {
     }
 }
 
-/// Why JetStream did not create the stream, whether asking again may
-/// help, and the error behind it.
-fn create_reason(
-    error: async_nats::jetstream::context::CreateStreamError,
-) -> (String, bool, BoxError) {
-    let (reason, transient) = match error.kind() {
-        CreateStreamErrorKind::JetStream(api) => {
-            let transient = api_transient(&api);
-            return (api.to_string(), transient, Box::new(api));
-        }
+/// Why JetStream did not create the stream, and the error behind it.
+fn create_reason(error: CreateStreamError) -> (String, BoxError) {
+    let reason = match error.kind() {
+        CreateStreamErrorKind::JetStream(api) => return (api.to_string(), Box::new(api)),
         CreateStreamErrorKind::JetStreamUnavailable => {
-            ("JetStream is not enabled on the server".to_owned(), false)
+            "JetStream is not enabled on the server".to_owned()
         }
-        CreateStreamErrorKind::TimedOut => ("JetStream did not answer in time".to_owned(), true),
-        CreateStreamErrorKind::InvalidStreamName | CreateStreamErrorKind::EmptyStreamName => (
-            "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned(),
-            false,
-        ),
-        other => (other.to_string(), false),
+        CreateStreamErrorKind::TimedOut => "JetStream did not answer in time".to_owned(),
+        CreateStreamErrorKind::InvalidStreamName | CreateStreamErrorKind::EmptyStreamName => {
+            "the stream name is not valid (no spaces, `.`, `*`, `>`, `/` or `\\`)".to_owned()
+        }
+        other => other.to_string(),
     };
-    (reason, transient, Box::new(error))
+    (reason, Box::new(error))
 }
 
 fn check_coverage(info: &Info, allowed: &SubjectFilter) -> Result<(), StreamError> {

@@ -15,10 +15,10 @@
 //! `target_session_attrs`): both kinds of connection walk the list the same
 //! way (`walk`) and take the first server of the wanted role, and the reader
 //! walks it again on every reconnect, which is how it follows a failover.
-//! [`ha`] holds the checks that say whether a failover would keep the slot. The URL may
-//! also resolve to a hot standby (PostgreSQL 16+), which is then decoded
-//! from: [`standby`] creates the slot there, and [`primary`] reaches the
-//! primary for what must run on it.
+//! [`ha`] holds the checks that say whether a failover would keep the slot.
+//! The URL may also resolve to a hot standby (PostgreSQL 16+), which is then
+//! decoded from: [`standby`] creates the slot there, and [`primary`] reaches
+//! the primary for what must run on it.
 //!
 //! Errors say whether they are transient ([`ReplicationError::is_transient`]):
 //! on a transient one the caller reconnects after [`Backoff::next_delay`]

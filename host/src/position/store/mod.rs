@@ -129,8 +129,8 @@ impl StoreError {
     /// backwards offset stay as they are.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Bucket { source, .. } => nats_kv::jetstream_busy(&**source),
-            StoreError::Nats { error, .. } => nats_kv::jetstream_busy(&**error),
+            StoreError::Bucket { source, .. } => crate::publish::jetstream_busy(&**source),
+            StoreError::Nats { error, .. } => crate::publish::jetstream_busy(&**error),
             StoreError::Backwards { .. }
             | StoreError::Io { .. }
             | StoreError::CorruptFile { .. }

@@ -123,40 +123,6 @@ impl NatsKvStore {
 /// Not `Context::create_key_value`: async-nats 0.51 first reads the
 /// account's JetStream info and requires fields (`reserved_memory`,
 /// `reserved_storage`) that nats-server 2.9 — Debian's — does not send.
-/// Whether `error` or one of its causes says JetStream did not answer in
-/// time, or answered that its cluster has no leader: what a NATS restart or
-/// a JetStream cluster electing a leader looks like to a client.
-pub(super) fn jetstream_busy(error: &(dyn std::error::Error + 'static)) -> bool {
-    use async_nats::jetstream::context::{
-        CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind,
-    };
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let busy = if let Some(e) = e.downcast_ref::<CreateStreamError>() {
-            match e.kind() {
-                CreateStreamErrorKind::TimedOut => true,
-                CreateStreamErrorKind::JetStream(api) => {
-                    api.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE
-                }
-                _ => false,
-            }
-        } else if let Some(e) = e.downcast_ref::<GetStreamError>() {
-            e.kind() == GetStreamErrorKind::Request
-        } else if let Some(e) = e.downcast_ref::<kv::EntryError>() {
-            e.kind() == kv::EntryErrorKind::TimedOut
-        } else if let Some(e) = e.downcast_ref::<kv::UpdateError>() {
-            e.kind() == kv::UpdateErrorKind::TimedOut
-        } else {
-            false
-        };
-        if busy {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
-
 async fn create_bucket(
     js: &jetstream::Context,
     bucket: &str,
