@@ -31,7 +31,7 @@ use crate::support::pipeline::{
     wait_exit,
 };
 use crate::support::postgres::{ClusterOptions, PgCluster};
-use crate::support::{log_dir, wait_until, wait_until_blocking, with_log};
+use crate::support::{wait_until, wait_until_blocking, with_log};
 
 /// A message read back from the stream, with the time JetStream stored it.
 #[derive(Debug)]
@@ -511,7 +511,7 @@ fn log_lines(log: &Path, text: &str) -> usize {
 /// host and its log.
 async fn start_waiting(p: &Pipeline, cache: &Path, line: &str) -> (Host, PathBuf) {
     let host = p.start(cache);
-    let log = log_dir().join(format!("{}_{}.log", p.stream, host.id()));
+    let log = p.log(&host);
     wait_until(
         with_log(&format!("`{line}` in the log"), &log),
         Duration::from_secs(60),
@@ -613,7 +613,7 @@ async fn a_stop_request_does_not_wait_for_a_server_that_never_answers() {
     });
     let cache = tempfile::tempdir().unwrap();
     let mut host = p.start(cache.path());
-    let log = log_dir().join(format!("{}_{}.log", p.stream, host.id()));
+    let log = p.log(&host);
     wait_until(
         with_log("the start to reach PostgreSQL", &log),
         Duration::from_secs(60),

@@ -177,6 +177,11 @@ shutdown-timeout = "10s"
         Host(spawn_logged(&mut self.command(cache), &self.stream))
     }
 
+    /// The log [`Self::start`] keeps of `host`.
+    pub(crate) fn log(&self, host: &Host) -> PathBuf {
+        log_path(&self.stream, host.id())
+    }
+
     /// Waits until the slot has its starting point and a walsender streams
     /// from it. (A slot being created is active before it has one, and a
     /// write committed then is not in it.)
@@ -266,10 +271,15 @@ pub(crate) fn spawn_logged(command: &mut Command, name: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sluice");
-    let log = super::log_dir().join(format!("{name}_{}.log", child.id()));
+    let log = log_path(name, child.id());
     let stderr = child.stderr.take().expect("stderr is piped");
     std::thread::spawn(move || copy_log(stderr, &log));
     child
+}
+
+/// Where [`spawn_logged`] keeps the log of process `pid` started as `name`.
+fn log_path(name: &str, pid: u32) -> PathBuf {
+    super::log_dir().join(format!("{name}_{pid}.log"))
 }
 
 /// Copies a child's stderr to the test's stderr and to the file `log` until
