@@ -77,7 +77,7 @@ macro_rules! until_available {
         let mut wait = StartWait::new($what, $shutdown);
         loop {
             let attempt = tokio::select! {
-                () = $shutdown.cancelled() => return Ok(None),
+                () = wait.shutdown.cancelled() => return Ok(None),
                 opened = $attempt => opened,
             };
             match attempt {
