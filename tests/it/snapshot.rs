@@ -69,6 +69,7 @@ fn snapshot_pipeline(
             source: format!("snapshot = \"{mode}\""),
             extra: format!("[snapshot]\nchunk-rows = {chunk_rows}\nparallel-tables = 2\n"),
             nats: "duplicate-window = \"10m\"".into(),
+            ..ManifestParts::default()
         },
     );
     pg.psql(

@@ -15,6 +15,13 @@
 //! bring it back with its data at the address its clients know; that restart is the
 //! one place a port is bound again, by the server that chose it.
 //!
+//! [`NatsCluster`] runs three such servers as one JetStream cluster on loopback. A
+//! clustered server must be given its routes when it starts, so the cluster ports
+//! are the exception to the rule above: they are picked unused by the test and bound
+//! by the servers a moment later, and a launch that loses that race is tried again
+//! with new ones. Each node keeps its ports and store across [`NatsServer::stop`] and
+//! [`NatsServer::start`], so a test can kill one node and bring it back.
+//!
 //! [`read_stream`] reads every message of a stream back, with headers, by sequence.
 //! [`TlsFiles`] generates a CA, a server certificate for `localhost`/`127.0.0.1` and a
 //! client certificate with rcgen.
@@ -35,7 +42,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use tempfile::TempDir;
 
-use super::{wait_until_blocking, with_log};
+use super::{Lazy, wait_until_blocking, with_log};
 
 /// The server binary; `NATS_SERVER` overrides it.
 fn server_binary() -> PathBuf {
@@ -57,6 +64,19 @@ pub(crate) struct NatsServerBuilder {
     verify_clients: bool,
     /// Operator mode: the configuration lines of [`super::creds::Operator`].
     operator: Option<String>,
+    /// Membership of a JetStream cluster.
+    cluster: Option<Member>,
+}
+
+/// What a clustered server is told at start: its name, its cluster's, the port
+/// its routes listen on and every member's route port (its own included, which
+/// the server recognises and skips).
+#[derive(Debug, Clone)]
+struct Member {
+    server_name: String,
+    cluster_name: String,
+    route_port: u16,
+    routes: Vec<u16>,
 }
 
 impl NatsServerBuilder {
@@ -103,6 +123,12 @@ impl NatsServerBuilder {
 
     /// Starts the server and waits until it accepts connections.
     pub(crate) fn launch(self) -> NatsServer {
+        self.try_launch()
+            .unwrap_or_else(|log| panic!("nats-server exited during start-up; its log:\n{log}"))
+    }
+
+    /// [`Self::launch`], or the server's log if it exited during start-up.
+    fn try_launch(self) -> Result<NatsServer, String> {
         let work = TempDir::new().expect("create a directory for nats-server");
         let store = TempDir::new().expect("create a JetStream store directory");
         let config = self.config_text().map(|text| {
@@ -116,10 +142,11 @@ impl NatsServerBuilder {
             store,
             config,
             tls: self.tls.is_some(),
+            cluster: self.cluster,
             child: None,
         };
-        server.start();
-        server
+        server.try_start()?;
+        Ok(server)
     }
 
     fn config_text(&self) -> Option<String> {
@@ -166,6 +193,7 @@ pub(crate) struct NatsServer {
     store: TempDir,
     config: Option<PathBuf>,
     tls: bool,
+    cluster: Option<Member>,
     child: Option<Child>,
 }
 
@@ -210,8 +238,15 @@ impl NatsServer {
     /// choosing the first time, on that same port and store directory after
     /// [`Self::stop`]. Does nothing if it is running.
     pub(crate) fn start(&mut self) {
+        if let Err(log) = self.try_start() {
+            panic!("nats-server exited during start-up; its log:\n{log}");
+        }
+    }
+
+    /// [`Self::start`], or the server's log if it exited during start-up.
+    fn try_start(&mut self) -> Result<(), String> {
         if self.child.is_some() {
-            return;
+            return Ok(());
         }
         let port = self.port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
         let mut command = Command::new(server_binary());
@@ -233,6 +268,20 @@ impl NatsServer {
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
+        if let Some(member) = &self.cluster {
+            let routes: Vec<String> = member
+                .routes
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            command
+                .args(["-n", &member.server_name])
+                .args(["--cluster_name", &member.cluster_name])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{}", member.route_port))
+                .arg("--routes")
+                .arg(routes.join(","));
+        }
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", server_binary().display()));
@@ -244,34 +293,37 @@ impl NatsServer {
                 with_log("nats-server to write its ports file", &log),
                 START_TIMEOUT,
                 || {
-                    self.fail_if_exited();
-                    chosen_port(self.work.path(), pid)
+                    if self.exited() {
+                        return Some(Err(()));
+                    }
+                    chosen_port(self.work.path(), pid).map(Ok)
                 },
             );
-            self.port = Some(port);
+            self.port = Some(port.map_err(|()| self.log())?);
         }
         let (log, port) = (self.log_path(), self.port());
-        wait_until_blocking(
+        let greeted = wait_until_blocking(
             with_log(&format!("nats-server to greet on port {port}"), &log),
             START_TIMEOUT,
             || {
-                self.fail_if_exited();
-                greets(port)
+                if self.exited() {
+                    return Some(false);
+                }
+                greets(port).then_some(true)
             },
         );
+        if greeted { Ok(()) } else { Err(self.log()) }
     }
 
-    /// Panics with the log if the server has exited (during start-up).
-    fn fail_if_exited(&mut self) {
+    /// Whether the server has exited (during start-up).
+    fn exited(&mut self) -> bool {
         if let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
+            && let Ok(Some(_)) = child.try_wait()
         {
             self.child = None;
-            panic!(
-                "nats-server exited during start-up ({status}); its log:\n{}",
-                self.log()
-            );
+            return true;
         }
+        false
     }
 
     /// The server's log so far (all runs).
@@ -300,6 +352,140 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Three nats-servers forming one JetStream cluster on loopback, each with its own
+/// store. Stopped on drop.
+#[derive(Debug)]
+pub(crate) struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the three nodes and waits until JetStream has a metadata leader.
+    pub(crate) async fn launch() -> NatsCluster {
+        const ATTEMPTS: usize = 3;
+        let mut logs = Vec::new();
+        for _ in 0..ATTEMPTS {
+            // The route ports are picked before the servers bind them; a
+            // node that loses one to another process exits, and the whole
+            // cluster is started again with new ones.
+            let ports: Vec<u16> = (0..3).map(|_| super::postgres::unused_port()).collect();
+            let cluster_name = super::unique("cluster");
+            let mut nodes = Vec::new();
+            for (i, &route_port) in ports.iter().enumerate() {
+                let builder = NatsServerBuilder {
+                    cluster: Some(Member {
+                        server_name: format!("n{i}"),
+                        cluster_name: cluster_name.clone(),
+                        route_port,
+                        routes: ports.clone(),
+                    }),
+                    ..NatsServerBuilder::default()
+                };
+                match builder.try_launch() {
+                    Ok(node) => nodes.push(node),
+                    Err(log) => {
+                        logs.push(log);
+                        break;
+                    }
+                }
+            }
+            if nodes.len() == ports.len() {
+                let cluster = NatsCluster { nodes };
+                cluster.wait_ready().await;
+                return cluster;
+            }
+        }
+        panic!(
+            "a NATS cluster did not start in {ATTEMPTS} attempts; the logs of the nodes that exited:\n{}",
+            logs.join("\n---\n")
+        );
+    }
+
+    /// Every node's client URL, as a manifest's `nats.url` list (TOML).
+    pub(crate) fn url_list(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// Node `i`.
+    pub(crate) fn node(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nodes[i]
+    }
+
+    /// A JetStream context on a client that knows every node, so it works
+    /// while any one of them is down.
+    pub(crate) async fn jetstream(&self) -> jetstream::Context {
+        let urls: Vec<async_nats::ServerAddr> = self
+            .nodes
+            .iter()
+            .map(|n| n.url().parse().expect("a node's URL"))
+            .collect();
+        let client = async_nats::connect(urls.as_slice())
+            .await
+            .unwrap_or_else(|e| panic!("connect to the cluster {urls:?}: {e}"));
+        jetstream::new(client)
+    }
+
+    /// Waits until JetStream answers through every running node: the cluster
+    /// has a metadata leader and each node has caught up with it.
+    pub(crate) async fn wait_ready(&self) {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let client = node.client().await;
+            super::wait_until(
+                Lazy(|| {
+                    format!(
+                        "JetStream to answer on {}; its log:\n{}",
+                        node.url(),
+                        node.log()
+                    )
+                }),
+                START_TIMEOUT,
+                || async { api_answers(&client).await },
+            )
+            .await;
+        }
+    }
+
+    /// The index of the node leading `stream` (JetStream names its leader by
+    /// server name, `n<index>`), once it has one.
+    pub(crate) async fn leader_of(&self, stream: &str) -> usize {
+        let js = self.jetstream().await;
+        super::wait_until(
+            format!("stream {stream} to have a leader"),
+            START_TIMEOUT,
+            || async {
+                let info: serde_json::Value = js
+                    .request(format!("STREAM.INFO.{stream}"), &())
+                    .await
+                    .ok()?;
+                let leader = info["cluster"]["leader"].as_str()?;
+                leader.strip_prefix('n')?.parse::<usize>().ok()
+            },
+        )
+        .await
+    }
+}
+
+/// Whether the JetStream API answers `client` without an error (a cluster
+/// without a metadata leader answers 503).
+async fn api_answers(client: &async_nats::Client) -> bool {
+    let Ok(Ok(reply)) = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request("$JS.API.INFO", "".into()),
+    )
+    .await
+    else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&reply.payload)
+        .map(|v| v.get("error").is_none())
+        .unwrap_or(false)
 }
 
 /// Whether `port` answers with the server's `INFO` line.

@@ -57,6 +57,9 @@ pub(crate) struct ManifestParts {
     pub(crate) plugins: String,
     /// Extra lines for the `[nats]` table.
     pub(crate) nats: String,
+    /// `nats.url` as TOML, in place of the given server's URL (a cluster's
+    /// list, say).
+    pub(crate) nats_url: Option<String>,
     /// Extra lines for the `[position]` table.
     pub(crate) position: String,
     /// Extra lines for the `[source]` table.
@@ -70,6 +73,7 @@ impl Default for ManifestParts {
         ManifestParts {
             plugins: mask_then_json(),
             nats: String::new(),
+            nats_url: None,
             position: String::new(),
             source: String::new(),
             extra: String::new(),
@@ -121,7 +125,7 @@ create-publication = [{tables}]
 {position}
 
 [nats]
-url = "{nats}"
+url = {nats}
 stream = "{stream}"
 subjects = ["cdc.>"]
 {nats_extra}
@@ -134,7 +138,9 @@ shutdown-timeout = "10s"
 {extra}
 "#,
             url = pg.superuser_url(&db),
-            nats = nats.url(),
+            nats = parts
+                .nats_url
+                .unwrap_or_else(|| format!("\"{}\"", nats.url())),
             tables = tables.join(", "),
             // Tests see confirmations quickly, unless one sets its own.
             status_interval = if parts.position.contains("status-interval") {
