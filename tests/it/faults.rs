@@ -11,6 +11,10 @@
 //!   exactly once.
 //! - The host is killed while pgbench runs: replaying the stream gives
 //!   every `pgbench_history` row once and every account's balance.
+//! - A node of a three-node JetStream cluster is killed mid-stream, first
+//!   the one leading the pipeline's stream, then the one leading the offset
+//!   store's bucket: the host keeps running, every row arrives exactly once,
+//!   and the slot is confirmed to the end once the cluster has healed.
 //! - The host is started while NATS and PostgreSQL are both down: it waits
 //!   for each in turn (saying so once), stops cleanly when told to while
 //!   waiting, and streams once they are up; nor does a stop request wait
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use futures_util::StreamExt;
 
-use crate::support::nats::{NatsServer, stream_len};
+use crate::support::nats::{NatsCluster, NatsServer, stream_len};
 use crate::support::pipeline::{
     Host, ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal,
     wait_exit,
@@ -209,6 +213,97 @@ async fn a_nats_outage_loses_nothing_and_never_confirms_what_is_not_stored() {
         confirmed_during_outage >> 32,
         confirmed_during_outage & 0xFFFF_FFFF
     );
+}
+
+/// Writes transactions of ten rows each (ids `t * 10 + i`) until `stop` is
+/// set; returns how many rows it wrote.
+fn write_until(db: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<i64> {
+    std::thread::spawn(move || {
+        let mut t = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let values: Vec<String> = (0..10)
+                .map(|i| format!("({}, 'row {t}.{i}')", t * 10 + i))
+                .collect();
+            PgCluster::shared().psql(
+                &db,
+                &format!("INSERT INTO items VALUES {}", values.join(",")),
+            );
+            t += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t * 10
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
+    let pg = PgCluster::shared();
+    let mut cluster = NatsCluster::launch().await;
+    let urls = cluster.url_list();
+    let p = Pipeline::with(
+        pg,
+        cluster.node(0),
+        "jscluster",
+        &["items"],
+        ManifestParts {
+            plugins: passthrough_then_json(),
+            nats_url: Some(urls),
+            nats: "replicas = 3".to_owned(),
+            position: "store = \"nats-kv\"".to_owned(),
+            ..ManifestParts::default()
+        },
+    );
+    pg.psql(&p.db, "CREATE TABLE items (id int PRIMARY KEY, v text)");
+    let cache = tempfile::tempdir().unwrap();
+    let mut host = p.start(cache.path());
+    p.wait_streaming(pg).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = write_until(p.db.clone(), stop.clone());
+    let js = cluster.jetstream().await;
+    let mut stored = 0;
+    // The stream's leader first, then the offset bucket's: each node is
+    // killed without a goodbye while rows keep coming, and brought back.
+    for stream in [p.stream.clone(), "KV_sluice_offsets".to_owned()] {
+        stored += 100;
+        wait_until(
+            format!("{stored} rows in the stream"),
+            Duration::from_secs(60),
+            || async { stream_len(&js, &p.stream).await >= stored },
+        )
+        .await;
+        let leader = cluster.leader_of(&stream).await;
+        cluster.node(leader).stop();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(
+            host.try_wait().unwrap().is_none(),
+            "sluice exited after the leader of {stream} (node {leader}) was killed; its log: {}",
+            std::fs::read_to_string(p.log(&host)).unwrap_or_default()
+        );
+        cluster.node(leader).start();
+        cluster.wait_ready().await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    let end = pg.psql(&p.db, "SELECT pg_current_wal_lsn()");
+    wait_until(
+        format!("all {written} rows in the stream"),
+        Duration::from_secs(120),
+        || async { stream_len(&js, &p.stream).await >= written as u64 },
+    )
+    .await;
+    // The offset store took the faults in its stride: the slot is confirmed
+    // past the last write.
+    wait_until(
+        format!("the slot to be confirmed past {end}"),
+        Duration::from_secs(60),
+        || async { parse_lsn(&p.confirmed(pg)) >= parse_lsn(&end) },
+    )
+    .await;
+    signal(&host, "-TERM");
+    let status = wait_exit(&mut host, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    assert_exactly_once(&read_all(&js, &p.stream).await, written);
 }
 
 #[tokio::test(flavor = "multi_thread")]

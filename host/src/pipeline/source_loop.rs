@@ -17,6 +17,15 @@
 //! [`Confirmer::record`], so that whatever JetStream stored is recorded and
 //! confirmed before the session ends.
 //!
+//! A record that fails because the offset store is momentarily out of reach
+//! (a NATS KV bucket whose JetStream does not answer, or whose cluster is
+//! electing a leader: [`StoreError::is_transient`]) stops nothing: it
+//! confirms nothing, is logged once per reason, and the next status
+//! interval tries again, so the slot holds its WAL meanwhile and a
+//! one-node failure of a JetStream cluster passes without a restart. Any
+//! other store error (another writer, a backwards or corrupt record, a file
+//! that cannot be written) stops the pipeline.
+//!
 //! After a promotion with ghost changes marked, it reads nothing more until
 //! the marker's switch ticket is back (`Confirmer::is_switching`): the
 //! marker is stored before anything of the new timeline is handed on.
@@ -40,9 +49,10 @@ use tokio_util::sync::CancellationToken;
 use super::RunError;
 use super::feed::{Feeder, Flow, Outbox, feed_chunk, next_chunk, reaches};
 use super::stages::{Ends, Work};
+use crate::causes::{self, Repeats};
 use crate::metrics::Metrics;
 use crate::position::startup::TimelineChange;
-use crate::position::{Confirmer, Ticket};
+use crate::position::{Confirmer, StoreError, Ticket};
 use crate::snapshot::{Chunk, Injector, Snapshot, SnapshotError};
 use crate::source::{SourceError, SourceEvent, SourceStream};
 
@@ -101,6 +111,8 @@ pub(super) struct SourceLoop {
     settings: LoopSettings,
     drain_deadline: Option<Instant>,
     outcome: Result<(), RunError>,
+    /// The reason the last record failed, while records fail transiently.
+    store_failures: Option<Repeats>,
 }
 
 impl SourceLoop {
@@ -132,6 +144,7 @@ impl SourceLoop {
             settings,
             drain_deadline: None,
             outcome: Ok(()),
+            store_failures: None,
         };
         if let Some(change) = ghosts {
             source_loop
@@ -168,7 +181,7 @@ impl SourceLoop {
                     // Every stage has ended.
                     None => break,
                 },
-                _ = cadence.tick() => self.record().await,
+                _ = cadence.tick() => self.record(false).await,
                 permit = reserve(self.work.clone()), if !self.outbox.is_empty() => match permit {
                     Some(permit) => {
                         permit.send(self.outbox.take());
@@ -194,7 +207,7 @@ impl SourceLoop {
             }
         }
         self.metrics.set_streaming(false);
-        self.record().await;
+        self.record(true).await;
         Finished {
             events: self.events,
             confirmer: self.confirmer,
@@ -211,11 +224,38 @@ impl SourceLoop {
         self.metrics.confirmed(self.confirmer.confirmed());
     }
 
-    async fn record(&mut self) {
+    /// Records what was acknowledged; `last` when the session ends with it.
+    async fn record(&mut self, last: bool) {
         match self.confirmer.record().await {
-            Ok(Some(lsn)) => self.metrics.confirmed(lsn),
-            Ok(None) => {}
+            Ok(confirmed) => {
+                if let Some(lsn) = confirmed {
+                    self.metrics.confirmed(lsn);
+                }
+                if self.store_failures.take().is_some() {
+                    tracing::info!(confirmed = %self.confirmer.confirmed(),
+                        "the offset store answers again; the position is recorded and confirmed");
+                }
+            }
+            Err(e) if e.is_transient() => self.record_failed(&e, last),
             Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// A record failed for a reason that may pass: warns when the reason is
+    /// new, and leaves the next try to the cadence (or, for the last one, to
+    /// the next start, which resumes from the recorded position; JetStream
+    /// drops what it already holds).
+    fn record_failed(&mut self, error: &StoreError, last: bool) {
+        let reason = causes::line(error);
+        let recorded = self.confirmer.confirmed();
+        if last {
+            tracing::warn!(error = %reason, %recorded,
+                "cannot record the last position: the next start resumes from the recorded one, and JetStream drops the messages it already holds");
+        } else if self.store_failures.get_or_insert_default().is_new(&reason) {
+            tracing::warn!(error = %reason, %recorded,
+                "cannot record the position: nothing more is confirmed to the slot until the offset store answers; trying again every status interval");
+        } else {
+            tracing::debug!(error = %reason, "the offset store still does not answer");
         }
     }
 

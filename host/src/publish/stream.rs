@@ -15,10 +15,14 @@ use std::fmt;
 use std::time::Duration;
 
 use async_nats::jetstream::context::{
-    CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind,
+    CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError,
+    PublishErrorKind,
 };
-use async_nats::jetstream::stream::{Config, Info, StorageType};
+use async_nats::jetstream::stream::{
+    Config, DirectGetError, DirectGetErrorKind, Info, StorageType,
+};
 use async_nats::jetstream::{Context, ErrorCode, kv};
+use async_nats::{RequestErrorKind, StatusCode};
 
 use super::subject::{SubjectFilter, SubjectPattern};
 
@@ -157,9 +161,16 @@ impl StreamError {
 }
 
 /// Whether `error` or one of its causes says JetStream did not answer in
-/// time, or answered that its cluster has no leader: what a NATS restart or
-/// a JetStream cluster electing a leader looks like to a client, whether it
-/// asked about a stream or a key-value bucket (the offset store).
+/// time, had nobody to answer yet, or answered that its cluster has no
+/// leader: what a NATS restart or a JetStream cluster electing a leader
+/// looks like to a client, whether it asked about a stream or a key-value
+/// bucket (the offset store).
+///
+/// "No responders" counts: in a cluster, a stream or bucket just created,
+/// or whose leader was just lost, has no responder on the server the
+/// client is connected to until the cluster has settled. It is also what a
+/// bucket deleted under a running host answers, which is then waited for
+/// with a warning naming it.
 pub fn jetstream_busy(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
@@ -179,6 +190,24 @@ pub fn jetstream_busy(error: &(dyn std::error::Error + 'static)) -> bool {
             e.kind() == kv::EntryErrorKind::TimedOut
         } else if let Some(e) = e.downcast_ref::<kv::UpdateError>() {
             e.kind() == kv::UpdateErrorKind::TimedOut
+        } else if let Some(e) = e.downcast_ref::<PublishError>() {
+            matches!(
+                e.kind(),
+                PublishErrorKind::TimedOut
+                    | PublishErrorKind::StreamNotFound
+                    | PublishErrorKind::BrokenPipe
+            )
+        } else if let Some(e) = e.downcast_ref::<DirectGetError>() {
+            match e.kind() {
+                DirectGetErrorKind::TimedOut => true,
+                DirectGetErrorKind::ErrorResponse(status, _) => status == StatusCode::NO_RESPONDERS,
+                _ => false,
+            }
+        } else if let Some(e) = e.downcast_ref::<async_nats::RequestError>() {
+            matches!(
+                e.kind(),
+                RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
+            )
         } else {
             false
         };

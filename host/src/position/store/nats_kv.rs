@@ -214,8 +214,11 @@ impl OffsetStore for NatsKvStore {
 
 #[cfg(test)]
 mod tests {
-    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+    use async_nats::jetstream::context::{
+        CreateStreamError, CreateStreamErrorKind, PublishError, PublishErrorKind,
+    };
     use async_nats::jetstream::kv::{EntryError, EntryErrorKind, UpdateError, UpdateErrorKind};
+    use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind};
 
     use super::*;
 
@@ -244,6 +247,30 @@ mod tests {
             EntryError::new(EntryErrorKind::TimedOut),
         );
         assert!(nats(wrapped).is_transient());
+    }
+
+    #[test]
+    fn no_responder_yet_is_transient() {
+        // A write to a bucket whose stream has no leader in reach: the
+        // client maps JetStream's "no responders" to `StreamNotFound`.
+        let write = UpdateError::with_source(
+            UpdateErrorKind::Other,
+            PublishError::new(PublishErrorKind::StreamNotFound),
+        );
+        assert!(nats(write).is_transient());
+        let read = EntryError::with_source(
+            EntryErrorKind::Other,
+            DirectGetError::new(DirectGetErrorKind::ErrorResponse(
+                async_nats::StatusCode::NO_RESPONDERS,
+                "no responders".into(),
+            )),
+        );
+        assert!(nats(read).is_transient());
+        let refused = UpdateError::with_source(
+            UpdateErrorKind::Other,
+            PublishError::new(PublishErrorKind::MaxPayloadExceeded),
+        );
+        assert!(!nats(refused).is_transient());
     }
 
     #[test]
