@@ -304,6 +304,16 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
     let status = wait_exit(&mut host, Duration::from_secs(30));
     assert!(status.success(), "{status}");
     assert_exactly_once(&read_all(&js, &p.stream).await, written);
+    // Each outage is a few lines, not one per message sent again.
+    let log = std::fs::read_to_string(p.log(&host)).unwrap();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("not acknowledged"))
+        .count();
+    assert!(
+        (1..=8).contains(&warnings),
+        "{warnings} warnings about messages sent again in:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

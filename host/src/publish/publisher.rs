@@ -47,6 +47,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::ack::{self, Inbox, Reply};
 use super::outgoing::{MessageError, Outgoing, Prepared};
 use super::subject::SubjectFilter;
+use crate::causes::Repeats;
 
 /// How often the driver looks at the connection state while the client reconnects.
 const CONNECTION_POLL: Duration = Duration::from_millis(50);
@@ -276,6 +277,8 @@ impl<T: Send + 'static> Publisher<T> {
             failed: 0,
             closed: false,
             rounds: 0,
+            round_failures: Vec::new(),
+            round_reasons: Repeats::default(),
             last_sequence: 0,
             config,
             shared: shared.clone(),
@@ -484,6 +487,12 @@ struct Driver<T> {
     closed: bool,
     /// Retry rounds since the front last made progress, for the backoff.
     rounds: u32,
+    /// Why the sends now failed did, with how many each: one warning per
+    /// retry round, not one per message.
+    round_failures: Vec<(&'static str, usize)>,
+    /// The previous rounds' reasons since the front last made progress: an
+    /// outage warns when it starts and when its reason changes.
+    round_reasons: Repeats,
     /// Stream sequence of the last completed non-duplicate message.
     last_sequence: u64,
     config: PublisherConfig,
@@ -595,7 +604,10 @@ impl<T: Send + 'static> Driver<T> {
             let Some(slot) = self.slots.pop_front() else {
                 break;
             };
-            self.rounds = 0;
+            if self.rounds > 0 {
+                self.rounds = 0;
+                self.round_reasons = Repeats::default();
+            }
             let counters = &self.shared.counters;
             counters.stored.fetch_add(1, Ordering::Relaxed);
             if duplicate {
@@ -790,18 +802,22 @@ impl<T: Send + 'static> Driver<T> {
     }
 
     /// Marks the pending send of slot `seq` failed, for a retry.
-    fn give_up(&mut self, seq: u64, reason: &str) {
+    fn give_up(&mut self, seq: u64, reason: &'static str) {
         let Some(index) = self.index_of(seq) else {
             return;
         };
         let slot = &mut self.slots[index];
         if let Some(p) = &slot.prepared {
-            tracing::warn!(
+            tracing::debug!(
                 msg_id = %p.msg_id(),
                 subject = %p.subject,
                 attempt = slot.attempts,
                 "message not acknowledged ({reason}); it will be sent again"
             );
+        }
+        match self.round_failures.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.round_failures.push((reason, 1)),
         }
         slot.state = SlotState::Failed;
         self.pending -= 1;
@@ -840,6 +856,7 @@ impl<T: Send + 'static> Driver<T> {
             .saturating_mul(1u32 << self.rounds.min(16))
             .min(self.config.retry_max);
         self.rounds = self.rounds.saturating_add(1);
+        self.report_round(pause);
         tokio::time::sleep(pause).await;
         while self.client.connection_state() != State::Connected {
             tokio::time::sleep(CONNECTION_POLL).await;
@@ -854,5 +871,47 @@ impl<T: Send + 'static> Driver<T> {
         }
         debug_assert_eq!(self.failed, 0);
         Ok(())
+    }
+
+    /// Logs the retry round about to start: one line for every message it
+    /// sends again, naming the first; a warning when the reasons differ from
+    /// the previous round's (so an outage reads as one line), debug
+    /// otherwise.
+    fn report_round(&mut self, pause: Duration) {
+        let reasons = std::mem::take(&mut self.round_failures);
+        let why = reasons
+            .iter()
+            .map(|(reason, _)| *reason)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let counts = reasons
+            .iter()
+            .map(|(reason, n)| format!("{reason}: {n}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let first = self
+            .slots
+            .iter()
+            .find(|slot| matches!(slot.state, SlotState::Failed))
+            .and_then(|slot| slot.prepared.as_ref());
+        let (msg_id, subject) = first.map_or(("", ""), |p| (p.msg_id(), p.subject.as_str()));
+        if self.round_reasons.is_new(&why) {
+            tracing::warn!(
+                messages = self.failed,
+                first_msg_id = msg_id,
+                first_subject = subject,
+                round = self.rounds,
+                ?pause,
+                "messages not acknowledged ({counts}); they will be sent again, in order"
+            );
+        } else {
+            tracing::debug!(
+                messages = self.failed,
+                first_msg_id = msg_id,
+                round = self.rounds,
+                ?pause,
+                "messages not acknowledged ({counts}); they will be sent again, in order"
+            );
+        }
     }
 }
