@@ -14,7 +14,8 @@
 //! - A node of a three-node JetStream cluster is killed mid-stream, first
 //!   the one leading the pipeline's stream, then the one leading the offset
 //!   store's bucket: the host keeps running, every row arrives exactly once,
-//!   and the slot is confirmed to the end once the cluster has healed.
+//!   and the slot is confirmed to the end once the cluster has healed; a
+//!   host started while a node is down resumes where the last one stopped.
 //! - The host is started while NATS and PostgreSQL are both down: it waits
 //!   for each in turn (saying so once), stops cleanly when told to while
 //!   waiting, and streams once they are up; nor does a stop request wait
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use futures_util::StreamExt;
 
-use crate::support::nats::{NatsCluster, NatsServer, stream_len};
+use crate::support::nats::{NatsCluster, NatsServer, stream_len, try_stream_len};
 use crate::support::pipeline::{
     Host, ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal,
     wait_exit,
@@ -215,11 +216,11 @@ async fn a_nats_outage_loses_nothing_and_never_confirms_what_is_not_stored() {
     );
 }
 
-/// Writes transactions of ten rows each (ids `t * 10 + i`) until `stop` is
-/// set; returns how many rows it wrote.
-fn write_until(db: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<i64> {
+/// Writes transactions of ten rows each (ids `t * 10 + i`, from `t =
+/// first`) until `stop` is set; returns the id after the last row.
+fn write_until(db: String, first: i64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<i64> {
     std::thread::spawn(move || {
-        let mut t = 0;
+        let mut t = first;
         while !stop.load(Ordering::SeqCst) {
             let values: Vec<String> = (0..10)
                 .map(|i| format!("({}, 'row {t}.{i}')", t * 10 + i))
@@ -259,7 +260,7 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
     p.wait_streaming(pg).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = write_until(p.db.clone(), stop.clone());
+    let writer = write_until(p.db.clone(), 0, stop.clone());
     let js = cluster.jetstream().await;
     let mut stored = 0;
     // The stream's leader first, then the offset bucket's: each node is
@@ -269,7 +270,7 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
         wait_until(
             format!("{stored} rows in the stream"),
             Duration::from_secs(60),
-            || async { stream_len(&js, &p.stream).await >= stored },
+            || async { try_stream_len(&js, &p.stream).await >= Some(stored) },
         )
         .await;
         let leader = cluster.leader_of(&stream).await;
@@ -289,7 +290,7 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
     wait_until(
         format!("all {written} rows in the stream"),
         Duration::from_secs(120),
-        || async { stream_len(&js, &p.stream).await >= written as u64 },
+        || async { try_stream_len(&js, &p.stream).await >= Some(written as u64) },
     )
     .await;
     // The offset store took the faults in its stride: the slot is confirmed
@@ -314,6 +315,35 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
         (1..=8).contains(&warnings),
         "{warnings} warnings about messages sent again in:\n{log}"
     );
+
+    // A host started while a node is down (the bucket's leader, so that the
+    // offset is read during an election) resumes where the first stopped.
+    let down = cluster.leader_of("KV_sluice_offsets").await;
+    cluster.node(down).stop();
+    let mut host = p.start(cache.path());
+    p.wait_streaming(pg).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = write_until(p.db.clone(), written / 10, stop.clone());
+    wait_until(
+        "100 more rows in the stream",
+        Duration::from_secs(60),
+        || async { try_stream_len(&js, &p.stream).await >= Some(written as u64 + 100) },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    wait_until(
+        format!("all {written} rows in the stream"),
+        Duration::from_secs(120),
+        || async { try_stream_len(&js, &p.stream).await >= Some(written as u64) },
+    )
+    .await;
+    signal(&host, "-TERM");
+    let status = wait_exit(&mut host, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    cluster.node(down).start();
+    cluster.wait_ready().await;
+    assert_exactly_once(&read_all(&js, &p.stream).await, written);
 }
 
 #[tokio::test(flavor = "multi_thread")]

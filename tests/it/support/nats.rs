@@ -596,6 +596,13 @@ pub(crate) async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
     handle.get_info().await.expect("stream info").state.messages
 }
 
+/// Number of messages in `stream`, or `None` while JetStream does not
+/// answer (a cluster's node is down, or electing a leader).
+pub(crate) async fn try_stream_len(js: &jetstream::Context, stream: &str) -> Option<u64> {
+    let handle = js.get_stream(stream).await.ok()?;
+    Some(handle.get_info().await.ok()?.state.messages)
+}
+
 /// Certificates for a TLS test: a CA, a server certificate for `localhost` and
 /// `127.0.0.1`, and a client certificate, all as PEM files in a temporary directory.
 #[derive(Debug)]
