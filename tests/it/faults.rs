@@ -100,6 +100,17 @@ fn passthrough_pipeline(pg: &PgCluster, nats: &NatsServer, name: &str) -> Pipeli
     p
 }
 
+/// Writes transaction `t`: ten rows, ids `t * 10 + i`, in one psql call.
+fn write_transaction(db: &str, t: i64) {
+    let values: Vec<String> = (0..10)
+        .map(|i| format!("({}, 'row {t}.{i}')", t * 10 + i))
+        .collect();
+    PgCluster::shared().psql(
+        db,
+        &format!("INSERT INTO items VALUES {}", values.join(",")),
+    );
+}
+
 /// Writes transactions `0..100` of ten rows each (ids `t * 10 + i`), one
 /// psql call (one transaction) each; before transaction 50 it waits until
 /// `halfway` is set, so that the second half is written after the fault.
@@ -111,13 +122,7 @@ fn write_in_two_halves(db: String, halfway: Arc<AtomicBool>) -> std::thread::Joi
                     halfway.load(Ordering::SeqCst)
                 });
             }
-            let values: Vec<String> = (0..10)
-                .map(|i| format!("({}, 'row {t}.{i}')", t * 10 + i))
-                .collect();
-            PgCluster::shared().psql(
-                &db,
-                &format!("INSERT INTO items VALUES {}", values.join(",")),
-            );
+            write_transaction(&db, t);
         }
     })
 }
@@ -222,13 +227,7 @@ fn write_until(db: String, first: i64, stop: Arc<AtomicBool>) -> std::thread::Jo
     std::thread::spawn(move || {
         let mut t = first;
         while !stop.load(Ordering::SeqCst) {
-            let values: Vec<String> = (0..10)
-                .map(|i| format!("({}, 'row {t}.{i}')", t * 10 + i))
-                .collect();
-            PgCluster::shared().psql(
-                &db,
-                &format!("INSERT INTO items VALUES {}", values.join(",")),
-            );
+            write_transaction(&db, t);
             t += 1;
             std::thread::sleep(Duration::from_millis(20));
         }
