@@ -35,6 +35,6 @@ pub use publisher::{
 };
 pub use stream::{
     Storage, StreamError, StreamReport, StreamSpec, ensure_stream, header_pairs, jetstream_busy,
-    verify_stream,
+    no_responder, verify_stream,
 };
 pub use subject::{Subject, SubjectError, SubjectFilter, SubjectPattern};

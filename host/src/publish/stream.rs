@@ -190,19 +190,15 @@ pub fn jetstream_busy(error: &(dyn std::error::Error + 'static)) -> bool {
             e.kind() == kv::EntryErrorKind::TimedOut
         } else if let Some(e) = e.downcast_ref::<kv::UpdateError>() {
             e.kind() == kv::UpdateErrorKind::TimedOut
+        } else if no_responder(e) {
+            true
         } else if let Some(e) = e.downcast_ref::<PublishError>() {
             matches!(
                 e.kind(),
-                PublishErrorKind::TimedOut
-                    | PublishErrorKind::StreamNotFound
-                    | PublishErrorKind::BrokenPipe
+                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
             )
         } else if let Some(e) = e.downcast_ref::<DirectGetError>() {
-            match e.kind() {
-                DirectGetErrorKind::TimedOut => true,
-                DirectGetErrorKind::ErrorResponse(status, _) => status == StatusCode::NO_RESPONDERS,
-                _ => false,
-            }
+            e.kind() == DirectGetErrorKind::TimedOut
         } else if let Some(e) = e.downcast_ref::<async_nats::RequestError>() {
             matches!(
                 e.kind(),
@@ -217,6 +213,19 @@ pub fn jetstream_busy(error: &(dyn std::error::Error + 'static)) -> bool {
         next = e.source();
     }
     false
+}
+
+/// Whether `error` itself is the client's form of JetStream's "no
+/// responders" to a publish or a direct get (async-nats reports the former
+/// as `StreamNotFound`): nobody in reach serves that stream now.
+pub fn no_responder(error: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(e) = error.downcast_ref::<PublishError>() {
+        e.kind() == PublishErrorKind::StreamNotFound
+    } else if let Some(e) = error.downcast_ref::<DirectGetError>() {
+        matches!(e.kind(), DirectGetErrorKind::ErrorResponse(status, _) if status == StatusCode::NO_RESPONDERS)
+    } else {
+        false
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -107,14 +107,46 @@ impl NatsKvStore {
         action: &'static str,
         e: impl std::error::Error + Send + Sync + 'static,
     ) -> StoreError {
-        StoreError::Nats {
-            action,
-            bucket: self.bucket.clone(),
-            key: self.key.clone(),
-            error: Box::new(e),
-        }
+        nats_error(&self.bucket, &self.key, action, e)
     }
 }
+
+/// A NATS error of the store, `action` on `bucket`'s `key`.
+///
+/// async-nats words JetStream's "no responders" as "no stream found", which
+/// reads like a deleted bucket; it is usually a cluster electing the
+/// bucket's leader, and the error says so.
+fn nats_error(
+    bucket: &str,
+    key: &str,
+    action: &'static str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    let mut no_responder = false;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(cause) = next {
+        no_responder |= crate::publish::no_responder(cause);
+        next = cause.source();
+    }
+    let error: async_nats::Error = if no_responder {
+        Box::new(NoResponder(Box::new(e)))
+    } else {
+        Box::new(e)
+    };
+    StoreError::Nats {
+        action,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        error,
+    }
+}
+
+/// A store request nobody answered (see [`nats_error`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no JetStream server answered for the bucket's stream (its cluster may be electing a leader, or the bucket was deleted): {0}"
+)]
+struct NoResponder(#[source] async_nats::Error);
 
 /// Creates the bucket: the stream `KV_<bucket>` laid out as every NATS
 /// client lays out a key-value bucket (subjects `$KV.<bucket>.>`, one
@@ -266,6 +298,23 @@ mod tests {
             )),
         );
         assert!(nats(read).is_transient());
+        // Said as what it usually is, with the client's words after it.
+        let write = nats_error(
+            "b",
+            "k",
+            "write",
+            UpdateError::with_source(
+                UpdateErrorKind::Other,
+                PublishError::new(PublishErrorKind::StreamNotFound),
+            ),
+        );
+        let line = crate::causes::line(&write);
+        assert!(line.contains("no JetStream server answered for the bucket's stream (its cluster may be electing a leader"), "{line}");
+        assert!(
+            line.ends_with("no stream found for given subject"),
+            "{line}"
+        );
+        assert!(write.is_transient());
         let refused = UpdateError::with_source(
             UpdateErrorKind::Other,
             PublishError::new(PublishErrorKind::MaxPayloadExceeded),
