@@ -24,7 +24,9 @@
 //!   waits for a retry, no new message is sent; retries go out in the original order
 //!   after every in-flight ack has settled, with exponential backoff. A send whose ack
 //!   is overdue, or that was pending when the connection went down, counts as failed;
-//!   any attempt's ack still proves the message stored.
+//!   any attempt's ack still proves the message stored. Each retry round is
+//!   logged as one line (how many messages, why, the first one's id), a
+//!   warning only when its reasons differ from the previous round's.
 //! - A definite failure (JetStream rejected the message) is reported once on
 //!   [`Completions`] and stops the publisher: later `publish` calls fail.
 //!
@@ -487,8 +489,8 @@ struct Driver<T> {
     closed: bool,
     /// Retry rounds since the front last made progress, for the backoff.
     rounds: u32,
-    /// Why the sends now failed did, with how many each: one warning per
-    /// retry round, not one per message.
+    /// Why the sends given up on since the last retry round failed, with how
+    /// many each: one warning per retry round, not one per message.
     round_failures: Vec<(&'static str, usize)>,
     /// The previous rounds' reasons since the front last made progress: an
     /// outage warns when it starts and when its reason changes.
