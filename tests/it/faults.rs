@@ -13,9 +13,10 @@
 //!   every `pgbench_history` row once and every account's balance.
 //! - A node of a three-node JetStream cluster is killed mid-stream, first
 //!   the one leading the pipeline's stream, then the one leading the offset
-//!   store's bucket: the host keeps running, every row arrives exactly once,
-//!   and the slot is confirmed to the end once the cluster has healed; a
-//!   host started while a node is down resumes where the last one stopped.
+//!   store's bucket, then two at once (no quorum): the host keeps running,
+//!   every row arrives exactly once, and the slot is confirmed to the end
+//!   once the cluster has healed; a host started while a node is down
+//!   resumes where the last one stopped.
 //! - The host is started while NATS and PostgreSQL are both down: it waits
 //!   for each in turn (saying so once), stops cleanly when told to while
 //!   waiting, and streams once they are up; nor does a stop request wait
@@ -262,9 +263,10 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
     let writer = write_until(p.db.clone(), 0, stop.clone());
     let js = cluster.jetstream().await;
     let mut stored = 0;
-    // The stream's leader first, then the offset bucket's: each node is
+    // The stream's leader first, then the offset bucket's, then two nodes
+    // at once (no quorum: nothing can be stored, nor any offset written):
     // killed without a goodbye while rows keep coming, and brought back.
-    for stream in [p.stream.clone(), "KV_sluice_offsets".to_owned()] {
+    for fault in ["the stream's leader", "the bucket's leader", "two nodes"] {
         stored += 100;
         wait_until(
             format!("{stored} rows in the stream"),
@@ -272,15 +274,34 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
             || async { try_stream_len(&js, &p.stream).await >= Some(stored) },
         )
         .await;
-        let leader = cluster.leader_of(&stream).await;
-        cluster.node(leader).stop();
+        let killed = match fault {
+            "the stream's leader" => vec![cluster.leader_of(&p.stream).await],
+            "the bucket's leader" => vec![cluster.leader_of("KV_sluice_offsets").await],
+            _ => vec![
+                cluster.leader_of(&p.stream).await,
+                cluster.leader_of("KV_sluice_offsets").await,
+            ]
+            .into_iter()
+            .chain(0..3)
+            .fold(Vec::new(), |mut nodes, n| {
+                if nodes.len() < 2 && !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+                nodes
+            }),
+        };
+        for &n in &killed {
+            cluster.node(n).stop();
+        }
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert!(
             host.try_wait().unwrap().is_none(),
-            "sluice exited after the leader of {stream} (node {leader}) was killed; its log: {}",
+            "sluice exited after {fault} (nodes {killed:?}) were killed; its log: {}",
             std::fs::read_to_string(p.log(&host)).unwrap_or_default()
         );
-        cluster.node(leader).start();
+        for &n in &killed {
+            cluster.node(n).start();
+        }
         cluster.wait_ready().await;
     }
     stop.store(true, Ordering::SeqCst);
