@@ -277,18 +277,10 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
         let killed = match fault {
             "the stream's leader" => vec![cluster.leader_of(&p.stream).await],
             "the bucket's leader" => vec![cluster.leader_of("KV_sluice_offsets").await],
-            _ => vec![
-                cluster.leader_of(&p.stream).await,
-                cluster.leader_of("KV_sluice_offsets").await,
-            ]
-            .into_iter()
-            .chain(0..3)
-            .fold(Vec::new(), |mut nodes, n| {
-                if nodes.len() < 2 && !nodes.contains(&n) {
-                    nodes.push(n);
-                }
-                nodes
-            }),
+            _ => {
+                let leader = cluster.leader_of(&p.stream).await;
+                vec![leader, (leader + 1) % 3]
+            }
         };
         for &n in &killed {
             cluster.node(n).stop();
