@@ -33,6 +33,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures_util::StreamExt;
 
+use crate::support::metrics::{free_address, get, sample, scrape};
 use crate::support::nats::{NatsServer, stream_len};
 use crate::support::pipeline::{
     ManifestParts, Pipeline, parse_lsn, passthrough_then_json, signal, sluice_binary, wait_exit,
@@ -709,9 +710,7 @@ async fn a_backfill_killed_midway_resumes_after_its_last_stored_key() {
     let nats = NatsServer::launch();
     let js = nats.jetstream().await;
     let cache = tempfile::tempdir().unwrap();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap();
+    let metrics = free_address();
     let n = rows("BACKFILL_KILL_ROWS", 300_000);
     let p = backfill_pipeline(
         pg,
@@ -767,11 +766,11 @@ async fn a_backfill_killed_midway_resumes_after_its_last_stored_key() {
     // Rows the restarted host read: the rest of the table after the stored
     // key (and new rows), not the table again from its first key.
     let metric = scrape(metrics);
-    let resumed_rows: u64 = metric
-        .lines()
-        .find_map(|l| l.strip_prefix("sluice_snapshot_rows_total{table=\"public.items\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no backfill rows counted: {metric}"));
+    let resumed_rows = sample(
+        &metric,
+        "sluice_snapshot_rows_total{table=\"public.items\"}",
+    )
+    .unwrap_or_else(|| panic!("no backfill rows counted: {metric}")) as u64;
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     let changes = read_changes(&js, &p.stream).await;
@@ -929,9 +928,7 @@ async fn a_backfill_reads_only_the_rows_its_condition_selects() {
     let nats = NatsServer::launch();
     let js = nats.jetstream().await;
     let cache = tempfile::tempdir().unwrap();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap();
+    let metrics = free_address();
     let p = Pipeline::with(
         pg,
         &nats,
@@ -979,7 +976,9 @@ async fn a_backfill_reads_only_the_rows_its_condition_selects() {
         "the snapshot rows metric to count the backfill",
         Duration::from_secs(30),
         || async move {
-            scrape(metrics).contains("sluice_snapshot_rows_total{table=\"public.items\"} 10")
+            get(metrics, "/metrics").is_some_and(|(_, body)| {
+                body.contains("sluice_snapshot_rows_total{table=\"public.items\"} 10")
+            })
         },
     )
     .await;
@@ -995,16 +994,4 @@ async fn a_backfill_reads_only_the_rows_its_condition_selects() {
     // Ten rows, in key order, over four chunks of at most three.
     let expected: Vec<String> = (0..10).map(|i| (i * 100 + 7).to_string()).collect();
     assert_eq!(ids, expected);
-}
-
-/// The response to `GET /metrics` (HTTP/1.0, no client library needed);
-/// empty when nothing answers.
-fn scrape(address: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut response = String::new();
-    if let Ok(mut stream) = std::net::TcpStream::connect(address) {
-        let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n");
-        let _ = stream.read_to_string(&mut response);
-    }
-    response
 }

@@ -11,6 +11,7 @@
 pub(crate) mod arbitrary;
 pub(crate) mod creds;
 pub(crate) mod ha;
+pub(crate) mod metrics;
 pub(crate) mod nats;
 pub(crate) mod pipeline;
 pub(crate) mod postgres;
