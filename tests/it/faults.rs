@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use futures_util::StreamExt;
 
+use crate::support::metrics::{free_address, sample, scrape};
 use crate::support::nats::{NatsCluster, NatsServer, stream_len, try_stream_len};
 use crate::support::pipeline::{
     Host, ManifestParts, Pipeline, parse_lsn, passthrough_then_json, proc_status_bytes, signal,
@@ -241,6 +242,7 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
     let pg = PgCluster::shared();
     let mut cluster = NatsCluster::launch().await;
     let urls = cluster.url_list();
+    let metrics = free_address();
     let p = Pipeline::with(
         pg,
         cluster.node(0),
@@ -251,6 +253,7 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
             nats_url: Some(urls),
             nats: "replicas = 3".to_owned(),
             position: "store = \"nats-kv\"".to_owned(),
+            extra: format!("[metrics]\naddress = \"{metrics}\"\n"),
             ..ManifestParts::default()
         },
     );
@@ -313,6 +316,17 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
         || async { parse_lsn(&p.confirmed(pg)) >= parse_lsn(&end) },
     )
     .await;
+    // What an operator would alert on.
+    let exposition = scrape(metrics);
+    for counter in [
+        "sluice_publish_retries_total",
+        "sluice_offset_record_failures_total",
+    ] {
+        assert!(
+            sample(&exposition, counter).is_some_and(|n| n > 0.0),
+            "{counter} should have counted the outages:\n{exposition}"
+        );
+    }
     signal(&host, "-TERM");
     let status = wait_exit(&mut host, Duration::from_secs(30));
     assert!(status.success(), "{status}");

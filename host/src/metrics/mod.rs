@@ -61,6 +61,12 @@ pub mod names {
     pub const PUBLISH_SECONDS: &str = "sluice_publish_duration_seconds";
     /// Gauge: messages handed to the publisher and not yet acknowledged.
     pub const PUBLISHES_IN_FLIGHT: &str = "sluice_publishes_in_flight";
+    /// Counter: messages sent again after a transient failure (no
+    /// acknowledgement in time, no responders, a lost connection).
+    pub const PUBLISH_RETRIES: &str = "sluice_publish_retries";
+    /// Counter: offset records that failed because the offset store was
+    /// out of reach (each confirmed nothing; the next one tries again).
+    pub const OFFSET_RECORD_FAILURES: &str = "sluice_offset_record_failures";
     /// Gauge: the newest transaction end acknowledged by JetStream and
     /// stored (what the slot is told, except in `manual` flush mode), as a
     /// byte position in the WAL.
@@ -95,6 +101,7 @@ pub struct Metrics {
     publish_seconds: Histogram,
     reloads: Counter,
     reload_failures: Counter,
+    record_failures: Counter,
     errors: Family<[(&'static str, &'static str); 1], Counter>,
     snapshot_rows: Family<[(&'static str, String); 1], Counter>,
     sampled: std::sync::Arc<Sampled>,
@@ -187,6 +194,12 @@ impl Metrics {
             "Plugin reloads refused; the previous version kept running",
             reload_failures.clone(),
         );
+        let record_failures = Counter::default();
+        registry.register(
+            names::OFFSET_RECORD_FAILURES,
+            "Offset records that failed because the offset store was out of reach",
+            record_failures.clone(),
+        );
         let errors = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
             names::ERRORS,
@@ -211,6 +224,7 @@ impl Metrics {
             publish_seconds,
             reloads,
             reload_failures,
+            record_failures,
             errors,
             snapshot_rows,
             sampled,
@@ -276,6 +290,11 @@ impl Metrics {
 
     pub fn reload_failed(&self) {
         self.reload_failures.inc();
+    }
+
+    /// An offset record failed for a reason that may pass.
+    pub fn record_failed(&self) {
+        self.record_failures.inc();
     }
 
     /// The position confirmed so far (never moves back).
@@ -351,15 +370,21 @@ fn encode_gauge(
 
 impl Collector for Sampled {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let in_flight = lock(&self.publisher)
-            .as_ref()
-            .map_or(0, |p| p.stats().in_flight);
+        let stats = lock(&self.publisher).as_ref().map(PublisherMonitor::stats);
         encode_gauge(
             &mut encoder,
             names::PUBLISHES_IN_FLIGHT,
             "Messages handed to the publisher and not yet acknowledged",
-            in_flight as u64,
+            stats.as_ref().map_or(0, |s| s.in_flight) as u64,
         )?;
+        // One publisher per process, so its count only grows.
+        let retries = ConstCounter::new(stats.map_or(0, |s| s.retries));
+        retries.encode(encoder.encode_descriptor(
+            names::PUBLISH_RETRIES,
+            "Messages sent again after a transient failure (no acknowledgement in time, no responders, a lost connection)",
+            None,
+            retries.metric_type(),
+        )?)?;
 
         let confirmed = self.confirmed.load(Ordering::Relaxed);
         encode_gauge(
@@ -422,6 +447,7 @@ mod tests {
         m.errors(&ErrorPolicy::Skip, 1);
         m.errors(&ErrorPolicy::Stop, 0);
         m.reload_failed();
+        m.record_failed();
         m.confirmed(Lsn(100));
         let text = m.render();
         for line in [
@@ -434,6 +460,8 @@ mod tests {
             "sluice_reloads_total 0",
             "sluice_confirmed_lsn 100",
             "sluice_publishes_in_flight 0",
+            "sluice_publish_retries_total 0",
+            "sluice_offset_record_failures_total 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

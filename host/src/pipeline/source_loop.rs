@@ -246,6 +246,7 @@ impl SourceLoop {
     /// the next start, which resumes from the recorded position; JetStream
     /// drops what it already holds).
     fn record_failed(&mut self, error: &StoreError, last: bool) {
+        self.metrics.record_failed();
         let reason = causes::line(error);
         let recorded = self.confirmer.confirmed();
         if last {
