@@ -54,6 +54,11 @@ fn server_binary() -> PathBuf {
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a clustered stream may go without a leader: nats-server waits
+/// 4–9 s before it campaigns, an election can take more than one round, and
+/// the tests share two cores.
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Authentication and TLS settings for a server.
 #[derive(Debug, Default)]
 pub(crate) struct NatsServerBuilder {
@@ -458,7 +463,7 @@ impl NatsCluster {
         let js = self.jetstream().await;
         super::wait_until(
             format!("stream {stream} to have a leader"),
-            START_TIMEOUT,
+            ELECTION_TIMEOUT,
             || async {
                 let info: serde_json::Value = js
                     .request(format!("STREAM.INFO.{stream}"), &())
