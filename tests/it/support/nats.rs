@@ -450,7 +450,7 @@ impl NatsCluster {
                         node.log()
                     )
                 }),
-                START_TIMEOUT,
+                ELECTION_TIMEOUT,
                 || async { api_answers(&client).await },
             )
             .await;
