@@ -17,6 +17,11 @@
 //! [`Confirmer::record`], so that whatever JetStream stored is recorded and
 //! confirmed before the session ends.
 //!
+//! Offset records are written at the status interval by a write the loop
+//! drives alongside everything else (`Confirmer::start_record`): a slow
+//! store delays confirmation, not reading or taking acknowledgements. One
+//! write is out at a time; a tick that finds one out skips.
+//!
 //! A record that fails because the offset store is momentarily out of reach
 //! (a NATS KV bucket whose JetStream does not answer, or whose cluster is
 //! electing a leader: [`StoreError::is_transient`]) stops nothing: it
@@ -35,10 +40,12 @@
 //! room, so that backpressure reaches the replication socket, while it
 //! always takes returned tickets. Its `select!` is biased, in this order:
 //! a shutdown request; returned tickets (they free the window downstream);
-//! the record cadence; sending the outbox; the drain deadline; a snapshot
-//! chunk; a source event. Reading comes last, so that work already read
-//! moves first.
+//! a finished record write; the record cadence; sending the outbox; the
+//! drain deadline; a snapshot chunk; a source event. Reading comes last, so
+//! that work already read moves first.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,13 +57,23 @@ use super::RunError;
 use super::feed::{Feeder, Flow, Outbox, feed_chunk, next_chunk, reaches};
 use super::stages::{Ends, Work};
 use crate::causes::{self, Repeats};
+use crate::lsn::Lsn;
 use crate::metrics::Metrics;
 use crate::position::startup::TimelineChange;
-use crate::position::{Confirmer, StoreError, Ticket};
+use crate::position::{Confirmer, RecordWritten, StoreError, Ticket};
 use crate::snapshot::{Chunk, Injector, Snapshot, SnapshotError};
 use crate::source::{SourceError, SourceEvent, SourceStream};
 
 type Event = Option<Result<SourceEvent, SourceError>>;
+
+/// An offset record being written (`Confirmer::start_record`).
+struct Writing(Pin<Box<dyn Future<Output = RecordWritten> + Send>>);
+
+impl std::fmt::Debug for Writing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writing")
+    }
+}
 
 /// See the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +130,8 @@ pub(super) struct SourceLoop {
     outcome: Result<(), RunError>,
     /// The reason the last record failed, while records fail transiently.
     store_failures: Option<Repeats>,
+    /// The record write out, if any.
+    writing: Option<Writing>,
 }
 
 impl SourceLoop {
@@ -145,6 +164,7 @@ impl SourceLoop {
             drain_deadline: None,
             outcome: Ok(()),
             store_failures: None,
+            writing: None,
         };
         if let Some(change) = ghosts {
             source_loop
@@ -181,7 +201,12 @@ impl SourceLoop {
                     // Every stage has ended.
                     None => break,
                 },
-                _ = cadence.tick() => self.record(false).await,
+                written = write_done(&mut self.writing) => {
+                    self.writing = None;
+                    let outcome = self.confirmer.finish_record(written);
+                    self.recorded(outcome, false);
+                }
+                _ = cadence.tick() => self.start_record(),
                 permit = reserve(self.work.clone()), if !self.outbox.is_empty() => match permit {
                     Some(permit) => {
                         permit.send(self.outbox.take());
@@ -207,7 +232,12 @@ impl SourceLoop {
             }
         }
         self.metrics.set_streaming(false);
-        self.record(true).await;
+        if let Some(writing) = self.writing.take() {
+            let outcome = self.confirmer.finish_record(writing.0.await);
+            self.recorded(outcome, false);
+        }
+        let outcome = self.confirmer.record().await;
+        self.recorded(outcome, true);
         Finished {
             events: self.events,
             confirmer: self.confirmer,
@@ -224,9 +254,18 @@ impl SourceLoop {
         self.metrics.confirmed(self.confirmer.confirmed());
     }
 
-    /// Records what was acknowledged; `last` when the session ends with it.
-    async fn record(&mut self, last: bool) {
-        match self.confirmer.record().await {
+    /// Starts writing what was acknowledged, unless a write is out.
+    fn start_record(&mut self) {
+        if self.writing.is_none()
+            && let Some(write) = self.confirmer.start_record()
+        {
+            self.writing = Some(Writing(Box::pin(write.write())));
+        }
+    }
+
+    /// A record write ended; `last` when the session ends with it.
+    fn recorded(&mut self, outcome: Result<Option<Lsn>, StoreError>, last: bool) {
+        match outcome {
             Ok(confirmed) => {
                 if let Some(lsn) = confirmed {
                     self.metrics.confirmed(lsn);
@@ -346,6 +385,14 @@ impl SourceLoop {
         self.outbox.take();
         self.work = None;
         self.drain("the plugin thread stopped");
+    }
+}
+
+/// The record write's outcome; never ready without a write out.
+async fn write_done(writing: &mut Option<Writing>) -> RecordWritten {
+    match writing {
+        Some(write) => write.0.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

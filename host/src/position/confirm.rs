@@ -26,6 +26,11 @@
 //!    positions released since the last write; those transactions are
 //!    replayed and their messages dropped by JetStream as duplicates
 //!    (`Nats-Msg-Id`).
+//!    A write may take a while (a NATS KV bucket whose cluster is electing
+//!    a leader), so it is lent out: [`Confirmer::start_record`] hands the
+//!    store and the record to a [`RecordWrite`] that the caller drives while
+//!    tickets keep coming back, and [`Confirmer::finish_record`] takes the
+//!    store back with the outcome. At most one write is out at a time.
 //! 3. **confirmed**: the recorded position published on the `flushed` watch,
 //!    which the replication reader reports to the server as the flush LSN
 //!    (never in `manual` flush mode). Publishing happens only after the
@@ -124,10 +129,51 @@ pub struct ConfirmerSettings {
     pub backfills: Vec<BackfillProgress>,
 }
 
+/// An offset record on its way to the store, which it holds meanwhile
+/// (see [`Confirmer::start_record`]).
+#[derive(Debug)]
+pub struct RecordWrite {
+    store: Box<dyn OffsetStore>,
+    record: OffsetRecord,
+    /// The released position the record holds.
+    upto: Lsn,
+    /// [`Confirmer::switches`] when the record was made.
+    switches: u64,
+}
+
+impl RecordWrite {
+    /// Writes the record; the outcome goes back to
+    /// [`Confirmer::finish_record`].
+    pub async fn write(mut self) -> RecordWritten {
+        let result = self.store.store(&self.record).await;
+        RecordWritten {
+            store: self.store,
+            upto: self.upto,
+            switches: self.switches,
+            result,
+        }
+    }
+}
+
+/// A finished [`RecordWrite`]: the store, and whether the write succeeded.
+#[derive(Debug)]
+pub struct RecordWritten {
+    store: Box<dyn OffsetStore>,
+    upto: Lsn,
+    switches: u64,
+    result: Result<(), StoreError>,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Confirmer {
-    store: Box<dyn OffsetStore>,
+    /// `None` while a [`RecordWrite`] holds it.
+    store: Option<Box<dyn OffsetStore>>,
+    /// Whether the store is durable (a memory store is not).
+    durable: bool,
+    /// Timeline switches released so far: a write made before one does not
+    /// move the positions after it.
+    switches: u64,
     flushed: watch::Sender<Lsn>,
     mode: FlushMode,
     slot: SlotName,
@@ -164,7 +210,9 @@ impl Confirmer {
         let (flushed, rx) = watch::channel(Lsn::ZERO);
         let (switched, _) = watch::channel(settings.server.timeline);
         let confirmer = Confirmer {
-            store: settings.store,
+            durable: settings.store.is_durable(),
+            store: Some(settings.store),
+            switches: 0,
             flushed,
             mode: settings.mode,
             slot: settings.slot,
@@ -261,7 +309,7 @@ impl Confirmer {
                 self.release(ticket);
             }
         }
-        if !self.store.is_durable() {
+        if !self.durable {
             self.publish(self.released);
         }
     }
@@ -295,6 +343,7 @@ impl Confirmer {
     /// Moves every position to `at` on `timeline`: the ghosts before are
     /// stored, the new timeline's changes come next.
     fn switch(&mut self, timeline: u32, at: Lsn) {
+        self.switches += 1;
         self.server.timeline = timeline;
         self.released = at;
         self.released_transaction = None;
@@ -313,7 +362,7 @@ impl Confirmer {
         // A durable store gets a record at `at` on the new timeline with the
         // next `record`, which then confirms it; a memory store confirms it
         // at once (see `acknowledged`).
-        self.progress_unrecorded = self.store.is_durable();
+        self.progress_unrecorded = self.durable;
         self.switched.send_replace(timeline);
     }
 
@@ -327,37 +376,79 @@ impl Confirmer {
         }
         self.released = wal_end;
         self.released_transaction = None;
-        if !self.store.is_durable() {
+        if !self.durable {
             self.publish(wal_end);
         }
     }
 
     /// Writes what was released since the last record to a durable store,
-    /// then confirms it. Returns the newly confirmed position, if it moved.
-    /// A failed write confirms nothing.
+    /// then confirms it: [`Self::start_record`], the write, and
+    /// [`Self::finish_record`] in one. Returns the newly confirmed position,
+    /// if it moved. A failed write confirms nothing. Must not be called
+    /// while a [`RecordWrite`] is out.
     pub async fn record(&mut self) -> Result<Option<Lsn>, StoreError> {
-        let before = self.confirmed;
-        if self.store.is_durable() {
-            if self.released == self.recorded && !self.progress_unrecorded {
-                return Ok(None);
-            }
-            let mut record = OffsetRecord::new(
-                self.slot.clone(),
-                self.released,
-                self.server.system_id,
-                self.server.timeline,
-            )
-            .with_snapshot(self.progress.clone())
-            .with_backfills(self.backfills.clone());
-            if let Some(t) = self.released_transaction {
-                record = record.with_transaction(t.xid, t.commit_lsn, t.commit_time);
-            }
-            self.store.store(&record).await?;
-            debug_assert!(self.released >= self.recorded, "records only move forward");
-            self.recorded = self.released;
-            self.progress_unrecorded = false;
-            self.publish(self.recorded);
+        debug_assert!(self.store.is_some(), "no record write is out");
+        match self.start_record() {
+            Some(write) => self.finish_record(write.write().await),
+            None => Ok(None),
         }
+    }
+
+    /// The record of what was released since the last one, with the store
+    /// lent to write it; `None` when there is nothing to write (a memory
+    /// store, nothing new) or a write is already out.
+    pub fn start_record(&mut self) -> Option<RecordWrite> {
+        if !self.durable || (self.released == self.recorded && !self.progress_unrecorded) {
+            return None;
+        }
+        let store = self.store.take()?;
+        let mut record = OffsetRecord::new(
+            self.slot.clone(),
+            self.released,
+            self.server.system_id,
+            self.server.timeline,
+        )
+        .with_snapshot(self.progress.clone())
+        .with_backfills(self.backfills.clone());
+        if let Some(t) = self.released_transaction {
+            record = record.with_transaction(t.xid, t.commit_lsn, t.commit_time);
+        }
+        // Progress released from now on sets it again; a failed write
+        // restores it.
+        self.progress_unrecorded = false;
+        Some(RecordWrite {
+            store,
+            record,
+            upto: self.released,
+            switches: self.switches,
+        })
+    }
+
+    /// Takes the store back from a finished write and, if it succeeded,
+    /// confirms what it recorded. A write made before a timeline switch
+    /// moves nothing: the switch reset the positions, and its own record
+    /// comes next.
+    pub fn finish_record(&mut self, written: RecordWritten) -> Result<Option<Lsn>, StoreError> {
+        let RecordWritten {
+            store,
+            upto,
+            switches,
+            result,
+        } = written;
+        debug_assert!(self.store.is_none(), "one record write is out at a time");
+        self.store = Some(store);
+        let before = self.confirmed;
+        if let Err(e) = result {
+            self.progress_unrecorded = true;
+            return Err(e);
+        }
+        if switches != self.switches {
+            self.progress_unrecorded = true;
+            return Ok(None);
+        }
+        debug_assert!(upto >= self.recorded, "records only move forward");
+        self.recorded = upto;
+        self.publish(self.recorded);
         Ok((self.confirmed > before).then_some(self.confirmed))
     }
 
@@ -367,7 +458,7 @@ impl Confirmer {
             return;
         }
         debug_assert!(
-            !self.store.is_durable() || lsn <= self.recorded,
+            !self.durable || lsn <= self.recorded,
             "nothing is confirmed before it is recorded"
         );
         self.confirmed = lsn;

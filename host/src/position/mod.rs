@@ -18,7 +18,9 @@ pub mod progress;
 pub mod startup;
 pub mod store;
 
-pub use confirm::{Confirmer, ConfirmerSettings, Ticket, Transaction, Update};
+pub use confirm::{
+    Confirmer, ConfirmerSettings, RecordWrite, RecordWritten, Ticket, Transaction, Update,
+};
 pub use offset::OffsetRecord;
 pub use progress::{BackfillProgress, SnapshotProgress, TableProgress};
 pub use store::{OffsetStore, StoreError};

@@ -322,3 +322,70 @@ fn with_a_memory_store_the_switch_point_is_confirmed_at_once() {
     assert_eq!(*flushed.borrow(), Lsn(0x200));
     assert_eq!(c.confirmed(), Lsn(0x200));
 }
+
+#[tokio::test]
+async fn acknowledgements_go_on_while_a_record_is_written() {
+    let (mut c, flushed) = confirmer(Box::new(Flaky::default()), FlushMode::Connector, Lsn(10));
+    let t = c.register(tx(20), None);
+    c.acknowledged(t);
+    let write = c.start_record().expect("something to record");
+    assert!(c.start_record().is_none(), "one write out at a time");
+    // Released while the write is out: the next record confirms it.
+    let t = c.register(tx(30), None);
+    c.acknowledged(t);
+    assert_eq!(c.released(), Lsn(30));
+    assert_eq!(
+        *flushed.borrow(),
+        Lsn::ZERO,
+        "nothing before the write returns"
+    );
+    assert_eq!(c.finish_record(write.write().await).unwrap(), Some(Lsn(20)));
+    assert_eq!(*flushed.borrow(), Lsn(20), "what the write held, not more");
+    assert_eq!(c.record().await.unwrap(), Some(Lsn(30)));
+    assert_eq!(*flushed.borrow(), Lsn(30));
+}
+
+#[tokio::test]
+async fn progress_a_failed_write_held_is_written_again() {
+    let (mut c, _) = confirmer(
+        Box::new(Flaky {
+            failing: true,
+            ..Flaky::default()
+        }),
+        FlushMode::Connector,
+        Lsn(10),
+    );
+    let t = c.register(None, Some(Update::Backfills(Vec::new())));
+    c.acknowledged(t);
+    let write = c.start_record().expect("the backfills' state to record");
+    assert!(c.finish_record(write.write().await).is_err());
+    assert!(
+        c.start_record().is_some(),
+        "the store is back and the state still unrecorded"
+    );
+}
+
+#[tokio::test]
+async fn a_write_made_before_a_switch_moves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offset.json");
+    let store = Box::new(FileStore::new(path.clone()));
+    let (mut c, flushed) = confirmer(store, FlushMode::Connector, Lsn(0x100));
+    let ghost = c.register(tx(0x300), None);
+    let marker = c.register_switch(2, Lsn(0x180));
+    c.acknowledged(ghost);
+    let write = c.start_record().expect("the ghost's end to record");
+    // The switch is released while the old timeline's record is written.
+    c.acknowledged(marker);
+    assert_eq!(c.finish_record(write.write().await).unwrap(), None);
+    assert_eq!(
+        c.confirmed(),
+        Lsn(0x100),
+        "the ghost's end is never confirmed"
+    );
+    assert_eq!(*flushed.borrow(), Lsn::ZERO);
+    // The switch point on the new timeline is the next record.
+    assert_eq!(c.record().await.unwrap(), Some(Lsn(0x180)));
+    assert_eq!(held(&path).await, (2, Lsn(0x180)));
+    assert_eq!(*flushed.borrow(), Lsn(0x180));
+}
