@@ -237,6 +237,25 @@ fn write_until(db: String, first: i64, stop: Arc<AtomicBool>) -> std::thread::Jo
     })
 }
 
+/// Stops `writer` and waits until the stream holds every row it wrote;
+/// returns the id after the last one.
+async fn finish_writing(
+    stop: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<i64>,
+    js: &jetstream::Context,
+    stream: &str,
+) -> i64 {
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    wait_until(
+        format!("all {written} rows in the stream"),
+        Duration::from_secs(120),
+        || async { try_stream_len(js, stream).await >= Some(written as u64) },
+    )
+    .await;
+    written
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
     let pg = PgCluster::shared();
@@ -299,14 +318,7 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
         }
         cluster.wait_ready().await;
     }
-    stop.store(true, Ordering::SeqCst);
-    let written = writer.join().unwrap();
-    wait_until(
-        format!("all {written} rows in the stream"),
-        Duration::from_secs(120),
-        || async { try_stream_len(&js, &p.stream).await >= Some(written as u64) },
-    )
-    .await;
+    let written = finish_writing(stop, writer, &js, &p.stream).await;
     let stored = read_all(&js, &p.stream).await;
     // The offset store took the faults in its stride: the slot is confirmed
     // past the last transaction's commit (its end, that is; the cluster's
@@ -358,14 +370,7 @@ async fn losing_a_jetstream_node_loses_nothing_and_stops_nothing() {
         || async { try_stream_len(&js, &p.stream).await >= Some(written as u64 + 100) },
     )
     .await;
-    stop.store(true, Ordering::SeqCst);
-    let written = writer.join().unwrap();
-    wait_until(
-        format!("all {written} rows in the stream"),
-        Duration::from_secs(120),
-        || async { try_stream_len(&js, &p.stream).await >= Some(written as u64) },
-    )
-    .await;
+    let written = finish_writing(stop, writer, &js, &p.stream).await;
     signal(&host, "-TERM");
     let status = wait_exit(&mut host, Duration::from_secs(30));
     assert!(status.success(), "{status}");

@@ -47,6 +47,16 @@ struct Flaky {
     writes: usize,
 }
 
+impl Flaky {
+    /// A store whose every write fails.
+    fn failing() -> Box<Flaky> {
+        Box::new(Flaky {
+            failing: true,
+            ..Flaky::default()
+        })
+    }
+}
+
 impl OffsetStore for Flaky {
     fn describe(&self) -> String {
         "flaky".into()
@@ -135,14 +145,7 @@ async fn a_durable_store_is_written_before_the_slot_is_told_and_only_when_record
 
 #[tokio::test]
 async fn a_failed_write_confirms_nothing() {
-    let (mut c, flushed) = confirmer(
-        Box::new(Flaky {
-            failing: true,
-            ..Flaky::default()
-        }),
-        FlushMode::Connector,
-        Lsn(10),
-    );
+    let (mut c, flushed) = confirmer(Flaky::failing(), FlushMode::Connector, Lsn(10));
     let t = c.register(tx(20), None);
     c.acknowledged(t);
     assert!(c.record().await.is_err());
@@ -284,8 +287,17 @@ async fn a_timeline_switch_continues_from_the_switch_point_on_the_new_timeline()
     assert_eq!(*flushed.borrow(), Lsn(0x250));
 }
 
-#[tokio::test]
-async fn ghosts_stored_after_the_switch_was_registered_are_never_confirmed_past_it() {
+/// A file-store confirmer at 0/100 whose ghost transaction (ending at
+/// 0/300) is stored, with the switch to timeline 2 at 0/180 registered
+/// behind it and not yet back: the store's directory and path, the
+/// confirmer, its flush watch and the switch's ticket.
+fn ghost_stored_before_a_switch() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Confirmer,
+    watch::Receiver<Lsn>,
+    Ticket,
+) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("offset.json");
     let store = Box::new(FileStore::new(path.clone()));
@@ -293,6 +305,12 @@ async fn ghosts_stored_after_the_switch_was_registered_are_never_confirmed_past_
     let ghost = c.register(tx(0x300), None);
     let marker = c.register_switch(2, Lsn(0x180));
     c.acknowledged(ghost);
+    (dir, path, c, flushed, marker)
+}
+
+#[tokio::test]
+async fn ghosts_stored_after_the_switch_was_registered_are_never_confirmed_past_it() {
+    let (_dir, path, mut c, flushed, marker) = ghost_stored_before_a_switch();
     c.record().await.unwrap();
     // Recorded on the old timeline, reported only up to the switch point.
     assert_eq!(held(&path).await, (1, Lsn(0x300)));
@@ -347,14 +365,7 @@ async fn acknowledgements_go_on_while_a_record_is_written() {
 
 #[tokio::test]
 async fn progress_a_failed_write_held_is_written_again() {
-    let (mut c, _) = confirmer(
-        Box::new(Flaky {
-            failing: true,
-            ..Flaky::default()
-        }),
-        FlushMode::Connector,
-        Lsn(10),
-    );
+    let (mut c, _) = confirmer(Flaky::failing(), FlushMode::Connector, Lsn(10));
     let t = c.register(None, Some(Update::Backfills(Vec::new())));
     c.acknowledged(t);
     let write = c.start_record().expect("the backfills' state to record");
@@ -367,13 +378,7 @@ async fn progress_a_failed_write_held_is_written_again() {
 
 #[tokio::test]
 async fn a_write_made_before_a_switch_moves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("offset.json");
-    let store = Box::new(FileStore::new(path.clone()));
-    let (mut c, flushed) = confirmer(store, FlushMode::Connector, Lsn(0x100));
-    let ghost = c.register(tx(0x300), None);
-    let marker = c.register_switch(2, Lsn(0x180));
-    c.acknowledged(ghost);
+    let (_dir, path, mut c, flushed, marker) = ghost_stored_before_a_switch();
     let write = c.start_record().expect("the ghost's end to record");
     // The switch is released while the old timeline's record is written.
     c.acknowledged(marker);
