@@ -8,20 +8,27 @@
 
 use std::error::Error;
 
+/// `error` and each of its causes, outermost first: the one walk of a
+/// chain, for the formatters below and for classifiers that look for a
+/// kind of error anywhere in it.
+pub fn chain<'a>(
+    error: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(error), |&e| e.source())
+}
+
 /// `error` and each of its causes, outermost first, with its text; a cause
 /// whose text is already contained in the texts before it is left out.
 pub fn distinct<'a>(error: &'a (dyn Error + 'static)) -> Vec<(&'a (dyn Error + 'static), String)> {
     let mut seen = String::new();
     let mut out = Vec::new();
-    let mut next = Some(error);
-    while let Some(e) = next {
+    for e in chain(error) {
         let text = e.to_string();
         if !seen.contains(&text) {
             seen.push_str(&text);
             seen.push('\n');
             out.push((e, text));
         }
-        next = e.source();
     }
     out
 }

@@ -269,21 +269,13 @@ async fn with_credentials_file(
 
 /// Whether a rustls error is somewhere in `error`'s chain.
 fn caused_by_tls(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if e.is::<async_nats::rustls::Error>() {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    crate::causes::chain(error).any(|e| {
+        e.is::<async_nats::rustls::Error>()
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                io.get_ref()
+                    .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+            })
+    })
 }
 
 fn log_event(event: Event) {

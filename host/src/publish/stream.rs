@@ -172,47 +172,43 @@ impl StreamError {
 /// bucket deleted under a running host answers, which is then waited for
 /// with a warning naming it.
 pub fn jetstream_busy(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let busy = if let Some(api) = e.downcast_ref::<async_nats::jetstream::Error>() {
-            api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
-        } else if let Some(e) = e.downcast_ref::<CreateStreamError>() {
-            match e.kind() {
-                CreateStreamErrorKind::TimedOut => true,
-                CreateStreamErrorKind::JetStream(api) => {
-                    api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
-                }
-                _ => false,
+    crate::causes::chain(error).any(|e| no_responder(e) || timed_out_or_leaderless(e))
+}
+
+/// Whether `error` itself says JetStream did not answer in time, or that its
+/// cluster has no leader ([`jetstream_busy`] walks the chain).
+fn timed_out_or_leaderless(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(api) = e.downcast_ref::<async_nats::jetstream::Error>() {
+        api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
+    } else if let Some(e) = e.downcast_ref::<CreateStreamError>() {
+        match e.kind() {
+            CreateStreamErrorKind::TimedOut => true,
+            CreateStreamErrorKind::JetStream(api) => {
+                api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
             }
-        } else if let Some(e) = e.downcast_ref::<GetStreamError>() {
-            e.kind() == GetStreamErrorKind::Request
-        } else if let Some(e) = e.downcast_ref::<kv::EntryError>() {
-            e.kind() == kv::EntryErrorKind::TimedOut
-        } else if let Some(e) = e.downcast_ref::<kv::UpdateError>() {
-            e.kind() == kv::UpdateErrorKind::TimedOut
-        } else if no_responder(e) {
-            true
-        } else if let Some(e) = e.downcast_ref::<PublishError>() {
-            matches!(
-                e.kind(),
-                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
-            )
-        } else if let Some(e) = e.downcast_ref::<DirectGetError>() {
-            e.kind() == DirectGetErrorKind::TimedOut
-        } else if let Some(e) = e.downcast_ref::<async_nats::RequestError>() {
-            matches!(
-                e.kind(),
-                RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
-            )
-        } else {
-            false
-        };
-        if busy {
-            return true;
+            _ => false,
         }
-        next = e.source();
+    } else if let Some(e) = e.downcast_ref::<GetStreamError>() {
+        e.kind() == GetStreamErrorKind::Request
+    } else if let Some(e) = e.downcast_ref::<kv::EntryError>() {
+        e.kind() == kv::EntryErrorKind::TimedOut
+    } else if let Some(e) = e.downcast_ref::<kv::UpdateError>() {
+        e.kind() == kv::UpdateErrorKind::TimedOut
+    } else if let Some(e) = e.downcast_ref::<PublishError>() {
+        matches!(
+            e.kind(),
+            PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+        )
+    } else if let Some(e) = e.downcast_ref::<DirectGetError>() {
+        e.kind() == DirectGetErrorKind::TimedOut
+    } else if let Some(e) = e.downcast_ref::<async_nats::RequestError>() {
+        matches!(
+            e.kind(),
+            RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
+        )
+    } else {
+        false
     }
-    false
 }
 
 /// Whether `error` itself is the client's form of JetStream's "no

@@ -122,13 +122,7 @@ fn nats_error(
     action: &'static str,
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> StoreError {
-    let mut no_responder = false;
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(cause) = next {
-        no_responder |= crate::publish::no_responder(cause);
-        next = cause.source();
-    }
-    let error: async_nats::Error = if no_responder {
+    let error: async_nats::Error = if crate::causes::chain(&e).any(crate::publish::no_responder) {
         Box::new(NoResponder(Box::new(e)))
     } else {
         Box::new(e)
